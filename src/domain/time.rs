@@ -1,0 +1,96 @@
+//! Timestamps: UTC milliseconds inside, RFC 3339 on output.
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use std::fmt;
+
+/// A point in time, UTC, millisecond precision.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a date (YYYY-MM-DD) or an RFC 3339 time (2024-05-01T12:00:00Z)")]
+pub struct BadTime(pub String);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self(Utc::now().timestamp_millis())
+    }
+
+    pub fn from_millis(ms: i64) -> Self {
+        Self(ms)
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    pub fn from_datetime<Tz: TimeZone>(dt: &DateTime<Tz>) -> Self {
+        Self(dt.timestamp_millis())
+    }
+
+    pub fn to_datetime(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.0).unwrap_or_default()
+    }
+
+    /// Parses RFC 3339 (any offset).
+    pub fn parse_rfc3339(s: &str) -> Result<Self, BadTime> {
+        DateTime::parse_from_rfc3339(s.trim()).map(|d| Self::from_datetime(&d)).map_err(|_| BadTime(s.to_string()))
+    }
+
+    /// A bound typed by a person: RFC 3339, or a date meaning its start (UTC). Returns the time and
+    /// whether only a date was given, so an upper bound can include that whole day.
+    pub fn parse_bound(s: &str) -> Result<(Self, bool), BadTime> {
+        if let Ok(t) = Self::parse_rfc3339(s) {
+            return Ok((t, false));
+        }
+        let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| BadTime(s.to_string()))?;
+        Ok((Self(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis()), true))
+    }
+
+    /// RFC 3339 in UTC with `Z`, milliseconds only when there are some.
+    pub fn write_rfc3339(self, out: &mut String) {
+        use std::fmt::Write;
+        let dt = self.to_datetime();
+        let fmt = if self.0.rem_euclid(1000) == 0 { "%Y-%m-%dT%H:%M:%SZ" } else { "%Y-%m-%dT%H:%M:%S%.3fZ" };
+        let _ = write!(out, "{}", dt.format(fmt));
+    }
+
+    pub fn to_rfc3339(self) -> String {
+        let mut s = String::with_capacity(24);
+        self.write_rfc3339(&mut s);
+        s
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({self})")
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_in_utc() {
+        let t = Timestamp::parse_rfc3339("2024-05-01T14:00:00+02:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2024-05-01T12:00:00Z");
+        let t = Timestamp::parse_rfc3339("2024-05-01T12:00:00.250Z").unwrap();
+        assert_eq!(t.to_rfc3339(), "2024-05-01T12:00:00.250Z");
+        assert_eq!(Timestamp::parse_bound("2024-05-01").unwrap(), (Timestamp::parse_rfc3339("2024-05-01T00:00:00Z").unwrap(), true));
+        assert!(Timestamp::parse_bound("2024-02-30").is_err());
+    }
+}

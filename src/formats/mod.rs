@@ -1,0 +1,232 @@
+//! Bytes <-> flat records. A reader turns a file (CSV/TSV, JSON, NDJSON, XML, in its text encoding)
+//! into records whose wanted fields are picked out by name or path; a writer does the reverse.
+//! Nothing here knows about consents: that is the `mapping` layer's job.
+
+mod csv;
+mod encoding;
+mod json;
+mod xml;
+
+use serde::Deserialize;
+use std::fmt;
+use std::io::{Read, Write};
+
+pub use encoding::Encoding;
+
+/// Which syntax a file uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FormatKind {
+    /// Delimited text: CSV, or TSV with `delimiter = "\t"`.
+    Csv,
+    Tsv,
+    /// One JSON document; records in an array at `records` (or the top-level array).
+    Json,
+    /// One JSON value per line.
+    Ndjson,
+    /// XML; one record per element at `record`.
+    Xml,
+}
+
+/// How a file is laid out: the `[format]` table of a mapping file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormatSpec {
+    /// `csv`, `tsv`, `json`, `ndjson` or `xml`.
+    #[serde(rename = "type")]
+    pub kind: FormatKind,
+    /// Text encoding: `utf-8` (a BOM is skipped), `windows-1252`, `utf-16` (BOM decides byte order),
+    /// `utf-16le`, `utf-16be`. Default `utf-8`.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Write a byte-order mark on export. Default false (true is usual for UTF-16).
+    #[serde(default)]
+    pub bom: bool,
+    /// CSV: the field delimiter, one character. Default `,` (`\t` for tsv).
+    pub delimiter: Option<char>,
+    /// CSV: the quote character. Default `"`.
+    pub quote: Option<char>,
+    /// CSV: whether the first line names the columns. Default true; when false, columns are numbered from 1.
+    pub header: Option<bool>,
+    /// CSV: line ending written on export, `lf` or `crlf`. Reading accepts both. Default `lf`.
+    pub line_ending: Option<LineEnding>,
+    /// JSON/NDJSON: dotted path to the array of records, such as `items` or `data.consents`. Arrays met
+    /// on the way are walked, so `customers.consents` reads every consent of every customer (fields of
+    /// the customer are then `../name`). Empty or absent: the top-level array (JSON) or each line (NDJSON).
+    pub records: Option<String>,
+    /// XML: slash-separated element path of one record from the root, such as `consents/consent` or
+    /// `subjects/subject/consent`. Namespace prefixes are ignored when matching.
+    pub record: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LineEnding {
+    Lf,
+    Crlf,
+}
+
+/// Where a field's value is in a record.
+/// - CSV: a column name (header) or a 1-based position.
+/// - JSON: a dotted path inside the record (`contact.phone`).
+/// - XML: a slash path inside the record element: `phone`, `contact/phone`, `@id`, `contact/@id`, or `.`
+///   for the record element's own text.
+///
+/// A leading `../` reads from the parent of a nested record (JSON and XML).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FieldRef {
+    Name(String),
+    Position(usize),
+}
+
+impl FieldRef {
+    /// True when the path starts with `../`.
+    pub fn is_parent(&self) -> bool {
+        matches!(self, FieldRef::Name(n) if n.starts_with("../"))
+    }
+
+    /// The path with a leading `../` removed.
+    pub fn without_parent(&self) -> FieldRef {
+        match self {
+            FieldRef::Name(n) => FieldRef::Name(n.strip_prefix("../").unwrap_or(n).to_string()),
+            p => p.clone(),
+        }
+    }
+}
+
+impl fmt::Display for FieldRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldRef::Name(n) => f.write_str(n),
+            FieldRef::Position(p) => write!(f, "column {p}"),
+        }
+    }
+}
+
+/// Where a record was read: for messages that say where the problem is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Location {
+    /// The file name as given (or `-`/`<request>`).
+    pub file: String,
+    /// 1-based line where the record starts, when the format has lines.
+    pub line: Option<u64>,
+    /// 1-based record number in the file.
+    pub record: u64,
+    /// JSON pointer (`/data/consents/17`) or XML path (`/consents/consent[18]`), when known.
+    pub path: Option<String>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        write!(f, " (record {}", self.record)?;
+        if let Some(p) = &self.path {
+            write!(f, ", {p}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// One record as read.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub location: Location,
+    /// One value per wanted field, in the order they were asked for; `None` when absent. JSON scalars
+    /// come as their text (`true`, `12`); JSON null is `None`.
+    pub values: Vec<Option<String>>,
+    /// The record as it came, when the format can write it back as it was (CSV rows): what
+    /// `--rejects` writes so nothing of the row is lost.
+    pub raw: Option<Vec<String>>,
+}
+
+/// A problem with the file itself (syntax, encoding, I/O). Reading stops after one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: {message}")]
+pub struct FormatError {
+    pub location: Location,
+    pub message: String,
+}
+
+/// A record to write. Flat layouts have no parent fields and one child; a nested layout (fields read
+/// with `../`) writes one parent holding its children.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutRecord {
+    /// Parent fields, paths without the `../`.
+    pub parent: Vec<(FieldRef, OutValue)>,
+    pub children: Vec<Vec<(FieldRef, OutValue)>>,
+}
+
+/// A value to write: text, or a JSON boolean or number where the format has them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutValue {
+    Text(String),
+    Bool(bool),
+    Int(i64),
+}
+
+impl OutValue {
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            OutValue::Text(s) => s.as_str().into(),
+            OutValue::Bool(b) => b.to_string().into(),
+            OutValue::Int(i) => i.to_string().into(),
+        }
+    }
+}
+
+/// Reads records one at a time; memory does not grow with the file.
+pub trait RecordReader: Send {
+    /// The next record, `None` at the end. After an `Err` the reader is done.
+    fn next_record(&mut self) -> Option<Result<Record, FormatError>>;
+    /// CSV: the header row as read (for writing rejects back in the same shape).
+    fn header(&self) -> Option<&[String]> {
+        None
+    }
+}
+
+/// Writes records; `finish` writes what closes the document (`]`, end tags) and flushes.
+pub trait RecordWriter {
+    fn write(&mut self, record: &OutRecord) -> Result<(), FormatError>;
+    /// CSV: writes a row exactly as it was read (rejects). Other formats ignore it.
+    fn write_raw(&mut self, _row: &[String]) -> Result<(), FormatError> {
+        Ok(())
+    }
+    fn finish(self: Box<Self>) -> Result<(), FormatError>;
+}
+
+/// Opens a reader for `spec` that picks `wanted` out of each record. `file` names the input in messages.
+/// A CSV header that lacks a wanted column is an error here, before any record is read.
+pub fn open_reader(
+    spec: &FormatSpec,
+    wanted: &[FieldRef],
+    input: Box<dyn Read + Send>,
+    file: &str,
+) -> Result<Box<dyn RecordReader>, FormatError> {
+    let input = encoding::decode(spec.encoding, input);
+    match spec.kind {
+        FormatKind::Csv | FormatKind::Tsv => Ok(Box::new(csv::CsvReader::new(spec, wanted, input, file)?)),
+        FormatKind::Json => Ok(Box::new(json::JsonReader::new(spec, wanted, input, file)?)),
+        FormatKind::Ndjson => Ok(Box::new(json::NdjsonReader::new(spec, wanted, input, file)?)),
+        FormatKind::Xml => Ok(Box::new(xml::XmlReader::new(spec, wanted, input, file)?)),
+    }
+}
+
+/// Opens a writer for `spec`. `columns` is the CSV header order (all fields a record may carry, parent
+/// fields first); `header_row` replaces it when writing rejects of a CSV file with its own header.
+pub fn open_writer<'w>(
+    spec: &FormatSpec,
+    columns: &[FieldRef],
+    header_row: Option<&[String]>,
+    out: Box<dyn Write + 'w>,
+) -> Result<Box<dyn RecordWriter + 'w>, FormatError> {
+    let out = encoding::encode(spec.encoding, spec.bom, out);
+    match spec.kind {
+        FormatKind::Csv | FormatKind::Tsv => Ok(Box::new(csv::CsvWriter::new(spec, columns, header_row, out)?)),
+        FormatKind::Json => Ok(Box::new(json::JsonWriter::new(spec, out)?)),
+        FormatKind::Ndjson => Ok(Box::new(json::NdjsonWriter::new(spec, out)?)),
+        FormatKind::Xml => Ok(Box::new(xml::XmlWriter::new(spec, out)?)),
+    }
+}

@@ -1,0 +1,21 @@
+//! consentd keeps a contact center's customer consents (may we record this call, may we message this
+//! WhatsApp number) and keeps them in step with other consent management systems.
+//!
+//! # Layout
+//! - [`domain`]: phone numbers, usages, consents, search criteria; parsed once at the edge, no I/O.
+//! - [`store`]: the one door to sled: consents, their indexes, the change feed and the audit trail.
+//! - [`formats`]: bytes <-> flat records (CSV/TSV, JSON, NDJSON, XML, text encodings).
+//! - [`mapping`]: flat records <-> consents, as `mappings/*.toml` describe them.
+//! - [`import`] and [`export`]: streaming one-off moves between files and the store.
+//! - [`config`]: the settings file, validated at once; [`cli`]: the command line; [`app`]: the daemon.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod export;
+pub mod formats;
+pub mod import;
+pub mod mapping;
+pub mod store;
+pub mod telemetry;

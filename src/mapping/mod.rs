@@ -1,0 +1,95 @@
+//! Field mappings: records <-> consents, described by `mappings/NAME.toml` and read at run time, so a
+//! new external system needs a mapping file, not code. `spec` is the file's shape and its checks;
+//! `apply` turns records into incoming changes and consents back into records; `cases` runs the test
+//! cases a mapping carries.
+
+mod apply;
+mod cases;
+mod spec;
+
+use crate::domain::{Consent, Incoming, PhoneParser};
+use crate::formats::{FieldRef, FormatSpec, Location, OutRecord, Record};
+use std::path::{Path, PathBuf};
+
+pub use cases::{CaseOutcome, TestReport};
+pub use spec::MappingSpec;
+
+/// A loaded, checked mapping.
+#[derive(Debug, Clone)]
+pub struct Mapping {
+    /// The mapping's name: the file stem (`generic-csv`), used in sources (`import:generic-csv`).
+    pub name: String,
+    /// The file it was read from.
+    pub file: PathBuf,
+    pub spec: MappingSpec,
+}
+
+/// Every problem found in a mapping file, each with the file and key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct MappingErrors {
+    pub problems: Vec<String>,
+}
+
+/// Why one record was refused: where, which field, the value, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{location}: field {field} = {value:?}: {reason}")]
+pub struct RecordError {
+    pub location: Location,
+    /// The mapping key (`number`, `usage`, `consent`, `created`, `updated`, `delete`) and where it is read.
+    pub field: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Mapping {
+    /// `name_or_path` is a mapping name (`mappings_dir/NAME.toml`) or a path to a `.toml` file.
+    pub fn load(name_or_path: &str, mappings_dir: &Path) -> Result<Mapping, MappingErrors> {
+        spec::load(name_or_path, mappings_dir)
+    }
+
+    /// Parses and checks mapping text; `file` is used in messages and `name` is the mapping's name.
+    pub fn from_toml(name: &str, file: &Path, text: &str) -> Result<Mapping, MappingErrors> {
+        spec::from_toml(name, file, text)
+    }
+
+    pub fn format(&self) -> &FormatSpec {
+        &self.spec.format
+    }
+
+    /// The fields a reader must pick out of each record, in the order `Record::values` gives them.
+    pub fn wanted_fields(&self) -> Vec<FieldRef> {
+        apply::wanted_fields(self)
+    }
+
+    /// Turns one record into incoming changes (a wide record gives one per usage it carries).
+    pub fn to_incoming(&self, record: &Record, phones: &PhoneParser, out: &mut Vec<Incoming>) -> Result<(), RecordError> {
+        apply::to_incoming(self, record, phones, out)
+    }
+
+    /// Whether records group the consents of one number (wide or nested layouts); export then hands
+    /// [`Mapping::to_out_record`] all consents of a number at once.
+    pub fn groups_by_number(&self) -> bool {
+        apply::groups_by_number(self)
+    }
+
+    /// The columns a writer lays out (CSV header order).
+    pub fn out_columns(&self) -> Vec<FieldRef> {
+        apply::out_columns(self)
+    }
+
+    /// One record to write from consents of one number (one consent unless `groups_by_number`).
+    pub fn to_out_record(&self, consents: &[Consent]) -> OutRecord {
+        apply::to_out_record(self, consents)
+    }
+
+    /// A refused record, to write back in the input's format (`--rejects`).
+    pub fn reject_record(&self, record: &Record) -> OutRecord {
+        apply::reject_record(self, record)
+    }
+
+    /// Runs the test cases the mapping carries.
+    pub fn run_tests(&self, phones: &PhoneParser) -> TestReport {
+        cases::run(self, phones)
+    }
+}
