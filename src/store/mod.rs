@@ -1,1 +1,664 @@
-//! TODO
+//! The one door to sled: consents, their indexes, the change feed and the audit trail. Nothing else
+//! in consentd touches sled.
+//!
+//! # Key layout
+//! Consents and indexes are *paged maps* ([`pages`]): each sled value is a page of many small sorted
+//! entries, so a bulk write costs one sled insert per page touched, not per consent.
+//! - tree `by_number`: key `reversed digits · 0x00 · usage` → `1 · consent · created · updated · source`.
+//!   Exact lookups, and trailing-digit searches as a key-prefix range (digits `678` → prefix `876`).
+//! - tree `by_created`: key `usage · consent · created · number(u64 BE)` → `1 · updated · source`.
+//!   Creation-time order; one partition per (usage, value), so a search only reads matching entries.
+//! - tree `audit_by_number`: key `reversed digits · 0x00 · seq` → empty. Finds a number's audit trail.
+//! - tree `journal`: key `first seq (u64 BE)` → a block of changes (seq, when, actor, source, number,
+//!   usage, before, after). It is the change feed, the audit trail (kept after a consent is deleted)
+//!   and the redo log at once.
+//! - tree `names`: `i · id(u32 BE)` → name and `s · name` → id, for sources and actors.
+//! - tree `meta`: `format` → store format version; `applied` → the last seq applied to the maps.
+//!
+//! Times are UTC milliseconds, stored sign-flipped big-endian so they sort. Every value starts with a
+//! format byte.
+//!
+//! # Writes and crashes
+//! A batch of changes is decided against what we hold, written to the journal and flushed, then applied
+//! to the maps, and `applied` is moved and flushed. On open, journal blocks past `applied` are applied
+//! again (applying is idempotent), so a SIGKILL at any point leaves consents, indexes, change feed and
+//! audit in agreement. One writer at a time; readers never block.
+
+mod keys;
+mod pages;
+
+use crate::domain::{Consent, Criteria, Decision, Incoming, PhoneNumber, Source, Timestamp, Usage};
+use keys::{RawChange, Stored};
+use pages::{Change, PagedMap, Small};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+const STORE_FORMAT: u8 = 1;
+/// Journal block size: changes per sled value.
+const BLOCK: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store at {0} is in use by another process (is `consentd serve` running? then use --server)")]
+    InUse(PathBuf),
+    #[error("the store at {dir} was written by a newer consentd (format {found}, this one reads {STORE_FORMAT})")]
+    Format { dir: PathBuf, found: u8 },
+    #[error("the store is damaged: {0}")]
+    Corrupt(String),
+    #[error("store I/O failed: {0}")]
+    Sled(#[from] sled::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Settings of the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+    /// Largest page of a paged map, in bytes.
+    pub page_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { cache_bytes: 64 << 20, page_bytes: 8 << 10 }
+    }
+}
+
+/// Who makes a batch of changes, from where, and when.
+#[derive(Debug, Clone)]
+pub struct ChangeContext {
+    /// The actor of the audit trail: a token name, `cli:<user>`, a connector.
+    pub actor: String,
+    pub source: Source,
+    pub now: Timestamp,
+}
+
+/// What one incoming change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Inserted,
+    Updated,
+    Unchanged,
+    Deleted,
+    NotFound,
+}
+
+/// An entry of the audit trail and change feed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at: Timestamp,
+    pub actor: String,
+    pub source: Source,
+    pub number: PhoneNumber,
+    pub usage: Usage,
+    pub before: Option<Consent>,
+    pub after: Option<Consent>,
+}
+
+/// One page of search results; `next_cursor` continues after the last item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPage {
+    pub items: Vec<Consent>,
+    pub next_cursor: Option<String>,
+}
+
+struct Names {
+    tree: sled::Tree,
+    cache: RwLock<(HashMap<String, u32>, Vec<(String, Source)>)>,
+}
+
+impl Names {
+    fn open(tree: sled::Tree) -> Result<Self> {
+        let (mut ids, mut names) = (HashMap::new(), Vec::new());
+        for kv in tree.scan_prefix(b"i") {
+            let (k, v) = kv?;
+            let name = String::from_utf8_lossy(&v).into_owned();
+            let id = u32::from_be_bytes(k[1..].try_into().map_err(|_| StoreError::Corrupt("bad name key".into()))?);
+            if id as usize != names.len() {
+                return Err(StoreError::Corrupt(format!("name id {id} out of order")));
+            }
+            names.push((name.clone(), Source::parse(&name).unwrap_or(Source::Agent(name.clone()))));
+            ids.insert(name, id);
+        }
+        Ok(Self { tree, cache: RwLock::new((ids, names)) })
+    }
+
+    fn id(&self, name: &str) -> Result<u32> {
+        if let Some(&id) = self.cache.read().expect("names lock").0.get(name) {
+            return Ok(id);
+        }
+        let mut cache = self.cache.write().expect("names lock");
+        if let Some(&id) = cache.0.get(name) {
+            return Ok(id);
+        }
+        let id = cache.1.len() as u32;
+        self.tree.insert([b"i".as_slice(), &id.to_be_bytes()].concat(), name.as_bytes())?;
+        cache.1.push((name.to_string(), Source::parse(name).unwrap_or(Source::Agent(name.to_string()))));
+        cache.0.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    /// The name as a source (actors that are not sources come back as their plain text via `text`).
+    fn source(&self, id: u32) -> Source {
+        self.cache.read().expect("names lock").1.get(id as usize).map(|(_, s)| s.clone()).unwrap_or(Source::Cli)
+    }
+
+    fn text(&self, id: u32) -> String {
+        self.cache.read().expect("names lock").1.get(id as usize).map(|(t, _)| t.clone()).unwrap_or_default()
+    }
+}
+
+/// The consent store.
+pub struct Store {
+    db: sled::Db,
+    dir: PathBuf,
+    by_number: PagedMap,
+    by_created: PagedMap,
+    audit: PagedMap,
+    journal: sled::Tree,
+    meta: sled::Tree,
+    names: Names,
+    /// One writer at a time; holds the next sequence number.
+    writer: Mutex<u64>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, finishing any batch a crash interrupted.
+    pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Self> {
+        let db = sled::Config::new().path(dir).cache_capacity(opts.cache_bytes).open().map_err(|e| match e {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::InUse(dir.to_path_buf()),
+            e => StoreError::Sled(e),
+        })?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("format")? {
+            None => {
+                meta.insert("format", &[STORE_FORMAT])?;
+            }
+            Some(v) if v.as_ref() == [STORE_FORMAT] => {}
+            Some(v) => return Err(StoreError::Format { dir: dir.to_path_buf(), found: v.first().copied().unwrap_or(0) }),
+        }
+        let journal = db.open_tree("journal")?;
+        let next_seq = match journal.last()? {
+            None => 1,
+            Some((_, block)) => keys::decode_block(&block).and_then(|b| b.last().map(|c| c.seq + 1)).ok_or_else(|| StoreError::Corrupt("last journal block".into()))?,
+        };
+        let store = Store {
+            by_number: PagedMap::new(db.open_tree("by_number")?, opts.page_bytes),
+            by_created: PagedMap::new(db.open_tree("by_created")?, opts.page_bytes),
+            audit: PagedMap::new(db.open_tree("audit_by_number")?, opts.page_bytes),
+            names: Names::open(db.open_tree("names")?)?,
+            journal,
+            meta,
+            db,
+            dir: dir.to_path_buf(),
+            writer: Mutex::new(next_seq),
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn applied(&self) -> Result<u64> {
+        Ok(self.meta.get("applied")?.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+    }
+
+    /// Applies journal blocks written after the last `applied` mark.
+    fn recover(&self) -> Result<()> {
+        let applied = self.applied()?;
+        let start = self.journal.range(..=applied.to_be_bytes()).next_back().transpose()?.map(|(k, _)| k).unwrap_or_default();
+        let mut pending = Vec::new();
+        for kv in self.journal.range(start..) {
+            let (_, block) = kv?;
+            let changes = keys::decode_block(&block).ok_or_else(|| StoreError::Corrupt("journal block".into()))?;
+            pending.extend(changes.into_iter().filter(|c| c.seq > applied));
+        }
+        if let Some(last) = pending.last() {
+            tracing::warn!(changes = pending.len(), "Finishing a batch that was interrupted.");
+            let last = last.seq;
+            self.apply_to_maps(&pending)?;
+            self.meta.insert("applied", &last.to_be_bytes())?;
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    fn consent(&self, number: PhoneNumber, usage: Usage, s: &Stored) -> Consent {
+        Consent {
+            number,
+            usage,
+            consent: s.consent,
+            created_at: Timestamp::from_millis(s.created),
+            updated_at: Timestamp::from_millis(s.updated),
+            source: self.names.source(s.source),
+        }
+    }
+
+    /// The consent held for a number and usage.
+    pub fn get(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Consent>> {
+        let v = self.by_number.get(&keys::number_key(number, usage))?;
+        v.map(|v| keys::decode_number_value(&v).map(|s| self.consent(number, usage, &s)).ok_or_else(|| StoreError::Corrupt("consent value".into()))).transpose()
+    }
+
+    /// Decides, journals and applies a batch of incoming changes (in order: a later change to the same
+    /// consent sees the earlier one). With `dry_run` nothing is written. Returns each change's outcome.
+    pub fn apply(&self, batch: &[Incoming], ctx: &ChangeContext, dry_run: bool) -> Result<Vec<Outcome>> {
+        let mut next_seq = self.writer.lock().expect("writer lock");
+        let source_id = self.names.id(&ctx.source.to_string())?;
+        let actor_id = self.names.id(&ctx.actor)?;
+        // Decide in key order, reading each page once; equal keys keep their batch order.
+        let mut order: Vec<(Small, usize)> = batch.iter().enumerate().map(|(i, inc)| (keys::number_key(inc.number, inc.usage), i)).collect();
+        order.sort_unstable();
+        let mut outcomes = vec![Outcome::Unchanged; batch.len()];
+        let mut changes: Vec<RawChange> = Vec::new();
+        let mut lookup = self.by_number.sorted_lookup();
+        let mut held: Option<(Small, Option<(Stored, Consent)>)> = None;
+        for (key, i) in &order {
+            let inc = &batch[*i];
+            if held.as_ref().is_none_or(|(k, _)| k != key) {
+                let stored = lookup.get(key)?.map(|v| keys::decode_number_value(&v).ok_or_else(|| StoreError::Corrupt("consent value".into()))).transpose()?;
+                held = Some((*key, stored.map(|s| (s, self.consent(inc.number, inc.usage, &s)))));
+            }
+            let slot = &mut held.as_mut().expect("set above").1;
+            let (outcome, after) = match inc.decide(slot.as_ref().map(|(_, c)| c), &ctx.source, ctx.now) {
+                Decision::Insert(c) => (Outcome::Inserted, Some(Some(c))),
+                Decision::Update(c) => (Outcome::Updated, Some(Some(c))),
+                Decision::Delete => (Outcome::Deleted, Some(None)),
+                Decision::Unchanged => (Outcome::Unchanged, None),
+                Decision::NotFound => (Outcome::NotFound, None),
+            };
+            outcomes[*i] = outcome;
+            if let Some(after) = after {
+                let after = after.map(|c| (Stored { consent: c.consent, created: c.created_at.millis(), updated: c.updated_at.millis(), source: source_id }, c));
+                let before = slot.as_ref().map(|(s, _)| *s);
+                changes.push(RawChange { seq: 0, at: ctx.now.millis(), actor: actor_id, source: source_id, number: inc.number, usage: inc.usage, before, after: after.as_ref().map(|(s, _)| *s) });
+                *slot = after;
+            }
+        }
+        drop(lookup);
+        if dry_run || changes.is_empty() {
+            return Ok(outcomes);
+        }
+        // Sequence numbers follow the order the changes were decided in.
+        for c in &mut changes {
+            c.seq = *next_seq;
+            *next_seq += 1;
+        }
+        for block in changes.chunks(BLOCK) {
+            self.journal.insert(block[0].seq.to_be_bytes(), keys::encode_block(block))?;
+        }
+        self.db.flush()?;
+        self.apply_to_maps(&changes)?;
+        self.meta.insert("applied", &(*next_seq - 1).to_be_bytes())?;
+        self.db.flush()?;
+        Ok(outcomes)
+    }
+
+    /// Brings the paged maps in line with journalled changes (in seq order). Idempotent.
+    fn apply_to_maps(&self, changes: &[RawChange]) -> Result<()> {
+        fn last_wins(mut v: Vec<Change>) -> Vec<Change> {
+            v.sort_by(|a, b| a.0.cmp(&b.0)); // stable: later changes to a key stay later
+            let mut out: Vec<Change> = Vec::with_capacity(v.len());
+            for c in v {
+                match out.last_mut() {
+                    Some(last) if last.0 == c.0 => *last = c,
+                    _ => out.push(c),
+                }
+            }
+            out
+        }
+        let mut number = Vec::with_capacity(changes.len());
+        let mut created = Vec::with_capacity(changes.len() * 2);
+        let mut audit = Vec::with_capacity(changes.len());
+        for c in changes {
+            number.push((keys::number_key(c.number, c.usage), c.after.as_ref().map(keys::number_value)));
+            if let Some(b) = &c.before {
+                created.push((keys::created_key(c.number, c.usage, b.consent, b.created), None));
+            }
+            if let Some(a) = &c.after {
+                created.push((keys::created_key(c.number, c.usage, a.consent, a.created), Some(keys::created_value(a))));
+            }
+            audit.push((keys::audit_key(c.number, c.seq), Some(Small::default())));
+        }
+        self.by_number.apply(&last_wins(number))?;
+        self.by_created.apply(&last_wins(created))?;
+        self.audit.apply(&last_wins(audit))?;
+        Ok(())
+    }
+
+    /// Searches with any combination of criteria (at least one), in creation-time order, `limit` items
+    /// after `cursor`.
+    pub fn search(&self, criteria: &Criteria, cursor: Option<&str>, limit: usize) -> Result<SearchPage> {
+        let after = cursor.map(decode_cursor).transpose()?;
+        let mut items = Vec::with_capacity(limit.min(1000) + 1);
+        for c in self.matches(criteria, after)? {
+            items.push(c?);
+            if items.len() > limit {
+                break;
+            }
+        }
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok(SearchPage { items, next_cursor })
+    }
+
+    /// Every consent matching the criteria (none: all), in creation-time order, streamed.
+    pub fn scan(&self, criteria: &Criteria) -> Result<Box<dyn Iterator<Item = Result<Consent>> + '_>> {
+        self.matches(criteria, None)
+    }
+
+    fn matches(&self, criteria: &Criteria, after: Option<SortKey>) -> Result<Box<dyn Iterator<Item = Result<Consent>> + '_>> {
+        let criteria = criteria.clone();
+        let prefix = match (&criteria.number, &criteria.digits) {
+            (Some(n), _) => Some(keys::number_prefix(*n).to_vec()),
+            (None, Some(d)) => Some(d.reversed()),
+            (None, None) => None,
+        };
+        if let Some(prefix) = prefix {
+            // Few candidates: read them by number, then order them by creation time.
+            let mut found = Vec::new();
+            let mut scan = self.by_number.scan(&prefix, None);
+            while let Some(e) = scan.next_entry() {
+                let (k, v) = e?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let (number, usage) = keys::decode_number_key(k).ok_or_else(|| StoreError::Corrupt("consent key".into()))?;
+                let s = keys::decode_number_value(v).ok_or_else(|| StoreError::Corrupt("consent value".into()))?;
+                let c = self.consent(number, usage, &s);
+                if criteria.matches(&c) && after.is_none_or(|a| sort_key(&c) > a) {
+                    found.push(c);
+                }
+            }
+            found.sort_by_key(sort_key);
+            return Ok(Box::new(found.into_iter().map(Ok)));
+        }
+        let from = criteria.created_from.map_or(i64::MIN, Timestamp::millis).max(after.map_or(i64::MIN, |a| a.0));
+        let to = criteria.created_before.map(Timestamp::millis);
+        let mut parts = Vec::new();
+        for usage in Usage::ALL.into_iter().filter(|u| criteria.usage.is_none_or(|c| c == *u)) {
+            for consent in [false, true].into_iter().filter(|v| criteria.consent.is_none_or(|c| c == *v)) {
+                let end = match to {
+                    Some(t) => keys::created_bound(usage, consent, t).to_vec(),
+                    None => vec![usage.code(), u8::from(consent) + 1],
+                };
+                parts.push(self.by_created.scan(&keys::created_bound(usage, consent, from), Some(&end)));
+            }
+        }
+        Ok(Box::new(MergeByCreated { store: self, heads: parts.iter().map(|_| None).collect(), parts, after, started: false }))
+    }
+
+    /// The audit trail of a number (also of deleted consents), oldest first.
+    pub fn history(&self, number: PhoneNumber) -> Result<Vec<AuditEntry>> {
+        let prefix = keys::number_prefix(number);
+        let mut seqs = Vec::new();
+        let mut scan = self.audit.scan(&prefix, None);
+        while let Some(e) = scan.next_entry() {
+            let (k, _) = e?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            seqs.push(keys::decode_audit_seq(k).ok_or_else(|| StoreError::Corrupt("audit key".into()))?);
+        }
+        let mut out = Vec::new();
+        let mut block: Option<(u64, Vec<RawChange>)> = None;
+        for seq in seqs {
+            if block.as_ref().is_none_or(|(_, b)| b.last().is_none_or(|c| c.seq < seq) || b[0].seq > seq) {
+                let (k, v) = self.journal.range(..=seq.to_be_bytes()).next_back().transpose()?.ok_or_else(|| StoreError::Corrupt("journal".into()))?;
+                let b = keys::decode_block(&v).ok_or_else(|| StoreError::Corrupt("journal block".into()))?;
+                block = Some((u64::from_be_bytes(k.as_ref().try_into().unwrap_or_default()), b));
+            }
+            if let Some(c) = block.as_ref().and_then(|(_, b)| b.iter().find(|c| c.seq == seq)) {
+                out.push(self.audit_entry(c));
+            }
+        }
+        Ok(out)
+    }
+
+    fn audit_entry(&self, c: &RawChange) -> AuditEntry {
+        AuditEntry {
+            seq: c.seq,
+            at: Timestamp::from_millis(c.at),
+            actor: self.names.text(c.actor),
+            source: self.names.source(c.source),
+            number: c.number,
+            usage: c.usage,
+            before: c.before.as_ref().map(|s| self.consent(c.number, c.usage, s)),
+            after: c.after.as_ref().map(|s| self.consent(c.number, c.usage, s)),
+        }
+    }
+
+    /// Changes with a sequence number above `seq`, oldest first, at most `limit`.
+    pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let start = self.journal.range(..=seq.to_be_bytes()).next_back().transpose()?.map(|(k, _)| k).unwrap_or_default();
+        let mut out = Vec::new();
+        for kv in self.journal.range(start..) {
+            let (_, v) = kv?;
+            for c in keys::decode_block(&v).ok_or_else(|| StoreError::Corrupt("journal block".into()))? {
+                if c.seq > seq {
+                    out.push(self.audit_entry(&c));
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes everything to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Creation-time order: (created, number, usage).
+type SortKey = (i64, u64, u8);
+
+fn sort_key(c: &Consent) -> SortKey {
+    (c.created_at.millis(), c.number.as_u64(), c.usage.code())
+}
+
+fn encode_cursor(c: &Consent) -> String {
+    let (t, n, u) = sort_key(c);
+    let mut bytes = Vec::with_capacity(17);
+    bytes.extend_from_slice(&t.to_be_bytes());
+    bytes.extend_from_slice(&n.to_be_bytes());
+    bytes.push(u);
+    bytes.iter().map(|b| format!("{:02x}", b ^ 0x5a)).collect()
+}
+
+fn decode_cursor(s: &str) -> Result<SortKey> {
+    let bad = || StoreError::Corrupt("the cursor is not one this store gave out".into());
+    if s.len() != 34 || !s.is_ascii() {
+        return Err(bad());
+    }
+    let b: Vec<u8> = (0..17).map(|i| u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).map(|b| b ^ 0x5a)).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
+    Ok((i64::from_be_bytes(b[0..8].try_into().map_err(|_| bad())?), u64::from_be_bytes(b[8..16].try_into().map_err(|_| bad())?), b[16]))
+}
+
+/// Merges the `by_created` partitions into one creation-time ordered stream.
+struct MergeByCreated<'s> {
+    store: &'s Store,
+    parts: Vec<pages::Scan>,
+    heads: Vec<Option<Consent>>,
+    after: Option<SortKey>,
+    started: bool,
+}
+
+impl MergeByCreated<'_> {
+    fn fill(&mut self, i: usize) -> Result<()> {
+        loop {
+            let Some(e) = self.parts[i].next_entry() else {
+                self.heads[i] = None;
+                return Ok(());
+            };
+            let (k, v) = e?;
+            let (number, usage, consent, created) = keys::decode_created_key(k).ok_or_else(|| StoreError::Corrupt("created key".into()))?;
+            let (updated, source) = keys::decode_created_value(v).ok_or_else(|| StoreError::Corrupt("created value".into()))?;
+            let c = self.store.consent(number, usage, &Stored { consent, created, updated, source });
+            if self.after.is_none_or(|a| sort_key(&c) > a) {
+                self.heads[i] = Some(c);
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Iterator for MergeByCreated<'_> {
+    type Item = Result<Consent>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if !self.started {
+            self.started = true;
+            for i in 0..self.parts.len() {
+                if let Err(e) = self.fill(i) {
+                    return Some(Err(e));
+                }
+            }
+        }
+        let (i, _) = self.heads.iter().enumerate().filter_map(|(i, h)| h.as_ref().map(|c| (i, sort_key(c)))).min_by_key(|(_, k)| *k)?;
+        let out = self.heads[i].take();
+        if let Err(e) = self.fill(i) {
+            return Some(Err(e));
+        }
+        out.map(Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Digits, Op};
+
+    fn ts(s: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(s).unwrap()
+    }
+
+    fn ctx() -> ChangeContext {
+        ChangeContext { actor: "cli:test".into(), source: Source::Import("generic-csv".into()), now: ts("2025-01-01T00:00:00Z") }
+    }
+
+    fn set(n: &str, usage: Usage, consent: bool, at: &str) -> Incoming {
+        Incoming { number: PhoneNumber::parse(n).unwrap(), usage, op: Op::Set { consent, created_at: Some(ts(at)), updated_at: Some(ts(at)) } }
+    }
+
+    fn open(dir: &Path) -> Store {
+        Store::open(dir, &StoreOptions { cache_bytes: 1 << 20, page_bytes: 256 }).unwrap()
+    }
+
+    #[test]
+    fn changes_are_decided_journalled_and_searchable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let batch = vec![
+            set("+491512345678", Usage::Whatsapp, true, "2024-03-01T10:00:00Z"),
+            set("+491512345678", Usage::CallRecording, false, "2024-03-02T10:00:00Z"),
+            set("+33123456789", Usage::Whatsapp, true, "2024-03-01T09:00:00Z"),
+            set("+491512345678", Usage::Whatsapp, false, "2024-02-01T00:00:00Z"),
+        ];
+        let out = store.apply(&batch, &ctx(), false).unwrap();
+        assert_eq!(out, vec![Outcome::Inserted, Outcome::Inserted, Outcome::Inserted, Outcome::Unchanged]);
+        assert_eq!(store.apply(&batch, &ctx(), false).unwrap(), vec![Outcome::Unchanged; 4]);
+
+        let n = PhoneNumber::parse("+491512345678").unwrap();
+        let c = store.get(n, Usage::Whatsapp).unwrap().unwrap();
+        assert!(c.consent);
+        assert_eq!(c.source, Source::Import("generic-csv".into()));
+
+        let by_digits = Criteria { digits: Some(Digits::parse("5678").unwrap()), ..Default::default() };
+        let page = store.search(&by_digits, None, 10).unwrap();
+        assert_eq!(page.items.iter().map(|c| c.usage).collect::<Vec<_>>(), vec![Usage::Whatsapp, Usage::CallRecording]);
+        let day = Criteria { created_from: Some(ts("2024-03-01T00:00:00Z")), created_before: Some(ts("2024-03-02T00:00:00Z")), ..Default::default() };
+        let page = store.search(&day, None, 1).unwrap();
+        assert_eq!(page.items[0].number.to_string(), "+33123456789");
+        let page = store.search(&day, page.next_cursor.as_deref(), 1).unwrap();
+        assert_eq!(page.items[0].number, n);
+        assert_eq!(page.next_cursor, None);
+        let denied = Criteria { consent: Some(false), ..Default::default() };
+        assert_eq!(store.search(&denied, None, 10).unwrap().items.len(), 1);
+
+        let del = Incoming { number: n, usage: Usage::Whatsapp, op: Op::Delete { at: None } };
+        assert_eq!(store.apply(&[del], &ctx(), false).unwrap(), vec![Outcome::Deleted]);
+        assert_eq!(store.get(n, Usage::Whatsapp).unwrap(), None);
+        let history = store.history(n).unwrap();
+        assert_eq!(history.len(), 3, "two inserts and the delete are kept");
+        assert!(history[2].after.is_none() && history[2].before.as_ref().is_some_and(|b| b.consent));
+        assert_eq!(history[2].actor, "cli:test");
+        assert_eq!(store.changes_since(2, 10).unwrap().len(), 2);
+        assert_eq!(store.search(&Criteria { usage: Some(Usage::Whatsapp), ..Default::default() }, None, 10).unwrap().items.len(), 1);
+    }
+
+    #[test]
+    fn many_consents_page_through_in_creation_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let batch: Vec<Incoming> = (0..2000u64)
+            .map(|i| {
+                let t = Timestamp::from_millis(1_700_000_000_000 + ((i * 7919) % 2000) as i64 * 1000);
+                Incoming { number: PhoneNumber::from_u64(4915100000000 + i * 13).unwrap(), usage: Usage::ALL[(i % 2) as usize], op: Op::Set { consent: i % 3 != 0, created_at: Some(t), updated_at: Some(t) } }
+            })
+            .collect();
+        store.apply(&batch, &ctx(), false).unwrap();
+        let all = Criteria { created_from: Some(Timestamp::from_millis(0)), ..Default::default() };
+        let (mut seen, mut cursor) = (Vec::new(), None);
+        loop {
+            let page = store.search(&all, cursor.as_deref(), 150).unwrap();
+            seen.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 2000);
+        assert!(seen.windows(2).all(|w| sort_key(&w[0]) < sort_key(&w[1])));
+        assert_eq!(store.scan(&Criteria { consent: Some(false), usage: Some(Usage::Whatsapp), ..Default::default() }).unwrap().count(), (0..2000).filter(|i| i % 3 == 0 && i % 2 == 1).count());
+    }
+
+    #[test]
+    fn a_batch_interrupted_after_the_journal_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path());
+            store.apply(&[set("+491512345678", Usage::Whatsapp, true, "2024-03-01T10:00:00Z")], &ctx(), false).unwrap();
+            // Crash between journal and maps: the journal holds a change the maps have not seen.
+            let change = RawChange {
+                seq: 2,
+                at: 0,
+                actor: 0,
+                source: 0,
+                number: PhoneNumber::parse("+33123456789").unwrap(),
+                usage: Usage::CallRecording,
+                before: None,
+                after: Some(Stored { consent: true, created: 5, updated: 5, source: 0 }),
+            };
+            store.journal.insert(2u64.to_be_bytes(), keys::encode_block(&[change])).unwrap();
+            store.flush().unwrap();
+        }
+        let store = open(dir.path());
+        assert!(store.get(PhoneNumber::parse("+33123456789").unwrap(), Usage::CallRecording).unwrap().is_some());
+        assert_eq!(store.search(&Criteria { usage: Some(Usage::CallRecording), ..Default::default() }, None, 10).unwrap().items.len(), 1);
+        assert_eq!(store.apply(&[set("+4670123456", Usage::Whatsapp, true, "2024-03-01T10:00:00Z")], &ctx(), false).unwrap(), vec![Outcome::Inserted]);
+        assert_eq!(store.changes_since(0, 10).unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_second_opener_is_told_the_store_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = open(dir.path());
+        match Store::open(dir.path(), &StoreOptions::default()) {
+            Err(StoreError::InUse(_)) => {}
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+}

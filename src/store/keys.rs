@@ -1,0 +1,245 @@
+//! Byte layouts of the store's keys and values (see the key layout in `store/mod.rs`).
+
+use super::pages::Small;
+use crate::domain::{PhoneNumber, Usage};
+
+/// A consent as stored beside its key: value, times (UTC ms) and the id of its source's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    pub consent: bool,
+    pub created: i64,
+    pub updated: i64,
+    pub source: u32,
+}
+
+/// One change as the journal keeps it: the change feed, the audit trail and the redo log in one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawChange {
+    pub seq: u64,
+    pub at: i64,
+    pub actor: u32,
+    pub source: u32,
+    pub number: PhoneNumber,
+    pub usage: Usage,
+    pub before: Option<Stored>,
+    pub after: Option<Stored>,
+}
+
+/// Sorts signed times correctly as unsigned big-endian bytes.
+fn time_bytes(t: i64) -> [u8; 8] {
+    ((t as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn time_from(b: &[u8]) -> i64 {
+    (u64::from_be_bytes(b.try_into().expect("8 bytes")) ^ (1 << 63)) as i64
+}
+
+fn rev_digits(number: PhoneNumber) -> Small {
+    let mut v = Vec::with_capacity(16);
+    number.reversed_digits(&mut v);
+    Small::new(&v)
+}
+
+/// `by_number` key: reversed digits, 0, usage code.
+pub fn number_key(number: PhoneNumber, usage: Usage) -> Small {
+    let mut k = rev_digits(number);
+    k.push(&[0, usage.code()]);
+    k
+}
+
+/// Prefix of both usages' `by_number` keys of one number.
+pub fn number_prefix(number: PhoneNumber) -> Small {
+    let mut k = rev_digits(number);
+    k.push(&[0]);
+    k
+}
+
+pub fn decode_number_key(k: &[u8]) -> Option<(PhoneNumber, Usage)> {
+    let [rev @ .., 0, u] = k else { return None };
+    Some((PhoneNumber::from_reversed_digits(rev)?, Usage::from_code(*u)?))
+}
+
+/// `by_number` value: format, consent, created, updated, source id.
+pub fn number_value(s: &Stored) -> Small {
+    let mut v = Small::new(&[1, u8::from(s.consent)]);
+    v.push(&time_bytes(s.created));
+    v.push(&time_bytes(s.updated));
+    v.push(&s.source.to_be_bytes());
+    v
+}
+
+pub fn decode_number_value(v: &[u8]) -> Option<Stored> {
+    let [1, c, rest @ ..] = v else { return None };
+    (rest.len() == 20).then(|| Stored {
+        consent: *c == 1,
+        created: time_from(&rest[0..8]),
+        updated: time_from(&rest[8..16]),
+        source: u32::from_be_bytes(rest[16..20].try_into().expect("4 bytes")),
+    })
+}
+
+/// `by_created` key: usage, consent, created, number.
+pub fn created_key(number: PhoneNumber, usage: Usage, consent: bool, created: i64) -> Small {
+    let mut k = Small::new(&[usage.code(), u8::from(consent)]);
+    k.push(&time_bytes(created));
+    k.push(&number.as_u64().to_be_bytes());
+    k
+}
+
+/// The start of one (usage, consent) partition of `by_created` at a time.
+pub fn created_bound(usage: Usage, consent: bool, created: i64) -> Small {
+    let mut k = Small::new(&[usage.code(), u8::from(consent)]);
+    k.push(&time_bytes(created));
+    k
+}
+
+pub fn decode_created_key(k: &[u8]) -> Option<(PhoneNumber, Usage, bool, i64)> {
+    let [u, c, rest @ ..] = k else { return None };
+    if rest.len() != 16 {
+        return None;
+    }
+    let number = PhoneNumber::from_u64(u64::from_be_bytes(rest[8..16].try_into().ok()?))?;
+    Some((number, Usage::from_code(*u)?, *c == 1, time_from(&rest[0..8])))
+}
+
+/// `by_created` value: format, updated, source id.
+pub fn created_value(s: &Stored) -> Small {
+    let mut v = Small::new(&[1]);
+    v.push(&time_bytes(s.updated));
+    v.push(&s.source.to_be_bytes());
+    v
+}
+
+pub fn decode_created_value(v: &[u8]) -> Option<(i64, u32)> {
+    let [1, rest @ ..] = v else { return None };
+    (rest.len() == 12).then(|| (time_from(&rest[0..8]), u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"))))
+}
+
+/// `audit_by_number` key: reversed digits, 0, sequence number.
+pub fn audit_key(number: PhoneNumber, seq: u64) -> Small {
+    let mut k = number_prefix(number);
+    k.push(&seq.to_be_bytes());
+    k
+}
+
+pub fn decode_audit_seq(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.get(k.len().checked_sub(8)?..)?.try_into().ok()?))
+}
+
+const JOURNAL_FORMAT: u8 = 1;
+const KIND_CHANGE: u8 = 0;
+
+fn put_stored(out: &mut Vec<u8>, s: &Option<Stored>) {
+    match s {
+        None => out.push(0),
+        Some(s) => {
+            out.extend_from_slice(&[1, u8::from(s.consent)]);
+            out.extend_from_slice(&s.created.to_be_bytes());
+            out.extend_from_slice(&s.updated.to_be_bytes());
+            out.extend_from_slice(&s.source.to_be_bytes());
+        }
+    }
+}
+
+/// A journal block: many changes in one sled value, keyed by its first sequence number.
+pub fn encode_block(changes: &[RawChange]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + changes.len() * 80);
+    out.push(JOURNAL_FORMAT);
+    out.extend_from_slice(&(changes.len() as u32).to_be_bytes());
+    for c in changes {
+        out.push(KIND_CHANGE);
+        out.extend_from_slice(&c.seq.to_be_bytes());
+        out.extend_from_slice(&c.at.to_be_bytes());
+        out.extend_from_slice(&c.actor.to_be_bytes());
+        out.extend_from_slice(&c.source.to_be_bytes());
+        out.extend_from_slice(&c.number.as_u64().to_be_bytes());
+        out.push(c.usage.code());
+        put_stored(&mut out, &c.before);
+        put_stored(&mut out, &c.after);
+    }
+    out
+}
+
+struct Cur<'a>(&'a [u8]);
+
+impl Cur<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (h, t) = self.0.split_at_checked(N)?;
+        self.0 = t;
+        h.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_be_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take().map(u64::from_be_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take().map(i64::from_be_bytes)
+    }
+    fn stored(&mut self) -> Option<Option<Stored>> {
+        match self.u8()? {
+            0 => Some(None),
+            _ => Some(Some(Stored { consent: self.u8()? == 1, created: self.i64()?, updated: self.i64()?, source: self.u32()? })),
+        }
+    }
+}
+
+pub fn decode_block(bytes: &[u8]) -> Option<Vec<RawChange>> {
+    let mut c = Cur(bytes);
+    if c.u8()? != JOURNAL_FORMAT {
+        return None;
+    }
+    let n = c.u32()? as usize;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        if c.u8()? != KIND_CHANGE {
+            return None;
+        }
+        out.push(RawChange {
+            seq: c.u64()?,
+            at: c.i64()?,
+            actor: c.u32()?,
+            source: c.u32()?,
+            number: PhoneNumber::from_u64(c.u64()?)?,
+            usage: Usage::from_code(c.u8()?)?,
+            before: c.stored()?,
+            after: c.stored()?,
+        });
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn stored() -> impl Strategy<Value = Stored> {
+        (any::<bool>(), any::<i64>(), any::<i64>(), any::<u32>()).prop_map(|(consent, created, updated, source)| Stored { consent, created, updated, source })
+    }
+
+    proptest! {
+        #[test]
+        fn keys_and_values_round_trip(n in 1_000_000u64..999_999_999_999_999, u in 0u8..2, s in stored(), seq: u64, at: i64, before in prop::option::of(stored()), after in prop::option::of(stored())) {
+            let number = PhoneNumber::from_u64(n).unwrap();
+            let usage = Usage::from_code(u).unwrap();
+            prop_assert_eq!(decode_number_key(&number_key(number, usage)), Some((number, usage)));
+            prop_assert_eq!(decode_number_value(&number_value(&s)), Some(s));
+            prop_assert_eq!(decode_created_key(&created_key(number, usage, s.consent, s.created)), Some((number, usage, s.consent, s.created)));
+            prop_assert_eq!(decode_created_value(&created_value(&s)), Some((s.updated, s.source)));
+            prop_assert_eq!(decode_audit_seq(&audit_key(number, seq)), Some(seq));
+            let c = RawChange { seq, at, actor: 1, source: s.source, number, usage, before, after };
+            prop_assert_eq!(decode_block(&encode_block(&[c, c])), Some(vec![c, c]));
+        }
+
+        #[test]
+        fn created_keys_sort_by_time(a: i64, b: i64) {
+            let n = PhoneNumber::from_u64(491512345678).unwrap();
+            prop_assert_eq!(a.cmp(&b), created_key(n, Usage::Whatsapp, true, a).cmp(&created_key(n, Usage::Whatsapp, true, b)));
+        }
+    }
+}
