@@ -1,1 +1,54 @@
-//! TODO
+//! The daemon: opens the store, serves the admin HTTP API until SIGTERM/SIGINT, then finishes the
+//! requests in flight and flushes the store.
+
+use crate::config::Config;
+use crate::store::Store;
+use anyhow::Context;
+use axum::{routing::get, Router};
+use std::sync::Arc;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub config: Arc<Config>,
+}
+
+/// The HTTP routes.
+pub fn router(state: AppState) -> Router {
+    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(|| async { "ready\n" })).with_state(state)
+}
+
+/// Runs the daemon until a stop signal.
+pub fn serve(config: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        let store = Arc::new(Store::open(&config.data_dir, &config.store_options())?);
+        let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "consentd is listening.");
+        // Tests and scripts read the bound address (port 0 picks one) from this line.
+        println!("listening on {addr}");
+        let state = AppState { store: store.clone(), config: Arc::new(config) };
+        axum::serve(listener, router(state)).with_graceful_shutdown(stop_signal()).await?;
+        store.flush()?;
+        tracing::info!("consentd stopped; the store is flushed.");
+        Ok(())
+    })
+}
+
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,1 +1,372 @@
-//! TODO
+//! The command line (clap): parses arguments into commands and runs them against the store, the
+//! mappings and the daemon. `main.rs` only calls [`run`].
+
+use crate::config::Config;
+use crate::domain::{Criteria, Digits, Incoming, Op, Source, Timestamp, Usage};
+use crate::import::{ImportOptions, Input};
+use crate::mapping::Mapping;
+use crate::store::{ChangeContext, Outcome, Store};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Exit status when an import refused records (other failures exit 1).
+pub const EXIT_REFUSED: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "consentd", version, about = "Keeps customer consents and keeps them in step with other consent systems.")]
+pub struct Cli {
+    /// Configuration file (default: the built-in config/consentd.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Store directory (overrides the config and CONSENTD_DATA_DIR).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve,
+    /// Check the configuration and report every problem.
+    CheckConfig,
+    /// Import files through a mapping.
+    Import {
+        /// Mapping name (mappings/NAME.toml) or path.
+        #[arg(long)]
+        mapping: String,
+        /// Files to import (`-` for standard input).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Report what would change, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply nothing if any record is refused.
+        #[arg(long)]
+        strict: bool,
+        /// Write refused records here, in the input's format.
+        #[arg(long, value_name = "FILE")]
+        rejects: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export consents through a mapping (all, or those matching the criteria).
+    Export {
+        #[arg(long)]
+        mapping: String,
+        #[command(flatten)]
+        criteria: CriteriaArgs,
+        /// Write here instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Search consents (at least one criterion), in creation-time order.
+    Search {
+        #[command(flatten)]
+        criteria: CriteriaArgs,
+        /// At most this many results.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Continue after a previous page (its next cursor).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a given (TRUE) consent.
+    Add {
+        number: String,
+        #[arg(long, default_value = "call_recording")]
+        usage: Usage,
+    },
+    /// Set a consent's value.
+    Set {
+        number: String,
+        #[arg(long)]
+        usage: Usage,
+        #[arg(long, action = clap::ArgAction::Set)]
+        consent: bool,
+    },
+    /// Delete a number's consent (both usages unless --usage is given).
+    Delete {
+        number: String,
+        #[arg(long)]
+        usage: Option<Usage>,
+    },
+    /// Flip a number's consent (both usages held unless --usage is given).
+    Toggle {
+        number: String,
+        #[arg(long)]
+        usage: Option<Usage>,
+    },
+    /// The audit trail of a number: every change, also of deleted consents.
+    History {
+        number: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with mapping files.
+    Mapping {
+        #[command(subcommand)]
+        command: MappingCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MappingCommand {
+    /// Load a mapping and report every problem.
+    Check { name: String },
+    /// Show the first records of a file as consents, or why they are refused.
+    Preview {
+        name: String,
+        file: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
+    /// Run the test cases the mapping carries.
+    Test { name: String },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct CriteriaArgs {
+    /// A full number (any common notation).
+    #[arg(long)]
+    pub number: Option<String>,
+    /// Trailing digits of the number (at least 3).
+    #[arg(long)]
+    pub digits: Option<String>,
+    /// Consent value.
+    #[arg(long)]
+    pub consent: Option<bool>,
+    #[arg(long)]
+    pub usage: Option<Usage>,
+    /// Created at or after (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    pub created_from: Option<String>,
+    /// Created at or before (RFC 3339, or YYYY-MM-DD for that whole day).
+    #[arg(long)]
+    pub created_to: Option<String>,
+}
+
+impl CriteriaArgs {
+    pub fn parse(&self, config: &Config) -> anyhow::Result<Criteria> {
+        let mut c = Criteria {
+            number: self.number.as_deref().map(|n| config.phone_parser().parse(n).with_context(|| "--number")).transpose()?,
+            digits: self.digits.as_deref().map(|d| Digits::parse(d).context("--digits")).transpose()?,
+            consent: self.consent,
+            usage: self.usage,
+            created_from: self.created_from.as_deref().map(|t| Timestamp::parse_bound(t).map(|(t, _)| t).context("--created-from")).transpose()?,
+            created_before: None,
+        };
+        if let Some(t) = &self.created_to {
+            let (t, date_only) = Timestamp::parse_bound(t).context("--created-to")?;
+            c.set_created_to(t, date_only);
+        }
+        Ok(c)
+    }
+}
+
+/// Runs a command; returns the process exit status.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(d) = cli.data_dir {
+        config.data_dir = d;
+    }
+    let phones = config.phone_parser();
+    let open_store = || -> anyhow::Result<Store> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+        Ok(Store::open(&config.data_dir, &config.store_options())?)
+    };
+    let ctx = || ChangeContext { actor: format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "local".into())), source: Source::Cli, now: Timestamp::now() };
+    let stdout = &mut std::io::stdout().lock();
+    match cli.command {
+        Command::Serve => crate::app::serve(config)?,
+        Command::CheckConfig => writeln!(stdout, "The configuration is valid.")?,
+        Command::Import { mapping, files, dry_run, strict, rejects, json } => {
+            let mapping = Mapping::load(&mapping, &config.mappings_dir)?;
+            let store = open_store()?;
+            if strict && files.iter().any(|f| f.as_os_str() == "-") {
+                bail!("--strict reads its input twice, so it needs files, not standard input");
+            }
+            let mut inputs: Vec<Input> = files.iter().map(|f| if f.as_os_str() == "-" { Input::once("-", Box::new(std::io::stdin())) } else { Input::file(f) }).collect();
+            let ctx = ChangeContext { source: Source::Import(mapping.name.clone()), ..ctx() };
+            let opts = ImportOptions { dry_run, strict, rejects, chunk_records: config.import.chunk_records };
+            let report = crate::import::import(&store, &mapping, &mut inputs, &ctx, &phones, &opts)?;
+            if json {
+                serde_json::to_writer_pretty(&mut *stdout, &report)?;
+                writeln!(stdout)?;
+            } else {
+                write!(stdout, "{}", report.to_text())?;
+            }
+            if !report.clean() {
+                return Ok(EXIT_REFUSED);
+            }
+        }
+        Command::Export { mapping, criteria, output } => {
+            let mapping = Mapping::load(&mapping, &config.mappings_dir)?;
+            let criteria = criteria.parse(&config)?;
+            let store = open_store()?;
+            let written = match &output {
+                Some(path) => {
+                    // Written beside the target and renamed, so a reader never sees half a file.
+                    let tmp = path.with_extension("partial");
+                    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+                    let n = crate::export::export(&store, &mapping, &criteria, Box::new(std::io::BufWriter::with_capacity(1 << 16, file)))?;
+                    std::fs::rename(&tmp, path)?;
+                    n
+                }
+                None => crate::export::export(&store, &mapping, &criteria, Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())))?,
+            };
+            eprintln!("Exported {written} consent(s) with mapping {}.", mapping.name);
+        }
+        Command::Search { criteria, limit, cursor, json } => {
+            let criteria = criteria.parse(&config)?.require_one()?;
+            let store = open_store()?;
+            let page = store.search(&criteria, cursor.as_deref(), limit)?;
+            if json {
+                serde_json::to_writer_pretty(&mut *stdout, &page.items)?;
+                writeln!(stdout)?;
+            } else {
+                writeln!(stdout, "{:<17} {:<15} {:<7} {:<24} {:<24} source", "number", "usage", "consent", "created_at", "updated_at")?;
+                for c in &page.items {
+                    writeln!(stdout, "{:<17} {:<15} {:<7} {:<24} {:<24} {}", c.number.to_string(), c.usage.as_str(), c.consent, c.created_at.to_rfc3339(), c.updated_at.to_rfc3339(), c.source)?;
+                }
+                if let Some(next) = &page.next_cursor {
+                    writeln!(stdout, "More results: --cursor {next}")?;
+                }
+            }
+        }
+        Command::Add { number, usage } => {
+            let n = phones.parse(&number).context("the number")?;
+            let out = change(&open_store()?, &ctx(), &[Incoming { number: n, usage, op: Op::Set { consent: true, created_at: None, updated_at: None } }])?;
+            writeln!(stdout, "{n} {usage}: {}", describe(out[0]))?;
+        }
+        Command::Set { number, usage, consent } => {
+            let n = phones.parse(&number).context("the number")?;
+            let out = change(&open_store()?, &ctx(), &[Incoming { number: n, usage, op: Op::Set { consent, created_at: None, updated_at: None } }])?;
+            writeln!(stdout, "{n} {usage}: {}", describe(out[0]))?;
+        }
+        Command::Delete { number, usage } => {
+            let n = phones.parse(&number).context("the number")?;
+            let usages: Vec<Usage> = usage.map_or(Usage::ALL.to_vec(), |u| vec![u]);
+            let batch: Vec<Incoming> = usages.iter().map(|&u| Incoming { number: n, usage: u, op: Op::Delete { at: None } }).collect();
+            let out = change(&open_store()?, &ctx(), &batch)?;
+            for (u, o) in usages.iter().zip(out) {
+                writeln!(stdout, "{n} {u}: {}", if o == Outcome::Unchanged { "none held" } else { describe(o) })?;
+            }
+        }
+        Command::Toggle { number, usage } => {
+            let n = phones.parse(&number).context("the number")?;
+            let store = open_store()?;
+            let usages: Vec<Usage> = match usage {
+                Some(u) => vec![u],
+                None => Usage::ALL.into_iter().filter(|&u| store.get(n, u).ok().flatten().is_some()).collect(),
+            };
+            let batch: Vec<Incoming> = usages.iter().map(|&u| Incoming { number: n, usage: u, op: Op::Toggle }).collect();
+            let out = change(&store, &ctx(), &batch)?;
+            if out.is_empty() || out.contains(&Outcome::NotFound) {
+                bail!("no consent held for this number{}", usage.map(|u| format!(" and usage {u}")).unwrap_or_default());
+            }
+            for u in usages {
+                let c = store.get(n, u)?.context("just toggled")?;
+                writeln!(stdout, "{n} {u}: now {}", c.consent)?;
+            }
+        }
+        Command::History { number, json } => {
+            let n = phones.parse(&number).context("the number")?;
+            let history = open_store()?.history(n)?;
+            if json {
+                serde_json::to_writer_pretty(&mut *stdout, &history)?;
+                writeln!(stdout)?;
+            } else {
+                let state = |c: &Option<crate::domain::Consent>| c.as_ref().map_or("-".to_string(), |c| format!("{} (created {})", c.consent, c.created_at));
+                for e in &history {
+                    writeln!(stdout, "#{} {} {} by {} via {}: {} -> {}", e.seq, e.at, e.usage, e.actor, e.source, state(&e.before), state(&e.after))?;
+                }
+            }
+        }
+        Command::Mapping { command } => return mapping_command(command, &config, stdout),
+    }
+    Ok(0)
+}
+
+fn change(store: &Store, ctx: &ChangeContext, batch: &[Incoming]) -> anyhow::Result<Vec<Outcome>> {
+    Ok(store.apply(batch, ctx, false)?)
+}
+
+fn describe(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Inserted => "added",
+        Outcome::Updated => "updated",
+        Outcome::Unchanged => "unchanged",
+        Outcome::Deleted => "deleted",
+        Outcome::NotFound => "not found",
+    }
+}
+
+fn mapping_command(command: MappingCommand, config: &Config, out: &mut dyn Write) -> anyhow::Result<u8> {
+    match command {
+        MappingCommand::Check { name } => {
+            let m = Mapping::load(&name, &config.mappings_dir)?;
+            writeln!(out, "{} ({}) is valid.", m.name, m.file.display())?;
+            Ok(0)
+        }
+        MappingCommand::Preview { name, file, count } => {
+            let m = Mapping::load(&name, &config.mappings_dir)?;
+            let input = std::fs::File::open(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let mut records = crate::formats::open_reader(m.format(), &m.wanted_fields(), Box::new(std::io::BufReader::new(input)), &file.display().to_string())?;
+            let phones = config.phone_parser();
+            let mut status = 0;
+            for _ in 0..count {
+                let Some(next) = records.next_record() else { break };
+                let record = match next {
+                    Ok(r) => r,
+                    Err(e) => {
+                        writeln!(out, "{e}")?;
+                        status = EXIT_REFUSED;
+                        break;
+                    }
+                };
+                let mut incoming = Vec::new();
+                match m.to_incoming(&record, &phones, &mut incoming) {
+                    Ok(()) => {
+                        for i in incoming {
+                            writeln!(out, "{}: {} {} {}", record.location, i.number, i.usage, describe_op(&i.op))?;
+                        }
+                    }
+                    Err(e) => {
+                        writeln!(out, "{e}")?;
+                        status = EXIT_REFUSED;
+                    }
+                }
+            }
+            Ok(status)
+        }
+        MappingCommand::Test { name } => {
+            let m = Mapping::load(&name, &config.mappings_dir)?;
+            let report = m.run_tests(&config.phone_parser());
+            let failed = report.cases.iter().filter(|c| !c.passed).count();
+            for c in &report.cases {
+                writeln!(out, "{} {}{}", if c.passed { "ok  " } else { "FAIL" }, c.name, if c.passed { String::new() } else { format!("\n{}", c.detail) })?;
+            }
+            writeln!(out, "{} passed, {} failed", report.cases.len() - failed, failed)?;
+            Ok(if failed > 0 { 1 } else { 0 })
+        }
+    }
+}
+
+fn describe_op(op: &Op) -> String {
+    match op {
+        Op::Set { consent, created_at, updated_at } => {
+            let t = |t: &Option<Timestamp>| t.map_or("-".to_string(), |t| t.to_string());
+            format!("consent={consent} created={} updated={}", t(created_at), t(updated_at))
+        }
+        Op::Delete { at } => format!("delete{}", at.map(|t| format!(" at {t}")).unwrap_or_default()),
+        Op::Toggle => "toggle".into(),
+    }
+}

@@ -1,1 +1,298 @@
-//! TODO
+//! One-off imports: files are read through a mapping as a stream, records become incoming changes,
+//! and changes are decided and written a chunk at a time, so memory does not grow with the file.
+//! Refused records are reported with where and why, and can be written back out for correction.
+
+use crate::domain::{Incoming, PhoneParser};
+use crate::formats::{self, FormatError, RecordReader, RecordWriter};
+use crate::mapping::{Mapping, RecordError};
+use crate::store::{ChangeContext, Outcome, Store, StoreError};
+use serde::Serialize;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Refused records kept in a report; the rest are counted (and all go to the rejects file).
+const REPORT_REJECTS: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Decide everything and report, write nothing.
+    pub dry_run: bool,
+    /// Apply nothing if any record is refused.
+    pub strict: bool,
+    /// Where to write refused records, in the input's format.
+    pub rejects: Option<PathBuf>,
+    /// Consents decided and written together.
+    pub chunk_records: usize,
+}
+
+/// What an import did. Counts of consents, except `read` (records) and `rejected` (records).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportReport {
+    pub mapping: String,
+    pub files: Vec<String>,
+    pub dry_run: bool,
+    /// With `strict`, whether anything was applied.
+    pub applied: bool,
+    pub read: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    pub rejected: u64,
+    /// The first refused records, with where and why.
+    pub rejects: Vec<Reject>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Reject {
+    pub file: String,
+    pub line: Option<u64>,
+    pub record: u64,
+    pub path: Option<String>,
+    pub field: Option<String>,
+    pub value: Option<String>,
+    pub reason: String,
+}
+
+impl From<&RecordError> for Reject {
+    fn from(e: &RecordError) -> Self {
+        Reject {
+            file: e.location.file.clone(),
+            line: e.location.line,
+            record: e.location.record,
+            path: e.location.path.clone(),
+            field: Some(e.field.clone()),
+            value: Some(e.value.clone()),
+            reason: e.reason.clone(),
+        }
+    }
+}
+
+impl From<&FormatError> for Reject {
+    fn from(e: &FormatError) -> Self {
+        Reject { file: e.location.file.clone(), line: e.location.line, record: e.location.record, path: e.location.path.clone(), field: None, value: None, reason: e.message.clone() }
+    }
+}
+
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        write!(f, " record {}", self.record)?;
+        if let Some(p) = &self.path {
+            write!(f, " ({p})")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": {field}")?;
+        }
+        if let Some(v) = &self.value {
+            let shown: String = v.chars().take(80).collect();
+            write!(f, " = {shown:?}{}", if shown.len() < v.len() { "…" } else { "" })?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl ImportReport {
+    /// True when every record was taken.
+    pub fn clean(&self) -> bool {
+        self.rejected == 0
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "{}{} file(s) with mapping {} in {:.2} s: read {}, inserted {}, updated {}, unchanged {}, deleted {}, rejected {}\n",
+            if self.dry_run { "Dry run (nothing written): " } else { "Imported " },
+            self.files.len(),
+            self.mapping,
+            self.seconds,
+            self.read,
+            self.inserted,
+            self.updated,
+            self.unchanged,
+            self.deleted,
+            self.rejected
+        );
+        if !self.applied && !self.dry_run {
+            s.push_str("Nothing was applied: --strict and some records were refused.\n");
+        }
+        if !self.rejects.is_empty() {
+            s.push_str("Refused:\n");
+            for r in &self.rejects {
+                s.push_str(&format!("  {r}\n"));
+            }
+            if self.rejected > self.rejects.len() as u64 {
+                s.push_str(&format!("  … and {} more\n", self.rejected - self.rejects.len() as u64));
+            }
+        }
+        s
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read {0}: {1}")]
+    Open(String, std::io::Error),
+    #[error("cannot write the rejects to {0}: {1}")]
+    Rejects(String, String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One input: a name for messages and a way to open it (again, for `strict`).
+pub struct Input {
+    pub name: String,
+    open: Box<dyn FnMut() -> std::io::Result<Box<dyn Read + Send>>>,
+}
+
+impl Input {
+    pub fn file(path: &Path) -> Self {
+        let p = path.to_path_buf();
+        Input { name: path.display().to_string(), open: Box::new(move || Ok(Box::new(BufReader::with_capacity(1 << 16, File::open(&p)?)))) }
+    }
+
+    /// A reader that can only be read once (stdin, a request body).
+    pub fn once(name: &str, r: Box<dyn Read + Send>) -> Self {
+        let mut r = Some(r);
+        Input { name: name.to_string(), open: Box::new(move || r.take().ok_or_else(|| std::io::Error::other("this input can only be read once"))) }
+    }
+}
+
+/// Imports `inputs` through `mapping` into `store`.
+pub fn import(store: &Store, mapping: &Mapping, inputs: &mut [Input], ctx: &ChangeContext, phones: &PhoneParser, opts: &ImportOptions) -> Result<ImportReport, ImportError> {
+    let started = Instant::now();
+    let mut report = ImportReport { mapping: mapping.name.clone(), files: inputs.iter().map(|i| i.name.clone()).collect(), dry_run: opts.dry_run, ..Default::default() };
+    let mut rejects = RejectsFile::new(mapping, opts.rejects.as_deref());
+    if opts.strict {
+        // First pass: check everything, write nothing.
+        let mut check = ImportReport::default();
+        for input in inputs.iter_mut() {
+            read_input(mapping, input, phones, &mut check, &mut rejects, &mut |_, _| Ok(()))?;
+        }
+        rejects.finish()?;
+        if !check.clean() {
+            report.read = check.read;
+            report.rejected = check.rejected;
+            report.rejects = check.rejects;
+            report.seconds = started.elapsed().as_secs_f64();
+            return Ok(report);
+        }
+        rejects = RejectsFile::new(mapping, None);
+    }
+    let mut chunk: Vec<Incoming> = Vec::with_capacity(opts.chunk_records.min(1 << 20));
+    let apply = |chunk: &mut Vec<Incoming>, report: &mut ImportReport| -> Result<(), ImportError> {
+        for o in store.apply(chunk, ctx, opts.dry_run)? {
+            match o {
+                Outcome::Inserted => report.inserted += 1,
+                Outcome::Updated => report.updated += 1,
+                Outcome::Deleted => report.deleted += 1,
+                Outcome::Unchanged | Outcome::NotFound => report.unchanged += 1,
+            }
+        }
+        chunk.clear();
+        tracing::info!(read = report.read, inserted = report.inserted, updated = report.updated, "Import chunk written.");
+        Ok(())
+    };
+    for input in inputs.iter_mut() {
+        read_input(mapping, input, phones, &mut report, &mut rejects, &mut |incoming, report| {
+            chunk.extend_from_slice(incoming);
+            if chunk.len() >= opts.chunk_records {
+                apply(&mut chunk, report)?;
+            }
+            Ok(())
+        })?;
+    }
+    if !chunk.is_empty() {
+        apply(&mut chunk, &mut report)?;
+    }
+    rejects.finish()?;
+    report.applied = !opts.dry_run;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+type Sink<'a> = dyn FnMut(&[Incoming], &mut ImportReport) -> Result<(), ImportError> + 'a;
+
+/// Reads one input, handing each record's changes to `sink` and noting refused records.
+fn read_input(mapping: &Mapping, input: &mut Input, phones: &PhoneParser, report: &mut ImportReport, rejects: &mut RejectsFile, sink: &mut Sink) -> Result<(), ImportError> {
+    let reader = (input.open)().map_err(|e| ImportError::Open(input.name.clone(), e))?;
+    let wanted = mapping.wanted_fields();
+    let mut records = match formats::open_reader(mapping.format(), &wanted, reader, &input.name) {
+        Ok(r) => r,
+        Err(e) => {
+            note(report, Reject::from(&e));
+            return Ok(());
+        }
+    };
+    let mut incoming = Vec::with_capacity(2);
+    while let Some(next) = records.next_record() {
+        let record = match next {
+            Ok(r) => r,
+            Err(e) => {
+                note(report, Reject::from(&e));
+                break;
+            }
+        };
+        report.read += 1;
+        incoming.clear();
+        match mapping.to_incoming(&record, phones, &mut incoming) {
+            Ok(()) => sink(&incoming, report)?,
+            Err(e) => {
+                note(report, Reject::from(&e));
+                rejects.write(&*records, mapping, &record)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn note(report: &mut ImportReport, r: Reject) {
+    report.rejected += 1;
+    if report.rejects.len() < REPORT_REJECTS {
+        report.rejects.push(r);
+    }
+}
+
+/// The `--rejects` file, opened at the first refused record.
+struct RejectsFile<'m> {
+    mapping: &'m Mapping,
+    path: Option<PathBuf>,
+    writer: Option<Box<dyn RecordWriter>>,
+}
+
+impl<'m> RejectsFile<'m> {
+    fn new(mapping: &'m Mapping, path: Option<&Path>) -> Self {
+        Self { mapping, path: path.map(Path::to_path_buf), writer: None }
+    }
+
+    fn err(&self, e: impl ToString) -> ImportError {
+        ImportError::Rejects(self.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(), e.to_string())
+    }
+
+    fn write(&mut self, reader: &dyn RecordReader, mapping: &Mapping, record: &formats::Record) -> Result<(), ImportError> {
+        let Some(path) = &self.path else { return Ok(()) };
+        if self.writer.is_none() {
+            let file = File::create(path).map_err(|e| self.err(e))?;
+            let out = Box::new(std::io::BufWriter::new(file));
+            self.writer = Some(formats::open_writer(self.mapping.format(), &self.mapping.out_columns(), reader.header(), out).map_err(|e| self.err(e))?);
+        }
+        let w = self.writer.as_mut().expect("opened above");
+        let result = match &record.raw {
+            Some(row) => w.write_raw(row),
+            None => w.write(&mapping.reject_record(record)),
+        };
+        result.map_err(|e| self.err(e))
+    }
+
+    fn finish(&mut self) -> Result<(), ImportError> {
+        match self.writer.take() {
+            Some(w) => w.finish().map_err(|e| self.err(e)),
+            None => Ok(()),
+        }
+    }
+}

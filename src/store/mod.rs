@@ -398,6 +398,32 @@ impl Store {
         Ok(Box::new(MergeByCreated { store: self, heads: parts.iter().map(|_| None).collect(), parts, after, started: false }))
     }
 
+    /// Every consent matching the criteria (none: all) in number order, a number's usages together.
+    pub fn scan_by_number(&self, criteria: &Criteria) -> Result<impl Iterator<Item = Result<Consent>> + '_> {
+        let prefix = match (&criteria.number, &criteria.digits) {
+            (Some(n), _) => keys::number_prefix(*n).to_vec(),
+            (None, Some(d)) => d.reversed(),
+            (None, None) => Vec::new(),
+        };
+        let criteria = criteria.clone();
+        let mut scan = self.by_number.scan(&prefix, None);
+        Ok(std::iter::from_fn(move || loop {
+            let (k, v) = match scan.next_entry()? {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            if !k.starts_with(&prefix) {
+                return None;
+            }
+            let decoded = keys::decode_number_key(k).zip(keys::decode_number_value(v));
+            let Some(((number, usage), s)) = decoded else { return Some(Err(StoreError::Corrupt("consent entry".into()))) };
+            let c = self.consent(number, usage, &s);
+            if criteria.matches(&c) {
+                return Some(Ok(c));
+            }
+        }))
+    }
+
     /// The audit trail of a number (also of deleted consents), oldest first.
     pub fn history(&self, number: PhoneNumber) -> Result<Vec<AuditEntry>> {
         let prefix = keys::number_prefix(number);
