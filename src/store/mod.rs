@@ -63,7 +63,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { cache_bytes: 64 << 20, page_bytes: 8 << 10 }
+        Self { cache_bytes: 64 << 20, page_bytes: 16 << 10 }
     }
 }
 
@@ -302,34 +302,30 @@ impl Store {
 
     /// Brings the paged maps in line with journalled changes (in seq order). Idempotent.
     fn apply_to_maps(&self, changes: &[RawChange]) -> Result<()> {
-        fn last_wins(mut v: Vec<Change>) -> Vec<Change> {
-            v.sort_by(|a, b| a.0.cmp(&b.0)); // stable: later changes to a key stay later
-            let mut out: Vec<Change> = Vec::with_capacity(v.len());
-            for c in v {
-                match out.last_mut() {
-                    Some(last) if last.0 == c.0 => *last = c,
-                    _ => out.push(c),
+        // One map at a time, so only one list of entry changes is in memory.
+        let apply = |map: &PagedMap, mut v: Vec<Change>| -> Result<()> {
+            v.sort_by(|a, b| a.0.cmp(&b.0)); // stable: a later change to a key stays later
+            v.dedup_by(|later, earlier| {
+                let same = later.0 == earlier.0;
+                if same {
+                    *earlier = *later;
                 }
-            }
-            out
-        }
-        let mut number = Vec::with_capacity(changes.len());
+                same
+            });
+            Ok(map.apply(&v)?)
+        };
+        apply(&self.by_number, changes.iter().map(|c| (keys::number_key(c.number, c.usage), c.after.as_ref().map(keys::number_value))).collect())?;
         let mut created = Vec::with_capacity(changes.len() * 2);
-        let mut audit = Vec::with_capacity(changes.len());
         for c in changes {
-            number.push((keys::number_key(c.number, c.usage), c.after.as_ref().map(keys::number_value)));
             if let Some(b) = &c.before {
                 created.push((keys::created_key(c.number, c.usage, b.consent, b.created), None));
             }
             if let Some(a) = &c.after {
                 created.push((keys::created_key(c.number, c.usage, a.consent, a.created), Some(keys::created_value(a))));
             }
-            audit.push((keys::audit_key(c.number, c.seq), Some(Small::default())));
         }
-        self.by_number.apply(&last_wins(number))?;
-        self.by_created.apply(&last_wins(created))?;
-        self.audit.apply(&last_wins(audit))?;
-        Ok(())
+        apply(&self.by_created, created)?;
+        apply(&self.audit, changes.iter().map(|c| (keys::audit_key(c.number, c.seq), Some(Small::default()))).collect())
     }
 
     /// Searches with any combination of criteria (at least one), in creation-time order, `limit` items
