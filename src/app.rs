@@ -16,7 +16,10 @@ pub struct AppState {
 
 /// The HTTP routes.
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(|| async { "ready\n" })).with_state(state)
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .with_state(state)
 }
 
 /// Runs the daemon until a stop signal.
@@ -25,12 +28,17 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     rt.block_on(async move {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let store = Arc::new(Store::open(&config.data_dir, &config.store_options())?);
-        let listener = tokio::net::TcpListener::bind(&config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "consentd is listening.");
         // Tests and scripts read the bound address (port 0 picks one) from this line.
         println!("listening on {addr}");
-        let state = AppState { store: store.clone(), config: Arc::new(config) };
+        let state = AppState {
+            store: store.clone(),
+            config: Arc::new(config),
+        };
         axum::serve(listener, router(state)).with_graceful_shutdown(stop_signal()).await?;
         store.flush()?;
         tracing::info!("consentd stopped; the store is flushed.");

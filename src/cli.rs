@@ -15,7 +15,11 @@ use std::path::PathBuf;
 pub const EXIT_REFUSED: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "consentd", version, about = "Keeps customer consents and keeps them in step with other consent systems.")]
+#[command(
+    name = "consentd",
+    version,
+    about = "Keeps customer consents and keeps them in step with other consent systems."
+)]
 pub struct Cli {
     /// Configuration file (default: the built-in config/consentd.toml).
     #[arg(long, global = true, value_name = "FILE")]
@@ -156,11 +160,19 @@ pub struct CriteriaArgs {
 impl CriteriaArgs {
     pub fn parse(&self, config: &Config) -> anyhow::Result<Criteria> {
         let mut c = Criteria {
-            number: self.number.as_deref().map(|n| config.phone_parser().parse(n).with_context(|| "--number")).transpose()?,
+            number: self
+                .number
+                .as_deref()
+                .map(|n| config.phone_parser().parse(n).with_context(|| "--number"))
+                .transpose()?,
             digits: self.digits.as_deref().map(|d| Digits::parse(d).context("--digits")).transpose()?,
             consent: self.consent,
             usage: self.usage,
-            created_from: self.created_from.as_deref().map(|t| Timestamp::parse_bound(t).map(|(t, _)| t).context("--created-from")).transpose()?,
+            created_from: self
+                .created_from
+                .as_deref()
+                .map(|t| Timestamp::parse_bound(t).map(|(t, _)| t).context("--created-from"))
+                .transpose()?,
             created_before: None,
         };
         if let Some(t) = &self.created_to {
@@ -182,20 +194,48 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         Ok(Store::open(&config.data_dir, &config.store_options())?)
     };
-    let ctx = || ChangeContext { actor: format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "local".into())), source: Source::Cli, now: Timestamp::now() };
+    let ctx = || ChangeContext {
+        actor: format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "local".into())),
+        source: Source::Cli,
+        now: Timestamp::now(),
+    };
     let stdout = &mut std::io::stdout().lock();
     match cli.command {
         Command::Serve => crate::app::serve(config)?,
         Command::CheckConfig => writeln!(stdout, "The configuration is valid.")?,
-        Command::Import { mapping, files, dry_run, strict, rejects, json } => {
+        Command::Import {
+            mapping,
+            files,
+            dry_run,
+            strict,
+            rejects,
+            json,
+        } => {
             let mapping = Mapping::load(&mapping, &config.mappings_dir)?;
             let store = open_store()?;
             if strict && files.iter().any(|f| f.as_os_str() == "-") {
                 bail!("--strict reads its input twice, so it needs files, not standard input");
             }
-            let mut inputs: Vec<Input> = files.iter().map(|f| if f.as_os_str() == "-" { Input::once("-", Box::new(std::io::stdin())) } else { Input::file(f) }).collect();
-            let ctx = ChangeContext { source: Source::Import(mapping.name.clone()), ..ctx() };
-            let opts = ImportOptions { dry_run, strict, rejects, chunk_records: config.import.chunk_records };
+            let mut inputs: Vec<Input> = files
+                .iter()
+                .map(|f| {
+                    if f.as_os_str() == "-" {
+                        Input::once("-", Box::new(std::io::stdin()))
+                    } else {
+                        Input::file(f)
+                    }
+                })
+                .collect();
+            let ctx = ChangeContext {
+                source: Source::Import(mapping.name.clone()),
+                ..ctx()
+            };
+            let opts = ImportOptions {
+                dry_run,
+                strict,
+                rejects,
+                chunk_records: config.import.chunk_records,
+            };
             let report = crate::import::import(&store, &mapping, &mut inputs, &ctx, &phones, &opts)?;
             if json {
                 serde_json::to_writer_pretty(&mut *stdout, &report)?;
@@ -216,15 +256,30 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     // Written beside the target and renamed, so a reader never sees half a file.
                     let tmp = path.with_extension("partial");
                     let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-                    let n = crate::export::export(&store, &mapping, &criteria, Box::new(std::io::BufWriter::with_capacity(1 << 16, file)))?;
+                    let n = crate::export::export(
+                        &store,
+                        &mapping,
+                        &criteria,
+                        Box::new(std::io::BufWriter::with_capacity(1 << 16, file)),
+                    )?;
                     std::fs::rename(&tmp, path)?;
                     n
                 }
-                None => crate::export::export(&store, &mapping, &criteria, Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())))?,
+                None => crate::export::export(
+                    &store,
+                    &mapping,
+                    &criteria,
+                    Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())),
+                )?,
             };
             eprintln!("Exported {written} consent(s) with mapping {}.", mapping.name);
         }
-        Command::Search { criteria, limit, cursor, json } => {
+        Command::Search {
+            criteria,
+            limit,
+            cursor,
+            json,
+        } => {
             let criteria = criteria.parse(&config)?.require_one()?;
             let store = open_store()?;
             let page = store.search(&criteria, cursor.as_deref(), limit)?;
@@ -232,9 +287,22 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 serde_json::to_writer_pretty(&mut *stdout, &page.items)?;
                 writeln!(stdout)?;
             } else {
-                writeln!(stdout, "{:<17} {:<15} {:<7} {:<24} {:<24} source", "number", "usage", "consent", "created_at", "updated_at")?;
+                writeln!(
+                    stdout,
+                    "{:<17} {:<15} {:<7} {:<24} {:<24} source",
+                    "number", "usage", "consent", "created_at", "updated_at"
+                )?;
                 for c in &page.items {
-                    writeln!(stdout, "{:<17} {:<15} {:<7} {:<24} {:<24} {}", c.number.to_string(), c.usage.as_str(), c.consent, c.created_at.to_rfc3339(), c.updated_at.to_rfc3339(), c.source)?;
+                    writeln!(
+                        stdout,
+                        "{:<17} {:<15} {:<7} {:<24} {:<24} {}",
+                        c.number.to_string(),
+                        c.usage.as_str(),
+                        c.consent,
+                        c.created_at.to_rfc3339(),
+                        c.updated_at.to_rfc3339(),
+                        c.source
+                    )?;
                 }
                 if let Some(next) = &page.next_cursor {
                     writeln!(stdout, "More results: --cursor {next}")?;
@@ -243,21 +311,56 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Add { number, usage } => {
             let n = phones.parse(&number).context("the number")?;
-            let out = change(&open_store()?, &ctx(), &[Incoming { number: n, usage, op: Op::Set { consent: true, created_at: None, updated_at: None } }])?;
+            let out = change(
+                &open_store()?,
+                &ctx(),
+                &[Incoming {
+                    number: n,
+                    usage,
+                    op: Op::Set {
+                        consent: true,
+                        created_at: None,
+                        updated_at: None,
+                    },
+                }],
+            )?;
             writeln!(stdout, "{n} {usage}: {}", describe(out[0]))?;
         }
         Command::Set { number, usage, consent } => {
             let n = phones.parse(&number).context("the number")?;
-            let out = change(&open_store()?, &ctx(), &[Incoming { number: n, usage, op: Op::Set { consent, created_at: None, updated_at: None } }])?;
+            let out = change(
+                &open_store()?,
+                &ctx(),
+                &[Incoming {
+                    number: n,
+                    usage,
+                    op: Op::Set {
+                        consent,
+                        created_at: None,
+                        updated_at: None,
+                    },
+                }],
+            )?;
             writeln!(stdout, "{n} {usage}: {}", describe(out[0]))?;
         }
         Command::Delete { number, usage } => {
             let n = phones.parse(&number).context("the number")?;
             let usages: Vec<Usage> = usage.map_or(Usage::ALL.to_vec(), |u| vec![u]);
-            let batch: Vec<Incoming> = usages.iter().map(|&u| Incoming { number: n, usage: u, op: Op::Delete { at: None } }).collect();
+            let batch: Vec<Incoming> = usages
+                .iter()
+                .map(|&u| Incoming {
+                    number: n,
+                    usage: u,
+                    op: Op::Delete { at: None },
+                })
+                .collect();
             let out = change(&open_store()?, &ctx(), &batch)?;
             for (u, o) in usages.iter().zip(out) {
-                writeln!(stdout, "{n} {u}: {}", if o == Outcome::Unchanged { "none held" } else { describe(o) })?;
+                writeln!(
+                    stdout,
+                    "{n} {u}: {}",
+                    if o == Outcome::Unchanged { "none held" } else { describe(o) }
+                )?;
             }
         }
         Command::Toggle { number, usage } => {
@@ -265,12 +368,25 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let store = open_store()?;
             let usages: Vec<Usage> = match usage {
                 Some(u) => vec![u],
-                None => Usage::ALL.into_iter().filter(|&u| store.get(n, u).ok().flatten().is_some()).collect(),
+                None => Usage::ALL
+                    .into_iter()
+                    .filter(|&u| store.get(n, u).ok().flatten().is_some())
+                    .collect(),
             };
-            let batch: Vec<Incoming> = usages.iter().map(|&u| Incoming { number: n, usage: u, op: Op::Toggle }).collect();
+            let batch: Vec<Incoming> = usages
+                .iter()
+                .map(|&u| Incoming {
+                    number: n,
+                    usage: u,
+                    op: Op::Toggle,
+                })
+                .collect();
             let out = change(&store, &ctx(), &batch)?;
             if out.is_empty() || out.contains(&Outcome::NotFound) {
-                bail!("no consent held for this number{}", usage.map(|u| format!(" and usage {u}")).unwrap_or_default());
+                bail!(
+                    "no consent held for this number{}",
+                    usage.map(|u| format!(" and usage {u}")).unwrap_or_default()
+                );
             }
             for u in usages {
                 let c = store.get(n, u)?.context("just toggled")?;
@@ -284,9 +400,22 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 serde_json::to_writer_pretty(&mut *stdout, &history)?;
                 writeln!(stdout)?;
             } else {
-                let state = |c: &Option<crate::domain::Consent>| c.as_ref().map_or("-".to_string(), |c| format!("{} (created {})", c.consent, c.created_at));
+                let state = |c: &Option<crate::domain::Consent>| {
+                    c.as_ref()
+                        .map_or("-".to_string(), |c| format!("{} (created {})", c.consent, c.created_at))
+                };
                 for e in &history {
-                    writeln!(stdout, "#{} {} {} by {} via {}: {} -> {}", e.seq, e.at, e.usage, e.actor, e.source, state(&e.before), state(&e.after))?;
+                    writeln!(
+                        stdout,
+                        "#{} {} {} by {} via {}: {} -> {}",
+                        e.seq,
+                        e.at,
+                        e.usage,
+                        e.actor,
+                        e.source,
+                        state(&e.before),
+                        state(&e.after)
+                    )?;
                 }
             }
         }
@@ -319,7 +448,12 @@ fn mapping_command(command: MappingCommand, config: &Config, out: &mut dyn Write
         MappingCommand::Preview { name, file, count } => {
             let m = Mapping::load(&name, &config.mappings_dir)?;
             let input = std::fs::File::open(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let mut records = crate::formats::open_reader(m.format(), &m.wanted_fields(), Box::new(std::io::BufReader::new(input)), &file.display().to_string())?;
+            let mut records = crate::formats::open_reader(
+                m.format(),
+                &m.wanted_fields(),
+                Box::new(std::io::BufReader::new(input)),
+                &file.display().to_string(),
+            )?;
             let phones = config.phone_parser();
             let mut status = 0;
             for _ in 0..count {
@@ -352,7 +486,13 @@ fn mapping_command(command: MappingCommand, config: &Config, out: &mut dyn Write
             let report = m.run_tests(&config.phone_parser());
             let failed = report.cases.iter().filter(|c| !c.passed).count();
             for c in &report.cases {
-                writeln!(out, "{} {}{}", if c.passed { "ok  " } else { "FAIL" }, c.name, if c.passed { String::new() } else { format!("\n{}", c.detail) })?;
+                writeln!(
+                    out,
+                    "{} {}{}",
+                    if c.passed { "ok  " } else { "FAIL" },
+                    c.name,
+                    if c.passed { String::new() } else { format!("\n{}", c.detail) }
+                )?;
             }
             writeln!(out, "{} passed, {} failed", report.cases.len() - failed, failed)?;
             Ok(if failed > 0 { 1 } else { 0 })
@@ -362,7 +502,11 @@ fn mapping_command(command: MappingCommand, config: &Config, out: &mut dyn Write
 
 fn describe_op(op: &Op) -> String {
     match op {
-        Op::Set { consent, created_at, updated_at } => {
+        Op::Set {
+            consent,
+            created_at,
+            updated_at,
+        } => {
             let t = |t: &Option<Timestamp>| t.map_or("-".to_string(), |t| t.to_string());
             format!("consent={consent} created={} updated={}", t(created_at), t(updated_at))
         }

@@ -42,7 +42,10 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         let d = StoreOptions::default();
-        Self { cache_mb: d.cache_bytes >> 20, page_bytes: d.page_bytes }
+        Self {
+            cache_mb: d.cache_bytes >> 20,
+            page_bytes: d.page_bytes,
+        }
     }
 }
 
@@ -79,7 +82,10 @@ impl Config {
     /// and checks everything.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigErrors> {
         let (name, text) = match file {
-            Some(f) => (f.display().to_string(), std::fs::read_to_string(f).map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", f.display())]))?),
+            Some(f) => (
+                f.display().to_string(),
+                std::fs::read_to_string(f).map_err(|e| ConfigErrors(vec![format!("{}: cannot read: {e}", f.display())]))?,
+            ),
             None => ("<built-in config/consentd.toml>".to_string(), DEFAULT.to_string()),
         };
         let mut config: Config = toml::from_str(&text).map_err(|e| ConfigErrors(vec![format!("{name}: {}", e.to_string().trim_end())]))?;
@@ -108,10 +114,16 @@ impl Config {
             }
         }
         if self.listen.parse::<SocketAddr>().is_err() {
-            problems.push(format!("{name}: listen: {:?} is not an address:port such as 127.0.0.1:8080", self.listen));
+            problems.push(format!(
+                "{name}: listen: {:?} is not an address:port such as 127.0.0.1:8080",
+                self.listen
+            ));
         }
         if !(512..=1 << 20).contains(&self.store.page_bytes) {
-            problems.push(format!("{name}: store.page_bytes: {} is outside 512 to 1048576", self.store.page_bytes));
+            problems.push(format!(
+                "{name}: store.page_bytes: {} is outside 512 to 1048576",
+                self.store.page_bytes
+            ));
         }
         if self.store.cache_mb == 0 {
             problems.push(format!("{name}: store.cache_mb: must be at least 1"));
@@ -127,7 +139,10 @@ impl Config {
     }
 
     pub fn store_options(&self) -> StoreOptions {
-        StoreOptions { cache_bytes: self.store.cache_mb << 20, page_bytes: self.store.page_bytes }
+        StoreOptions {
+            cache_bytes: self.store.cache_mb << 20,
+            page_bytes: self.store.page_bytes,
+        }
     }
 
     pub fn phone_parser(&self) -> PhoneParser {

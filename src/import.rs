@@ -73,7 +73,15 @@ impl From<&RecordError> for Reject {
 
 impl From<&FormatError> for Reject {
     fn from(e: &FormatError) -> Self {
-        Reject { file: e.location.file.clone(), line: e.location.line, record: e.location.record, path: e.location.path.clone(), field: None, value: None, reason: e.message.clone() }
+        Reject {
+            file: e.location.file.clone(),
+            line: e.location.line,
+            record: e.location.record,
+            path: e.location.path.clone(),
+            field: None,
+            value: None,
+            reason: e.message.clone(),
+        }
     }
 }
 
@@ -153,20 +161,38 @@ pub struct Input {
 impl Input {
     pub fn file(path: &Path) -> Self {
         let p = path.to_path_buf();
-        Input { name: path.display().to_string(), open: Box::new(move || Ok(Box::new(BufReader::with_capacity(1 << 16, File::open(&p)?)))) }
+        Input {
+            name: path.display().to_string(),
+            open: Box::new(move || Ok(Box::new(BufReader::with_capacity(1 << 16, File::open(&p)?)))),
+        }
     }
 
     /// A reader that can only be read once (stdin, a request body).
     pub fn once(name: &str, r: Box<dyn Read + Send>) -> Self {
         let mut r = Some(r);
-        Input { name: name.to_string(), open: Box::new(move || r.take().ok_or_else(|| std::io::Error::other("this input can only be read once"))) }
+        Input {
+            name: name.to_string(),
+            open: Box::new(move || r.take().ok_or_else(|| std::io::Error::other("this input can only be read once"))),
+        }
     }
 }
 
 /// Imports `inputs` through `mapping` into `store`.
-pub fn import(store: &Store, mapping: &Mapping, inputs: &mut [Input], ctx: &ChangeContext, phones: &PhoneParser, opts: &ImportOptions) -> Result<ImportReport, ImportError> {
+pub fn import(
+    store: &Store,
+    mapping: &Mapping,
+    inputs: &mut [Input],
+    ctx: &ChangeContext,
+    phones: &PhoneParser,
+    opts: &ImportOptions,
+) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
-    let mut report = ImportReport { mapping: mapping.name.clone(), files: inputs.iter().map(|i| i.name.clone()).collect(), dry_run: opts.dry_run, ..Default::default() };
+    let mut report = ImportReport {
+        mapping: mapping.name.clone(),
+        files: inputs.iter().map(|i| i.name.clone()).collect(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
     let mut rejects = RejectsFile::new(mapping, opts.rejects.as_deref());
     if opts.strict {
         // First pass: check everything, write nothing.
@@ -195,7 +221,12 @@ pub fn import(store: &Store, mapping: &Mapping, inputs: &mut [Input], ctx: &Chan
             }
         }
         chunk.clear();
-        tracing::info!(read = report.read, inserted = report.inserted, updated = report.updated, "Import chunk written.");
+        tracing::info!(
+            read = report.read,
+            inserted = report.inserted,
+            updated = report.updated,
+            "Import chunk written."
+        );
         Ok(())
     };
     for input in inputs.iter_mut() {
@@ -219,7 +250,14 @@ pub fn import(store: &Store, mapping: &Mapping, inputs: &mut [Input], ctx: &Chan
 type Sink<'a> = dyn FnMut(&[Incoming], &mut ImportReport) -> Result<(), ImportError> + 'a;
 
 /// Reads one input, handing each record's changes to `sink` and noting refused records.
-fn read_input(mapping: &Mapping, input: &mut Input, phones: &PhoneParser, report: &mut ImportReport, rejects: &mut RejectsFile, sink: &mut Sink) -> Result<(), ImportError> {
+fn read_input(
+    mapping: &Mapping,
+    input: &mut Input,
+    phones: &PhoneParser,
+    report: &mut ImportReport,
+    rejects: &mut RejectsFile,
+    sink: &mut Sink,
+) -> Result<(), ImportError> {
     let reader = (input.open)().map_err(|e| ImportError::Open(input.name.clone(), e))?;
     let wanted = mapping.wanted_fields();
     let mut records = match formats::open_reader(mapping.format(), &wanted, reader, &input.name) {
@@ -267,11 +305,18 @@ struct RejectsFile<'m> {
 
 impl<'m> RejectsFile<'m> {
     fn new(mapping: &'m Mapping, path: Option<&Path>) -> Self {
-        Self { mapping, path: path.map(Path::to_path_buf), writer: None }
+        Self {
+            mapping,
+            path: path.map(Path::to_path_buf),
+            writer: None,
+        }
     }
 
     fn err(&self, e: impl ToString) -> ImportError {
-        ImportError::Rejects(self.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(), e.to_string())
+        ImportError::Rejects(
+            self.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            e.to_string(),
+        )
     }
 
     fn write(&mut self, reader: &dyn RecordReader, mapping: &Mapping, record: &formats::Record) -> Result<(), ImportError> {
@@ -279,7 +324,9 @@ impl<'m> RejectsFile<'m> {
         if self.writer.is_none() {
             let file = File::create(path).map_err(|e| self.err(e))?;
             let out = Box::new(std::io::BufWriter::new(file));
-            self.writer = Some(formats::open_writer(self.mapping.format(), &self.mapping.out_columns(), reader.header(), out).map_err(|e| self.err(e))?);
+            self.writer = Some(
+                formats::open_writer(self.mapping.format(), &self.mapping.out_columns(), reader.header(), out).map_err(|e| self.err(e))?,
+            );
         }
         let w = self.writer.as_mut().expect("opened above");
         let result = match &record.raw {

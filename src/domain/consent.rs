@@ -73,7 +73,11 @@ impl serde::Serialize for Source {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
     /// Set the value; times are the record's own, when it has them.
-    Set { consent: bool, created_at: Option<Timestamp>, updated_at: Option<Timestamp> },
+    Set {
+        consent: bool,
+        created_at: Option<Timestamp>,
+        updated_at: Option<Timestamp>,
+    },
     /// Remove the consent (a delete marker); `at` is when the record says it was removed.
     Delete { at: Option<Timestamp> },
     /// Flip the value we hold (the consent view's Change Value).
@@ -114,11 +118,25 @@ impl Incoming {
             source: source.clone(),
         };
         match (self.op, held) {
-            (Op::Set { consent, created_at, updated_at }, None) => {
+            (
+                Op::Set {
+                    consent,
+                    created_at,
+                    updated_at,
+                },
+                None,
+            ) => {
                 let created = created_at.or(updated_at).unwrap_or(now);
                 Decision::Insert(make(consent, created, updated_at.unwrap_or(created)))
             }
-            (Op::Set { consent, created_at, updated_at }, Some(h)) => {
+            (
+                Op::Set {
+                    consent,
+                    created_at,
+                    updated_at,
+                },
+                Some(h),
+            ) => {
                 let at = updated_at.or(created_at).unwrap_or(now);
                 if at < h.updated_at || consent == h.consent {
                     Decision::Unchanged
@@ -161,22 +179,40 @@ mod tests {
     }
 
     fn set(consent: bool, updated: &str) -> Incoming {
-        Incoming { number: held().number, usage: Usage::Whatsapp, op: Op::Set { consent, created_at: None, updated_at: Some(ts(updated)) } }
+        Incoming {
+            number: held().number,
+            usage: Usage::Whatsapp,
+            op: Op::Set {
+                consent,
+                created_at: None,
+                updated_at: Some(ts(updated)),
+            },
+        }
     }
 
     #[test]
     fn older_records_do_not_overwrite() {
         let now = ts("2025-01-01T00:00:00Z");
         let src = Source::Import("x".into());
-        assert_eq!(set(false, "2024-01-15T00:00:00Z").decide(Some(&held()), &src, now), Decision::Unchanged);
+        assert_eq!(
+            set(false, "2024-01-15T00:00:00Z").decide(Some(&held()), &src, now),
+            Decision::Unchanged
+        );
         assert!(matches!(set(false, "2024-02-01T00:00:00Z").decide(Some(&held()), &src, now), Decision::Update(c) if !c.consent));
-        assert_eq!(set(true, "2024-03-01T00:00:00Z").decide(Some(&held()), &src, now), Decision::Unchanged);
+        assert_eq!(
+            set(true, "2024-03-01T00:00:00Z").decide(Some(&held()), &src, now),
+            Decision::Unchanged
+        );
     }
 
     #[test]
     fn deletes_and_toggles() {
         let now = ts("2025-01-01T00:00:00Z");
-        let d = Incoming { number: held().number, usage: Usage::Whatsapp, op: Op::Delete { at: None } };
+        let d = Incoming {
+            number: held().number,
+            usage: Usage::Whatsapp,
+            op: Op::Delete { at: None },
+        };
         assert_eq!(d.decide(Some(&held()), &Source::Cli, now), Decision::Delete);
         assert_eq!(d.decide(None, &Source::Cli, now), Decision::Unchanged);
         let t = Incoming { op: Op::Toggle, ..d };

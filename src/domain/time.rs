@@ -34,7 +34,9 @@ impl Timestamp {
 
     /// Parses RFC 3339 (any offset).
     pub fn parse_rfc3339(s: &str) -> Result<Self, BadTime> {
-        DateTime::parse_from_rfc3339(s.trim()).map(|d| Self::from_datetime(&d)).map_err(|_| BadTime(s.to_string()))
+        DateTime::parse_from_rfc3339(s.trim())
+            .map(|d| Self::from_datetime(&d))
+            .map_err(|_| BadTime(s.to_string()))
     }
 
     /// A bound typed by a person: RFC 3339, or a date meaning its start (UTC). Returns the time and
@@ -44,14 +46,21 @@ impl Timestamp {
             return Ok((t, false));
         }
         let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| BadTime(s.to_string()))?;
-        Ok((Self(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis()), true))
+        Ok((
+            Self(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp_millis()),
+            true,
+        ))
     }
 
     /// RFC 3339 in UTC with `Z`, milliseconds only when there are some.
     pub fn write_rfc3339(self, out: &mut String) {
         use std::fmt::Write;
         let dt = self.to_datetime();
-        let fmt = if self.0.rem_euclid(1000) == 0 { "%Y-%m-%dT%H:%M:%SZ" } else { "%Y-%m-%dT%H:%M:%S%.3fZ" };
+        let fmt = if self.0.rem_euclid(1000) == 0 {
+            "%Y-%m-%dT%H:%M:%SZ"
+        } else {
+            "%Y-%m-%dT%H:%M:%S%.3fZ"
+        };
         let _ = write!(out, "{}", dt.format(fmt));
     }
 
@@ -90,7 +99,10 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2024-05-01T12:00:00Z");
         let t = Timestamp::parse_rfc3339("2024-05-01T12:00:00.250Z").unwrap();
         assert_eq!(t.to_rfc3339(), "2024-05-01T12:00:00.250Z");
-        assert_eq!(Timestamp::parse_bound("2024-05-01").unwrap(), (Timestamp::parse_rfc3339("2024-05-01T00:00:00Z").unwrap(), true));
+        assert_eq!(
+            Timestamp::parse_bound("2024-05-01").unwrap(),
+            (Timestamp::parse_rfc3339("2024-05-01T00:00:00Z").unwrap(), true)
+        );
         assert!(Timestamp::parse_bound("2024-02-30").is_err());
     }
 }

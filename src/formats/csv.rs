@@ -13,7 +13,12 @@ impl RecordReader for CsvReader {
 }
 pub struct CsvWriter<'w>(std::marker::PhantomData<&'w ()>);
 impl<'w> CsvWriter<'w> {
-    pub fn new(_spec: &FormatSpec, _columns: &[FieldRef], _header_row: Option<&[String]>, _out: Box<dyn Write + 'w>) -> Result<Self, FormatError> {
+    pub fn new(
+        _spec: &FormatSpec,
+        _columns: &[FieldRef],
+        _header_row: Option<&[String]>,
+        _out: Box<dyn Write + 'w>,
+    ) -> Result<Self, FormatError> {
         todo!()
     }
 }

@@ -183,7 +183,12 @@ impl Cur<'_> {
     fn stored(&mut self) -> Option<Option<Stored>> {
         match self.u8()? {
             0 => Some(None),
-            _ => Some(Some(Stored { consent: self.u8()? == 1, created: self.i64()?, updated: self.i64()?, source: self.u32()? })),
+            _ => Some(Some(Stored {
+                consent: self.u8()? == 1,
+                created: self.i64()?,
+                updated: self.i64()?,
+                source: self.u32()?,
+            })),
         }
     }
 }
@@ -219,7 +224,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn stored() -> impl Strategy<Value = Stored> {
-        (any::<bool>(), any::<i64>(), any::<i64>(), any::<u32>()).prop_map(|(consent, created, updated, source)| Stored { consent, created, updated, source })
+        (any::<bool>(), any::<i64>(), any::<i64>(), any::<u32>()).prop_map(|(consent, created, updated, source)| Stored {
+            consent,
+            created,
+            updated,
+            source,
+        })
     }
 
     proptest! {

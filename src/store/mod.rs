@@ -63,7 +63,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { cache_bytes: 64 << 20, page_bytes: 16 << 10 }
+        Self {
+            cache_bytes: 64 << 20,
+            page_bytes: 16 << 10,
+        }
     }
 }
 
@@ -124,7 +127,10 @@ impl Names {
             names.push((name.clone(), Source::parse(&name).unwrap_or(Source::Agent(name.clone()))));
             ids.insert(name, id);
         }
-        Ok(Self { tree, cache: RwLock::new((ids, names)) })
+        Ok(Self {
+            tree,
+            cache: RwLock::new((ids, names)),
+        })
     }
 
     fn id(&self, name: &str) -> Result<u32> {
@@ -137,18 +143,32 @@ impl Names {
         }
         let id = cache.1.len() as u32;
         self.tree.insert([b"i".as_slice(), &id.to_be_bytes()].concat(), name.as_bytes())?;
-        cache.1.push((name.to_string(), Source::parse(name).unwrap_or(Source::Agent(name.to_string()))));
+        cache
+            .1
+            .push((name.to_string(), Source::parse(name).unwrap_or(Source::Agent(name.to_string()))));
         cache.0.insert(name.to_string(), id);
         Ok(id)
     }
 
     /// The name as a source (actors that are not sources come back as their plain text via `text`).
     fn source(&self, id: u32) -> Source {
-        self.cache.read().expect("names lock").1.get(id as usize).map(|(_, s)| s.clone()).unwrap_or(Source::Cli)
+        self.cache
+            .read()
+            .expect("names lock")
+            .1
+            .get(id as usize)
+            .map(|(_, s)| s.clone())
+            .unwrap_or(Source::Cli)
     }
 
     fn text(&self, id: u32) -> String {
-        self.cache.read().expect("names lock").1.get(id as usize).map(|(t, _)| t.clone()).unwrap_or_default()
+        self.cache
+            .read()
+            .expect("names lock")
+            .1
+            .get(id as usize)
+            .map(|(t, _)| t.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -169,22 +189,33 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`, finishing any batch a crash interrupted.
     pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Self> {
-        let db = sled::Config::new().path(dir).cache_capacity(opts.cache_bytes).open().map_err(|e| match e {
-            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::InUse(dir.to_path_buf()),
-            e => StoreError::Sled(e),
-        })?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(opts.cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::InUse(dir.to_path_buf()),
+                e => StoreError::Sled(e),
+            })?;
         let meta = db.open_tree("meta")?;
         match meta.get("format")? {
             None => {
                 meta.insert("format", &[STORE_FORMAT])?;
             }
             Some(v) if v.as_ref() == [STORE_FORMAT] => {}
-            Some(v) => return Err(StoreError::Format { dir: dir.to_path_buf(), found: v.first().copied().unwrap_or(0) }),
+            Some(v) => {
+                return Err(StoreError::Format {
+                    dir: dir.to_path_buf(),
+                    found: v.first().copied().unwrap_or(0),
+                })
+            }
         }
         let journal = db.open_tree("journal")?;
         let next_seq = match journal.last()? {
             None => 1,
-            Some((_, block)) => keys::decode_block(&block).and_then(|b| b.last().map(|c| c.seq + 1)).ok_or_else(|| StoreError::Corrupt("last journal block".into()))?,
+            Some((_, block)) => keys::decode_block(&block)
+                .and_then(|b| b.last().map(|c| c.seq + 1))
+                .ok_or_else(|| StoreError::Corrupt("last journal block".into()))?,
         };
         let store = Store {
             by_number: PagedMap::new(db.open_tree("by_number")?, opts.page_bytes),
@@ -206,13 +237,24 @@ impl Store {
     }
 
     fn applied(&self) -> Result<u64> {
-        Ok(self.meta.get("applied")?.and_then(|v| v.as_ref().try_into().ok()).map(u64::from_be_bytes).unwrap_or(0))
+        Ok(self
+            .meta
+            .get("applied")?
+            .and_then(|v| v.as_ref().try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
     }
 
     /// Applies journal blocks written after the last `applied` mark.
     fn recover(&self) -> Result<()> {
         let applied = self.applied()?;
-        let start = self.journal.range(..=applied.to_be_bytes()).next_back().transpose()?.map(|(k, _)| k).unwrap_or_default();
+        let start = self
+            .journal
+            .range(..=applied.to_be_bytes())
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k)
+            .unwrap_or_default();
         let mut pending = Vec::new();
         for kv in self.journal.range(start..) {
             let (_, block) = kv?;
@@ -243,7 +285,12 @@ impl Store {
     /// The consent held for a number and usage.
     pub fn get(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Consent>> {
         let v = self.by_number.get(&keys::number_key(number, usage))?;
-        v.map(|v| keys::decode_number_value(&v).map(|s| self.consent(number, usage, &s)).ok_or_else(|| StoreError::Corrupt("consent value".into()))).transpose()
+        v.map(|v| {
+            keys::decode_number_value(&v)
+                .map(|s| self.consent(number, usage, &s))
+                .ok_or_else(|| StoreError::Corrupt("consent value".into()))
+        })
+        .transpose()
     }
 
     /// Decides, journals and applies a batch of incoming changes (in order: a later change to the same
@@ -253,7 +300,11 @@ impl Store {
         let source_id = self.names.id(&ctx.source.to_string())?;
         let actor_id = self.names.id(&ctx.actor)?;
         // Decide in key order, reading each page once; equal keys keep their batch order.
-        let mut order: Vec<(Small, usize)> = batch.iter().enumerate().map(|(i, inc)| (keys::number_key(inc.number, inc.usage), i)).collect();
+        let mut order: Vec<(Small, usize)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, inc)| (keys::number_key(inc.number, inc.usage), i))
+            .collect();
         order.sort_unstable();
         let mut outcomes = vec![Outcome::Unchanged; batch.len()];
         let mut changes: Vec<RawChange> = Vec::new();
@@ -262,7 +313,10 @@ impl Store {
         for (key, i) in &order {
             let inc = &batch[*i];
             if held.as_ref().is_none_or(|(k, _)| k != key) {
-                let stored = lookup.get(key)?.map(|v| keys::decode_number_value(&v).ok_or_else(|| StoreError::Corrupt("consent value".into()))).transpose()?;
+                let stored = lookup
+                    .get(key)?
+                    .map(|v| keys::decode_number_value(&v).ok_or_else(|| StoreError::Corrupt("consent value".into())))
+                    .transpose()?;
                 held = Some((*key, stored.map(|s| (s, self.consent(inc.number, inc.usage, &s)))));
             }
             let slot = &mut held.as_mut().expect("set above").1;
@@ -275,9 +329,28 @@ impl Store {
             };
             outcomes[*i] = outcome;
             if let Some(after) = after {
-                let after = after.map(|c| (Stored { consent: c.consent, created: c.created_at.millis(), updated: c.updated_at.millis(), source: source_id }, c));
+                let after = after.map(|c| {
+                    (
+                        Stored {
+                            consent: c.consent,
+                            created: c.created_at.millis(),
+                            updated: c.updated_at.millis(),
+                            source: source_id,
+                        },
+                        c,
+                    )
+                });
                 let before = slot.as_ref().map(|(s, _)| *s);
-                changes.push(RawChange { seq: 0, at: ctx.now.millis(), actor: actor_id, source: source_id, number: inc.number, usage: inc.usage, before, after: after.as_ref().map(|(s, _)| *s) });
+                changes.push(RawChange {
+                    seq: 0,
+                    at: ctx.now.millis(),
+                    actor: actor_id,
+                    source: source_id,
+                    number: inc.number,
+                    usage: inc.usage,
+                    before,
+                    after: after.as_ref().map(|(s, _)| *s),
+                });
                 *slot = after;
             }
         }
@@ -314,18 +387,33 @@ impl Store {
             });
             Ok(map.apply(&v)?)
         };
-        apply(&self.by_number, changes.iter().map(|c| (keys::number_key(c.number, c.usage), c.after.as_ref().map(keys::number_value))).collect())?;
+        apply(
+            &self.by_number,
+            changes
+                .iter()
+                .map(|c| (keys::number_key(c.number, c.usage), c.after.as_ref().map(keys::number_value)))
+                .collect(),
+        )?;
         let mut created = Vec::with_capacity(changes.len() * 2);
         for c in changes {
             if let Some(b) = &c.before {
                 created.push((keys::created_key(c.number, c.usage, b.consent, b.created), None));
             }
             if let Some(a) = &c.after {
-                created.push((keys::created_key(c.number, c.usage, a.consent, a.created), Some(keys::created_value(a))));
+                created.push((
+                    keys::created_key(c.number, c.usage, a.consent, a.created),
+                    Some(keys::created_value(a)),
+                ));
             }
         }
         apply(&self.by_created, created)?;
-        apply(&self.audit, changes.iter().map(|c| (keys::audit_key(c.number, c.seq), Some(Small::default()))).collect())
+        apply(
+            &self.audit,
+            changes
+                .iter()
+                .map(|c| (keys::audit_key(c.number, c.seq), Some(Small::default())))
+                .collect(),
+        )
     }
 
     /// Searches with any combination of criteria (at least one), in creation-time order, `limit` items
@@ -379,7 +467,10 @@ impl Store {
             found.sort_by_key(sort_key);
             return Ok(Box::new(found.into_iter().map(Ok)));
         }
-        let from = criteria.created_from.map_or(i64::MIN, Timestamp::millis).max(after.map_or(i64::MIN, |a| a.0));
+        let from = criteria
+            .created_from
+            .map_or(i64::MIN, Timestamp::millis)
+            .max(after.map_or(i64::MIN, |a| a.0));
         let to = criteria.created_before.map(Timestamp::millis);
         let mut parts = Vec::new();
         for usage in Usage::ALL.into_iter().filter(|u| criteria.usage.is_none_or(|c| c == *u)) {
@@ -391,7 +482,13 @@ impl Store {
                 parts.push(self.by_created.scan(&keys::created_bound(usage, consent, from), Some(&end)));
             }
         }
-        Ok(Box::new(MergeByCreated { store: self, heads: parts.iter().map(|_| None).collect(), parts, after, started: false }))
+        Ok(Box::new(MergeByCreated {
+            store: self,
+            heads: parts.iter().map(|_| None).collect(),
+            parts,
+            after,
+            started: false,
+        }))
     }
 
     /// Every consent matching the criteria (none: all) in number order, a number's usages together.
@@ -412,7 +509,9 @@ impl Store {
                 return None;
             }
             let decoded = keys::decode_number_key(k).zip(keys::decode_number_value(v));
-            let Some(((number, usage), s)) = decoded else { return Some(Err(StoreError::Corrupt("consent entry".into()))) };
+            let Some(((number, usage), s)) = decoded else {
+                return Some(Err(StoreError::Corrupt("consent entry".into())));
+            };
             let c = self.consent(number, usage, &s);
             if criteria.matches(&c) {
                 return Some(Ok(c));
@@ -435,8 +534,16 @@ impl Store {
         let mut out = Vec::new();
         let mut block: Option<(u64, Vec<RawChange>)> = None;
         for seq in seqs {
-            if block.as_ref().is_none_or(|(_, b)| b.last().is_none_or(|c| c.seq < seq) || b[0].seq > seq) {
-                let (k, v) = self.journal.range(..=seq.to_be_bytes()).next_back().transpose()?.ok_or_else(|| StoreError::Corrupt("journal".into()))?;
+            if block
+                .as_ref()
+                .is_none_or(|(_, b)| b.last().is_none_or(|c| c.seq < seq) || b[0].seq > seq)
+            {
+                let (k, v) = self
+                    .journal
+                    .range(..=seq.to_be_bytes())
+                    .next_back()
+                    .transpose()?
+                    .ok_or_else(|| StoreError::Corrupt("journal".into()))?;
                 let b = keys::decode_block(&v).ok_or_else(|| StoreError::Corrupt("journal block".into()))?;
                 block = Some((u64::from_be_bytes(k.as_ref().try_into().unwrap_or_default()), b));
             }
@@ -462,7 +569,13 @@ impl Store {
 
     /// Changes with a sequence number above `seq`, oldest first, at most `limit`.
     pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<AuditEntry>> {
-        let start = self.journal.range(..=seq.to_be_bytes()).next_back().transpose()?.map(|(k, _)| k).unwrap_or_default();
+        let start = self
+            .journal
+            .range(..=seq.to_be_bytes())
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k)
+            .unwrap_or_default();
         let mut out = Vec::new();
         for kv in self.journal.range(start..) {
             let (_, v) = kv?;
@@ -506,8 +619,15 @@ fn decode_cursor(s: &str) -> Result<SortKey> {
     if s.len() != 34 || !s.is_ascii() {
         return Err(bad());
     }
-    let b: Vec<u8> = (0..17).map(|i| u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).map(|b| b ^ 0x5a)).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
-    Ok((i64::from_be_bytes(b[0..8].try_into().map_err(|_| bad())?), u64::from_be_bytes(b[8..16].try_into().map_err(|_| bad())?), b[16]))
+    let b: Vec<u8> = (0..17)
+        .map(|i| u8::from_str_radix(&s[i * 2..i * 2 + 2], 16).map(|b| b ^ 0x5a))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| bad())?;
+    Ok((
+        i64::from_be_bytes(b[0..8].try_into().map_err(|_| bad())?),
+        u64::from_be_bytes(b[8..16].try_into().map_err(|_| bad())?),
+        b[16],
+    ))
 }
 
 /// Merges the `by_created` partitions into one creation-time ordered stream.
@@ -529,7 +649,16 @@ impl MergeByCreated<'_> {
             let (k, v) = e?;
             let (number, usage, consent, created) = keys::decode_created_key(k).ok_or_else(|| StoreError::Corrupt("created key".into()))?;
             let (updated, source) = keys::decode_created_value(v).ok_or_else(|| StoreError::Corrupt("created value".into()))?;
-            let c = self.store.consent(number, usage, &Stored { consent, created, updated, source });
+            let c = self.store.consent(
+                number,
+                usage,
+                &Stored {
+                    consent,
+                    created,
+                    updated,
+                    source,
+                },
+            );
             if self.after.is_none_or(|a| sort_key(&c) > a) {
                 self.heads[i] = Some(c);
                 return Ok(());
@@ -549,7 +678,12 @@ impl Iterator for MergeByCreated<'_> {
                 }
             }
         }
-        let (i, _) = self.heads.iter().enumerate().filter_map(|(i, h)| h.as_ref().map(|c| (i, sort_key(c)))).min_by_key(|(_, k)| *k)?;
+        let (i, _) = self
+            .heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| h.as_ref().map(|c| (i, sort_key(c))))
+            .min_by_key(|(_, k)| *k)?;
         let out = self.heads[i].take();
         if let Err(e) = self.fill(i) {
             return Some(Err(e));
@@ -568,15 +702,34 @@ mod tests {
     }
 
     fn ctx() -> ChangeContext {
-        ChangeContext { actor: "cli:test".into(), source: Source::Import("generic-csv".into()), now: ts("2025-01-01T00:00:00Z") }
+        ChangeContext {
+            actor: "cli:test".into(),
+            source: Source::Import("generic-csv".into()),
+            now: ts("2025-01-01T00:00:00Z"),
+        }
     }
 
     fn set(n: &str, usage: Usage, consent: bool, at: &str) -> Incoming {
-        Incoming { number: PhoneNumber::parse(n).unwrap(), usage, op: Op::Set { consent, created_at: Some(ts(at)), updated_at: Some(ts(at)) } }
+        Incoming {
+            number: PhoneNumber::parse(n).unwrap(),
+            usage,
+            op: Op::Set {
+                consent,
+                created_at: Some(ts(at)),
+                updated_at: Some(ts(at)),
+            },
+        }
     }
 
     fn open(dir: &Path) -> Store {
-        Store::open(dir, &StoreOptions { cache_bytes: 1 << 20, page_bytes: 256 }).unwrap()
+        Store::open(
+            dir,
+            &StoreOptions {
+                cache_bytes: 1 << 20,
+                page_bytes: 256,
+            },
+        )
+        .unwrap()
     }
 
     #[test]
@@ -590,7 +743,10 @@ mod tests {
             set("+491512345678", Usage::Whatsapp, false, "2024-02-01T00:00:00Z"),
         ];
         let out = store.apply(&batch, &ctx(), false).unwrap();
-        assert_eq!(out, vec![Outcome::Inserted, Outcome::Inserted, Outcome::Inserted, Outcome::Unchanged]);
+        assert_eq!(
+            out,
+            vec![Outcome::Inserted, Outcome::Inserted, Outcome::Inserted, Outcome::Unchanged]
+        );
         assert_eq!(store.apply(&batch, &ctx(), false).unwrap(), vec![Outcome::Unchanged; 4]);
 
         let n = PhoneNumber::parse("+491512345678").unwrap();
@@ -598,19 +754,36 @@ mod tests {
         assert!(c.consent);
         assert_eq!(c.source, Source::Import("generic-csv".into()));
 
-        let by_digits = Criteria { digits: Some(Digits::parse("5678").unwrap()), ..Default::default() };
+        let by_digits = Criteria {
+            digits: Some(Digits::parse("5678").unwrap()),
+            ..Default::default()
+        };
         let page = store.search(&by_digits, None, 10).unwrap();
-        assert_eq!(page.items.iter().map(|c| c.usage).collect::<Vec<_>>(), vec![Usage::Whatsapp, Usage::CallRecording]);
-        let day = Criteria { created_from: Some(ts("2024-03-01T00:00:00Z")), created_before: Some(ts("2024-03-02T00:00:00Z")), ..Default::default() };
+        assert_eq!(
+            page.items.iter().map(|c| c.usage).collect::<Vec<_>>(),
+            vec![Usage::Whatsapp, Usage::CallRecording]
+        );
+        let day = Criteria {
+            created_from: Some(ts("2024-03-01T00:00:00Z")),
+            created_before: Some(ts("2024-03-02T00:00:00Z")),
+            ..Default::default()
+        };
         let page = store.search(&day, None, 1).unwrap();
         assert_eq!(page.items[0].number.to_string(), "+33123456789");
         let page = store.search(&day, page.next_cursor.as_deref(), 1).unwrap();
         assert_eq!(page.items[0].number, n);
         assert_eq!(page.next_cursor, None);
-        let denied = Criteria { consent: Some(false), ..Default::default() };
+        let denied = Criteria {
+            consent: Some(false),
+            ..Default::default()
+        };
         assert_eq!(store.search(&denied, None, 10).unwrap().items.len(), 1);
 
-        let del = Incoming { number: n, usage: Usage::Whatsapp, op: Op::Delete { at: None } };
+        let del = Incoming {
+            number: n,
+            usage: Usage::Whatsapp,
+            op: Op::Delete { at: None },
+        };
         assert_eq!(store.apply(&[del], &ctx(), false).unwrap(), vec![Outcome::Deleted]);
         assert_eq!(store.get(n, Usage::Whatsapp).unwrap(), None);
         let history = store.history(n).unwrap();
@@ -618,7 +791,21 @@ mod tests {
         assert!(history[2].after.is_none() && history[2].before.as_ref().is_some_and(|b| b.consent));
         assert_eq!(history[2].actor, "cli:test");
         assert_eq!(store.changes_since(2, 10).unwrap().len(), 2);
-        assert_eq!(store.search(&Criteria { usage: Some(Usage::Whatsapp), ..Default::default() }, None, 10).unwrap().items.len(), 1);
+        assert_eq!(
+            store
+                .search(
+                    &Criteria {
+                        usage: Some(Usage::Whatsapp),
+                        ..Default::default()
+                    },
+                    None,
+                    10
+                )
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
     }
 
     #[test]
@@ -628,11 +815,22 @@ mod tests {
         let batch: Vec<Incoming> = (0..2000u64)
             .map(|i| {
                 let t = Timestamp::from_millis(1_700_000_000_000 + ((i * 7919) % 2000) as i64 * 1000);
-                Incoming { number: PhoneNumber::from_u64(4915100000000 + i * 13).unwrap(), usage: Usage::ALL[(i % 2) as usize], op: Op::Set { consent: i % 3 != 0, created_at: Some(t), updated_at: Some(t) } }
+                Incoming {
+                    number: PhoneNumber::from_u64(4915100000000 + i * 13).unwrap(),
+                    usage: Usage::ALL[(i % 2) as usize],
+                    op: Op::Set {
+                        consent: i % 3 != 0,
+                        created_at: Some(t),
+                        updated_at: Some(t),
+                    },
+                }
             })
             .collect();
         store.apply(&batch, &ctx(), false).unwrap();
-        let all = Criteria { created_from: Some(Timestamp::from_millis(0)), ..Default::default() };
+        let all = Criteria {
+            created_from: Some(Timestamp::from_millis(0)),
+            ..Default::default()
+        };
         let (mut seen, mut cursor) = (Vec::new(), None);
         loop {
             let page = store.search(&all, cursor.as_deref(), 150).unwrap();
@@ -644,7 +842,17 @@ mod tests {
         }
         assert_eq!(seen.len(), 2000);
         assert!(seen.windows(2).all(|w| sort_key(&w[0]) < sort_key(&w[1])));
-        assert_eq!(store.scan(&Criteria { consent: Some(false), usage: Some(Usage::Whatsapp), ..Default::default() }).unwrap().count(), (0..2000).filter(|i| i % 3 == 0 && i % 2 == 1).count());
+        assert_eq!(
+            store
+                .scan(&Criteria {
+                    consent: Some(false),
+                    usage: Some(Usage::Whatsapp),
+                    ..Default::default()
+                })
+                .unwrap()
+                .count(),
+            (0..2000).filter(|i| i % 3 == 0 && i % 2 == 1).count()
+        );
     }
 
     #[test]
@@ -652,7 +860,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = open(dir.path());
-            store.apply(&[set("+491512345678", Usage::Whatsapp, true, "2024-03-01T10:00:00Z")], &ctx(), false).unwrap();
+            store
+                .apply(
+                    &[set("+491512345678", Usage::Whatsapp, true, "2024-03-01T10:00:00Z")],
+                    &ctx(),
+                    false,
+                )
+                .unwrap();
             // Crash between journal and maps: the journal holds a change the maps have not seen.
             let change = RawChange {
                 seq: 2,
@@ -662,16 +876,46 @@ mod tests {
                 number: PhoneNumber::parse("+33123456789").unwrap(),
                 usage: Usage::CallRecording,
                 before: None,
-                after: Some(Stored { consent: true, created: 5, updated: 5, source: 0 }),
+                after: Some(Stored {
+                    consent: true,
+                    created: 5,
+                    updated: 5,
+                    source: 0,
+                }),
             };
             store.journal.insert(2u64.to_be_bytes(), keys::encode_block(&[change])).unwrap();
             store.flush().unwrap();
         }
         let store = open(dir.path());
-        assert!(store.get(PhoneNumber::parse("+33123456789").unwrap(), Usage::CallRecording).unwrap().is_some());
-        assert_eq!(store.search(&Criteria { usage: Some(Usage::CallRecording), ..Default::default() }, None, 10).unwrap().items.len(), 1);
-        assert_eq!(store.apply(&[set("+4670123456", Usage::Whatsapp, true, "2024-03-01T10:00:00Z")], &ctx(), false).unwrap(), vec![Outcome::Inserted]);
-        assert_eq!(store.changes_since(0, 10).unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(store
+            .get(PhoneNumber::parse("+33123456789").unwrap(), Usage::CallRecording)
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            store
+                .search(
+                    &Criteria {
+                        usage: Some(Usage::CallRecording),
+                        ..Default::default()
+                    },
+                    None,
+                    10
+                )
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .apply(&[set("+4670123456", Usage::Whatsapp, true, "2024-03-01T10:00:00Z")], &ctx(), false)
+                .unwrap(),
+            vec![Outcome::Inserted]
+        );
+        assert_eq!(
+            store.changes_since(0, 10).unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
     }
 
     #[test]

@@ -18,7 +18,10 @@ pub struct Small {
 
 impl Small {
     pub fn new(bytes: &[u8]) -> Self {
-        let mut s = Small { len: bytes.len() as u8, buf: [0; 32] };
+        let mut s = Small {
+            len: bytes.len() as u8,
+            buf: [0; 32],
+        };
         s.buf[..bytes.len()].copy_from_slice(bytes);
         s
     }
@@ -121,13 +124,23 @@ impl PagedMap {
     /// The page that holds `key`: (page key, page bytes, next page's key).
     fn page_for(&self, key: &[u8]) -> sled::Result<(IVec, IVec, Option<IVec>)> {
         let (pk, page) = self.tree.range(..=key).next_back().transpose()?.unwrap_or_default();
-        let next = self.tree.range::<&[u8], _>((Bound::Excluded(&*pk), Bound::Unbounded)).next().transpose()?.map(|(k, _)| k);
+        let next = self
+            .tree
+            .range::<&[u8], _>((Bound::Excluded(&*pk), Bound::Unbounded))
+            .next()
+            .transpose()?
+            .map(|(k, _)| k);
         Ok((pk, page, next))
     }
 
     pub fn get(&self, key: &[u8]) -> sled::Result<Option<Small>> {
-        let Some((_, page)) = self.tree.range(..=key).next_back().transpose()? else { return Ok(None) };
-        Ok(Entries::new(&page)?.find(|(k, _)| *k >= key).filter(|(k, _)| *k == key).map(|(_, v)| Small::new(v)))
+        let Some((_, page)) = self.tree.range(..=key).next_back().transpose()? else {
+            return Ok(None);
+        };
+        Ok(Entries::new(&page)?
+            .find(|(k, _)| *k >= key)
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| Small::new(v)))
     }
 
     /// A reader for many lookups in ascending key order, reusing the page in hand.
@@ -279,7 +292,15 @@ pub struct Scan {
 
 impl Scan {
     fn failed(e: sled::Error) -> Self {
-        Scan { pages: None, page: IVec::default(), at: 0, from: vec![], to: None, failed: Some(e), done: false }
+        Scan {
+            pages: None,
+            page: IVec::default(),
+            at: 0,
+            from: vec![],
+            to: None,
+            failed: Some(e),
+            done: false,
+        }
     }
 
     /// The next entry, borrowed until the next call.
@@ -313,7 +334,10 @@ impl Scan {
                     }
                 }
             }
-            let mut it = Entries { bytes: &self.page, at: self.at };
+            let mut it = Entries {
+                bytes: &self.page,
+                at: self.at,
+            };
             let (k, _) = it.next().expect("at < len");
             let (start, end) = (self.at, it.at);
             self.at = end;
@@ -324,7 +348,12 @@ impl Scan {
                 self.done = true;
                 return None;
             }
-            let (k, v) = Entries { bytes: &self.page[..end], at: start }.next().expect("entry just read");
+            let (k, v) = Entries {
+                bytes: &self.page[..end],
+                at: start,
+            }
+            .next()
+            .expect("entry just read");
             return Some(Ok((k, v)));
         }
     }
@@ -381,7 +410,9 @@ mod tests {
     #[test]
     fn big_batches_split_into_pages() {
         let m = map(4096);
-        let changes: Vec<Change> = (0u32..10_000).map(|i| (Small::new(&i.to_be_bytes()), Some(Small::new(b"value")))).collect();
+        let changes: Vec<Change> = (0u32..10_000)
+            .map(|i| (Small::new(&i.to_be_bytes()), Some(Small::new(b"value"))))
+            .collect();
         m.apply(&changes).unwrap();
         assert!(m.tree.len() > 10, "{} pages", m.tree.len());
         assert!(m.tree.iter().all(|p| p.unwrap().1.len() <= 4096));
