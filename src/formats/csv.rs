@@ -1,32 +1,445 @@
-//! CSV/TSV records.
+//! CSV/TSV records, read and written with the `csv` crate. Columns are found by header name (trimmed;
+//! exact match first, then ignoring case) or by 1-based position; every row keeps its raw fields so a
+//! rejected row can be written back as it came.
 use super::*;
-pub struct CsvReader;
-impl CsvReader {
-    pub fn new(_spec: &FormatSpec, _wanted: &[FieldRef], _input: Box<dyn Read + Send>, _file: &str) -> Result<Self, FormatError> {
-        todo!()
+use std::collections::{HashMap, VecDeque};
+
+fn delimiter(spec: &FormatSpec) -> u8 {
+    let default = if spec.kind == FormatKind::Tsv { b'\t' } else { b',' };
+    spec.delimiter.and_then(|c| u8::try_from(c).ok()).unwrap_or(default)
+}
+
+fn quote(spec: &FormatSpec) -> u8 {
+    spec.quote.and_then(|c| u8::try_from(c).ok()).unwrap_or(b'"')
+}
+
+/// Counts what the CSV parser reads: quotes, to tell a quote left open at the end of the file (the
+/// parser silently closes it there) from a field that merely spans lines; and line breaks, as the
+/// parser does not count CRLF lines.
+struct Counted {
+    inner: Box<dyn Read + Send>,
+    quote: u8,
+    quotes: u64,
+    bytes: u64,
+    /// Offsets of the `\n`s read but not yet passed by a record.
+    newlines: VecDeque<u64>,
+    /// How many `\n`s records have passed.
+    lines_passed: u64,
+}
+
+impl Counted {
+    /// The 1-based line of byte `offset`, which must not be before the last offset asked about. A
+    /// `\n` at `offset` itself counts as passed: after a CRLF the parser starts the next record there.
+    fn line_at(&mut self, offset: u64) -> u64 {
+        while self.newlines.front().is_some_and(|&n| n <= offset) {
+            self.newlines.pop_front();
+            self.lines_passed += 1;
+        }
+        self.lines_passed + 1
     }
 }
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == self.quote {
+                self.quotes += 1;
+            } else if b == b'\n' {
+                self.newlines.push_back(self.bytes + i as u64);
+            }
+        }
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+pub struct CsvReader {
+    rows: ::csv::Reader<Counted>,
+    row: ::csv::StringRecord,
+    header: Option<Vec<String>>,
+    /// 0-based column of each wanted field.
+    columns: Vec<usize>,
+    file: String,
+    record: u64,
+    done: bool,
+}
+
+impl CsvReader {
+    pub fn new(spec: &FormatSpec, wanted: &[FieldRef], input: Box<dyn Read + Send>, file: &str) -> Result<Self, FormatError> {
+        let counted = Counted {
+            inner: input,
+            quote: quote(spec),
+            quotes: 0,
+            bytes: 0,
+            newlines: VecDeque::new(),
+            lines_passed: 0,
+        };
+        let rows = ::csv::ReaderBuilder::new()
+            .delimiter(delimiter(spec))
+            .quote(quote(spec))
+            .has_headers(false)
+            .flexible(true)
+            .buffer_capacity(64 << 10)
+            .from_reader(counted);
+        let mut reader = CsvReader {
+            rows,
+            row: ::csv::StringRecord::new(),
+            header: None,
+            columns: Vec::new(),
+            file: file.to_string(),
+            record: 0,
+            done: false,
+        };
+        if spec.header != Some(false) {
+            match reader.rows.read_record(&mut reader.row) {
+                Ok(true) => reader.header = Some(reader.row.iter().map(|h| h.trim().to_string()).collect()),
+                // An empty file has no records, whatever columns are wanted.
+                Ok(false) => reader.done = true,
+                Err(e) => return Err(reader.error(e)),
+            }
+        }
+        if !reader.done {
+            reader.columns = reader.find_columns(wanted)?;
+        }
+        Ok(reader)
+    }
+
+    fn find_columns(&self, wanted: &[FieldRef]) -> Result<Vec<usize>, FormatError> {
+        let here = Location::in_file(&self.file, Some(1));
+        let mut missing = Vec::new();
+        let mut columns = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            match (w, &self.header) {
+                (FieldRef::Position(0), _) => return Err(here.error("column positions start at 1, not 0")),
+                (FieldRef::Position(p), _) => columns.push(p - 1),
+                (FieldRef::Name(n), None) => {
+                    return Err(here.error(format!(
+                        "column {n:?}: the file has no header (format.header = false); give columns by position"
+                    )))
+                }
+                (FieldRef::Name(n), Some(header)) => {
+                    let n = n.trim();
+                    let found = header.iter().position(|h| h == n).or_else(|| {
+                        let lower = n.to_lowercase();
+                        header.iter().position(|h| h.to_lowercase() == lower)
+                    });
+                    match found {
+                        Some(i) => columns.push(i),
+                        None => missing.push(format!("{n:?}")),
+                    }
+                }
+            }
+        }
+        if let (false, Some(header)) = (missing.is_empty(), &self.header) {
+            let have: Vec<String> = header.iter().map(|h| format!("{h:?}")).collect();
+            return Err(here.error(format!(
+                "no column {} in the header; the columns are {}",
+                missing.join(", "),
+                have.join(", ")
+            )));
+        }
+        Ok(columns)
+    }
+
+    fn location(&self, line: Option<u64>) -> Location {
+        Location {
+            file: self.file.clone(),
+            line,
+            record: self.record,
+            path: None,
+        }
+    }
+
+    fn error(&mut self, e: ::csv::Error) -> FormatError {
+        let line = e.position().map(|p| self.rows.get_mut().line_at(p.byte()));
+        let message = match e.kind() {
+            ::csv::ErrorKind::Utf8 { err, .. } => {
+                format!("field {} is not valid UTF-8 (is format.encoding right?): {err}", err.field() + 1)
+            }
+            ::csv::ErrorKind::Io(e) => format!("cannot read: {e}"),
+            _ => e.to_string(),
+        };
+        self.location(line).error(message)
+    }
+
+    /// True when the row just read ran to the end of the file inside a quote.
+    fn ends_in_open_quote(&self) -> bool {
+        let counted = self.rows.get_ref();
+        counted.quotes % 2 == 1
+            && self.rows.position().byte() == counted.bytes
+            && self.row.iter().next_back().is_some_and(|f| f.contains(['\n', '\r']))
+    }
+}
+
 impl RecordReader for CsvReader {
     fn next_record(&mut self) -> Option<Result<Record, FormatError>> {
-        todo!()
+        if self.done {
+            return None;
+        }
+        match self.rows.read_record(&mut self.row) {
+            Ok(false) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                self.record += 1;
+                Some(Err(self.error(e)))
+            }
+            Ok(true) => {
+                self.record += 1;
+                let start = self.row.position().map(|p| p.byte());
+                let line = start.map(|b| self.rows.get_mut().line_at(b));
+                let location = self.location(line);
+                if self.ends_in_open_quote() {
+                    self.done = true;
+                    return Some(Err(location.error("a quoted field in the row that starts here is never closed")));
+                }
+                let values = self.columns.iter().map(|&i| self.row.get(i).and_then(non_empty)).collect();
+                let raw = Some(self.row.iter().map(str::to_string).collect());
+                Some(Ok(Record { location, values, raw }))
+            }
+        }
+    }
+
+    fn header(&self) -> Option<&[String]> {
+        self.header.as_deref()
     }
 }
-pub struct CsvWriter<'w>(std::marker::PhantomData<&'w ()>);
+
+pub struct CsvWriter<'w> {
+    out: ::csv::Writer<Box<dyn Write + 'w>>,
+    /// Column of each field (paths without `../`).
+    index: HashMap<FieldRef, usize>,
+    row: Vec<String>,
+}
+
 impl<'w> CsvWriter<'w> {
     pub fn new(
-        _spec: &FormatSpec,
-        _columns: &[FieldRef],
-        _header_row: Option<&[String]>,
-        _out: Box<dyn Write + 'w>,
+        spec: &FormatSpec,
+        columns: &[FieldRef],
+        header_row: Option<&[String]>,
+        out: Box<dyn Write + 'w>,
     ) -> Result<Self, FormatError> {
-        todo!()
+        let terminator = match spec.line_ending {
+            Some(LineEnding::Crlf) => ::csv::Terminator::CRLF,
+            _ => ::csv::Terminator::Any(b'\n'),
+        };
+        let mut out = ::csv::WriterBuilder::new()
+            .delimiter(delimiter(spec))
+            .quote(quote(spec))
+            .terminator(terminator)
+            .flexible(true)
+            .from_writer(out);
+        let mut index = HashMap::new();
+        for (i, c) in columns.iter().enumerate() {
+            index.entry(c.without_parent()).or_insert(i);
+        }
+        let names: Vec<String> = columns.iter().map(|c| c.without_parent().to_string()).collect();
+        if let Some(header) = header_row {
+            // Rejects keep the input's header; fields map to its columns by name where they can.
+            for (i, h) in header.iter().enumerate() {
+                index.insert(FieldRef::Name(h.trim().to_string()), i);
+            }
+        }
+        if spec.header != Some(false) {
+            out.write_record(header_row.unwrap_or(&names)).map_err(write_error)?;
+        }
+        let width = header_row.map_or(columns.len(), <[String]>::len);
+        Ok(CsvWriter {
+            out,
+            index,
+            row: vec![String::new(); width],
+        })
     }
 }
+
 impl RecordWriter for CsvWriter<'_> {
-    fn write(&mut self, _record: &OutRecord) -> Result<(), FormatError> {
-        todo!()
+    fn write(&mut self, record: &OutRecord) -> Result<(), FormatError> {
+        let no_child: &[Vec<(FieldRef, OutValue)>] = &[Vec::new()];
+        let children = if record.children.is_empty() { no_child } else { &record.children };
+        for child in children {
+            self.row.iter_mut().for_each(String::clear);
+            for (field, value) in record.parent.iter().chain(child) {
+                let i = match field.without_parent() {
+                    FieldRef::Position(0) => return Err(write_error("column positions start at 1, not 0")),
+                    FieldRef::Position(p) => p - 1,
+                    name => *self
+                        .index
+                        .get(&name)
+                        .ok_or_else(|| write_error(format!("no column for field {name}")))?,
+                };
+                if i >= self.row.len() {
+                    self.row.resize(i + 1, String::new());
+                }
+                self.row[i].push_str(&value.as_text());
+            }
+            self.out.write_record(&self.row).map_err(write_error)?;
+        }
+        Ok(())
     }
-    fn finish(self: Box<Self>) -> Result<(), FormatError> {
-        todo!()
+
+    fn write_raw(&mut self, row: &[String]) -> Result<(), FormatError> {
+        self.out.write_record(row).map_err(write_error)
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), FormatError> {
+        self.out.flush().map_err(write_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::*;
+
+    const BENCH: &str = "phone,channel,consent,created_at,updated_at\n\
+        +491510000000,call_recording,false,2025-08-16T05:47:27Z,2025-08-17T00:10:19Z\n\
+        +491710007919,whatsapp,true,2024-12-15T03:07:14Z,2024-12-20T20:40:19Z\n";
+
+    #[test]
+    fn reads_the_benchmark_file() {
+        let csv = spec(FormatKind::Csv);
+        let records = read_all(&csv, &names(&["phone", "consent", "updated_at"]), BENCH).unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].values, row(&["+491710007919", "true", "2024-12-20T20:40:19Z"]));
+        assert_eq!(records[1].location.to_string(), "in.txt:3 (record 2)");
+        assert_eq!(records[0].raw.as_ref().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn matches_names_trimmed_then_ignoring_case() {
+        let csv = spec(FormatKind::Csv);
+        let text = " Phone ,phone,CHANNEL\n1,2,3\n";
+        assert_eq!(values(&csv, &["phone", "Phone", "channel"], text), [row(&["2", "1", "3"])]);
+    }
+
+    #[test]
+    fn missing_column_lists_the_columns() {
+        let err = error(&spec(FormatKind::Csv), &["phone", "usage", "x"], BENCH);
+        assert_eq!(
+            err,
+            "in.txt:1: no column \"usage\", \"x\" in the header; the columns are \"phone\", \"channel\", \
+             \"consent\", \"created_at\", \"updated_at\""
+        );
+    }
+
+    #[test]
+    fn positions_without_header() {
+        let mut csv = spec(FormatKind::Csv);
+        csv.header = Some(false);
+        let wanted = [FieldRef::Position(2), FieldRef::Position(9)];
+        let records = read_all(&csv, &wanted, "a,b\r\nc,d\r\n").unwrap();
+        assert_eq!(
+            records.iter().map(|r| r.values.clone()).collect::<Vec<_>>(),
+            [row(&["b", ""]), row(&["d", ""])]
+        );
+        assert_eq!(records[1].location.line, Some(2));
+        assert!(read_all(&csv, &names(&["a"]), "a\n").unwrap_err().to_string().contains("no header"));
+        assert!(read_all(&csv, &[FieldRef::Position(0)], "a\n")
+            .unwrap_err()
+            .to_string()
+            .contains("start at 1"));
+    }
+
+    #[test]
+    fn short_rows_empty_files_and_header_only() {
+        let csv = spec(FormatKind::Csv);
+        assert_eq!(values(&csv, &["a", "b"], "a,b\nx\n\n,y\n"), [row(&["x", ""]), row(&["", "y"])]);
+        assert!(values(&csv, &["a"], "").is_empty());
+        assert!(values(&csv, &["a"], "a\r\n").is_empty());
+        assert!(values(&csv, &["a"], "\u{feff}a\r\n").is_empty());
+    }
+
+    #[test]
+    fn quoted_fields_and_crlf() {
+        let csv = spec(FormatKind::Csv);
+        let text = "a,b\r\n\"x,\"\"1\"\"\r\n2\",y\r\nz,w\r\n";
+        let records = read_all(&csv, &names(&["a", "b"]), text).unwrap();
+        assert_eq!(records[0].values, row(&["x,\"1\"\r\n2", "y"]));
+        assert_eq!(records[1].values, row(&["z", "w"]));
+        assert_eq!(records[1].location.line, Some(4));
+    }
+
+    #[test]
+    fn unclosed_quote_is_an_error() {
+        let err = error(&spec(FormatKind::Csv), &["a"], "a,b\n1,2\n\"3,4\n5,6\n");
+        assert_eq!(
+            err,
+            "in.txt:3 (record 2): a quoted field in the row that starts here is never closed"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_line() {
+        let err = error(&spec(FormatKind::Csv), &["a"], b"a\nok\n\xE4\n".to_vec());
+        assert!(err.starts_with("in.txt:3 (record 2): field 1 is not valid UTF-8"), "{err}");
+        let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        assert!(read_all(&spec(FormatKind::Csv), &names(&["a"]), garbage).is_err());
+    }
+
+    #[test]
+    fn sinch_contact_pro_tsv_with_bom() {
+        let tsv = spec(FormatKind::Tsv);
+        let text = "\u{feff}Address\tUsage\tConsent\r\n+4915100\tWhatsApp\tTrue\r\n";
+        assert_eq!(
+            values(&tsv, &["Address", "Usage", "Consent", "Delete"][..3], text),
+            [row(&["+4915100", "WhatsApp", "True"])]
+        );
+    }
+
+    #[test]
+    fn windows_1252_and_utf16() {
+        let mut csv = spec(FormatKind::Csv);
+        csv.encoding = Encoding::Windows1252;
+        assert_eq!(values(&csv, &["n"], b"n\nM\xE4rz\n".to_vec()), [row(&["März"])]);
+        csv.encoding = Encoding::Utf16;
+        let bytes: Vec<u8> = "\u{feff}n\r\nä\r\n".encode_utf16().flat_map(u16::to_be_bytes).collect();
+        assert_eq!(values(&csv, &["n"], bytes), [row(&["ä"])]);
+    }
+
+    #[test]
+    fn ten_megabyte_line() {
+        let long = "x".repeat(10 << 20);
+        let got = values(&spec(FormatKind::Csv), &["a", "b"], format!("a,b\n{long},1\n"));
+        assert_eq!(got[0][0].as_ref().map(String::len), Some(10 << 20));
+    }
+
+    #[test]
+    fn writes_rows_and_raw_rows() {
+        let mut csv = spec(FormatKind::Csv);
+        csv.line_ending = Some(LineEnding::Crlf);
+        let cols = names(&["phone", "consent"]);
+        let rec = OutRecord {
+            parent: vec![],
+            children: vec![vec![
+                (FieldRef::Name("consent".into()), OutValue::Bool(true)),
+                (cols[0].clone(), OutValue::Text("a,b".into())),
+            ]],
+        };
+        let mut out = Vec::new();
+        let mut w = open_writer(&csv, &cols, None, Box::new(&mut out)).unwrap();
+        w.write(&rec).unwrap();
+        w.write_raw(&["x".into(), "y".into(), "z".into()]).unwrap();
+        w.finish().unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "phone,consent\r\n\"a,b\",true\r\nx,y,z\r\n");
+        let bad = OutRecord {
+            parent: vec![],
+            children: vec![vec![(FieldRef::Name("nope".into()), OutValue::Int(1))]],
+        };
+        let mut w = open_writer(&csv, &cols, None, Box::new(std::io::sink())).unwrap();
+        assert_eq!(w.write(&bad).unwrap_err().to_string(), "-: cannot write: no column for field nope");
+    }
+
+    #[test]
+    fn rejects_keep_the_input_header() {
+        let csv = spec(FormatKind::Csv);
+        let header = ["Phone".to_string(), "Extra".to_string()];
+        let mut out = Vec::new();
+        let mut w = open_writer(&csv, &names(&["phone"]), Some(&header), Box::new(&mut out)).unwrap();
+        w.write_raw(&["1".into(), "2".into()]).unwrap();
+        w.finish().unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "Phone,Extra\n1,2\n");
     }
 }

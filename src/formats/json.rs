@@ -1,52 +1,740 @@
-//! JSON records.
+//! JSON and NDJSON records. A JSON document is scanned byte by byte down `records` to the first array,
+//! whose elements are then parsed one at a time with serde_json, so memory holds one element; arrays
+//! below it (nested records) are expanded from the parsed element. NDJSON parses one line at a time.
 use super::*;
-pub struct JsonReader;
-impl JsonReader {
-    pub fn new(_spec: &FormatSpec, _wanted: &[FieldRef], _input: Box<dyn Read + Send>, _file: &str) -> Result<Self, FormatError> {
-        todo!()
+use serde_json::{Map, Value};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, BufWriter};
+
+/// Splits a dotted path; empty or `.` is the value itself.
+fn steps(path: &str) -> Vec<String> {
+    match path {
+        "" | "." => Vec::new(),
+        p => p.split('.').map(str::to_string).collect(),
     }
 }
+
+/// One step of a JSON pointer.
+fn pointer_step(pointer: &str, step: &str) -> String {
+    format!("{pointer}/{}", step.replace('~', "~0").replace('/', "~1"))
+}
+
+/// The value at `path` below `v`; array elements by number.
+fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, step| match v {
+        Value::Object(m) => m.get(step),
+        Value::Array(a) => a.get(step.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
+/// A value as text: scalars as written, strings unquoted, an object or array as its JSON.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => non_empty(s),
+        v => Some(v.to_string()),
+    }
+}
+
+/// A found record: its value, the object holding the array it is in, and its JSON pointer.
+type Found<'a> = (&'a Value, Option<&'a Value>, String);
+
+/// The records at `path` below `v`, walking every array met on the way.
+fn expand<'a>(v: &'a Value, path: &[String], parent: Option<&'a Value>, pointer: String, out: &mut Vec<Found<'a>>) {
+    match (v, path.split_first()) {
+        (Value::Array(items), _) => {
+            for (i, item) in items.iter().enumerate() {
+                expand(item, path, parent, format!("{pointer}/{i}"), out);
+            }
+        }
+        (_, None) => out.push((v, parent, pointer)),
+        (Value::Object(m), Some((step, rest))) => {
+            if let Some(child) = m.get(step) {
+                expand(child, rest, Some(v), pointer_step(&pointer, step), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Picks the wanted fields out of the records of each parsed unit (an array element or a line).
+struct Picker {
+    /// Per wanted field: whether it is read from the parent, and its path.
+    fields: Vec<(bool, Vec<String>)>,
+    file: String,
+    record: u64,
+}
+
+impl Picker {
+    fn new(wanted: &[FieldRef], file: &str) -> Result<Self, FormatError> {
+        let fields =
+            wanted
+                .iter()
+                .map(|w| match w.without_parent() {
+                    FieldRef::Name(n) => Ok((w.is_parent(), steps(&n))),
+                    FieldRef::Position(p) => Err(Location::in_file(file, None)
+                        .error(format!("column {p}: JSON fields are named by their path, such as contact.phone"))),
+                })
+                .collect::<Result<_, _>>()?;
+        Ok(Picker {
+            fields,
+            file: file.to_string(),
+            record: 0,
+        })
+    }
+
+    /// Where the next record is.
+    fn location(&self, line: Option<u64>, path: String) -> Location {
+        let path = (!path.is_empty()).then_some(path);
+        Location {
+            file: self.file.clone(),
+            line,
+            record: self.record + 1,
+            path,
+        }
+    }
+
+    fn pick(&mut self, unit: &Value, path: &[String], pointer: String, line: Option<u64>, out: &mut VecDeque<Record>) {
+        let mut found = Vec::new();
+        expand(unit, path, None, pointer, &mut found);
+        for (record, parent, pointer) in found {
+            let location = self.location(line, pointer);
+            self.record += 1;
+            let values = self
+                .fields
+                .iter()
+                .map(|(from_parent, path)| {
+                    let base = if *from_parent { parent? } else { record };
+                    lookup(base, path).and_then(text)
+                })
+                .collect();
+            out.push_back(Record {
+                location,
+                values,
+                raw: None,
+            });
+        }
+    }
+}
+
+/// Parses one unit that starts on `line`; errors give the line of the problem.
+fn parse(bytes: &[u8], line: u64, at: Location) -> Result<Value, FormatError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let full = e.to_string();
+        let what = full
+            .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
+            .unwrap_or(&full);
+        let line = line + e.line().saturating_sub(1) as u64;
+        Location { line: Some(line), ..at }.error(format!("invalid JSON: {what} (column {})", e.column()))
+    })
+}
+
+/// Walks a JSON document without holding it: whitespace, punctuation, and whole values as bytes.
+struct Scanner {
+    input: BufReader<Box<dyn Read + Send>>,
+    line: u64,
+}
+
+impl Scanner {
+    /// Skips whitespace, giving the next byte (not consumed), or `None` at the end.
+    fn skip_ws(&mut self) -> std::io::Result<Option<u8>> {
+        loop {
+            let buf = self.input.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let n = buf.iter().take_while(|b| b.is_ascii_whitespace()).count();
+            self.line += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            if n < buf.len() {
+                let next = buf[n];
+                self.input.consume(n);
+                return Ok(Some(next));
+            }
+            self.input.consume(n);
+        }
+    }
+
+    /// Reads the value that starts here (after `skip_ws`), appending its bytes to `keep` when given.
+    /// Only the nesting is checked; serde_json checks the rest of what is kept.
+    fn value(&mut self, mut keep: Option<&mut Vec<u8>>) -> Result<(), String> {
+        let first = self.skip_ws().map_err(|e| format!("cannot read: {e}"))?;
+        let scalar = !matches!(first, Some(b'{' | b'[' | b'"'));
+        let (mut depth, mut in_str, mut escaped, mut len) = (0usize, false, false, 0usize);
+        loop {
+            let buf = self.input.fill_buf().map_err(|e| format!("cannot read: {e}"))?;
+            if buf.is_empty() {
+                return match (scalar, len) {
+                    (true, 1..) => Ok(()),
+                    (true, 0) => Err("the file ends where a value should be (is it truncated?)".to_string()),
+                    _ => Err("the file ends inside this value (is it truncated?)".to_string()),
+                };
+            }
+            let mut end = None;
+            for (i, &b) in buf.iter().enumerate() {
+                if scalar {
+                    if matches!(b, b',' | b']' | b'}' | b':') || b.is_ascii_whitespace() {
+                        end = Some(i);
+                        break;
+                    }
+                } else if in_str {
+                    match b {
+                        _ if escaped => escaped = false,
+                        b'\\' => escaped = true,
+                        b'"' => {
+                            in_str = false;
+                            if depth == 0 {
+                                end = Some(i + 1);
+                                break;
+                            }
+                        }
+                        b'\n' => self.line += 1,
+                        _ => {}
+                    }
+                } else {
+                    match b {
+                        b'"' => in_str = true,
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth = depth.saturating_sub(1);
+                            if depth == 0 {
+                                end = Some(i + 1);
+                                break;
+                            }
+                        }
+                        b'\n' => self.line += 1,
+                        _ => {}
+                    }
+                }
+            }
+            let n = end.unwrap_or(buf.len());
+            len += n;
+            if let Some(k) = keep.as_deref_mut() {
+                k.extend_from_slice(&buf[..n]);
+            }
+            self.input.consume(n);
+            match (end, len) {
+                (Some(_), 0) => return Err("expected a value".to_string()),
+                (Some(_), _) => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+}
+
+enum State {
+    /// In the records array; `first` until an element was read.
+    Array {
+        first: bool,
+    },
+    /// The records path leads to one value: it is read whole.
+    One,
+    Done,
+}
+
+pub struct JsonReader {
+    scan: Scanner,
+    picker: Picker,
+    /// The records path below the streamed array, and the pointer of that array.
+    rest: Vec<String>,
+    pointer: String,
+    state: State,
+    index: usize,
+    element: Vec<u8>,
+    queue: VecDeque<Record>,
+}
+
+impl JsonReader {
+    pub fn new(spec: &FormatSpec, wanted: &[FieldRef], input: Box<dyn Read + Send>, file: &str) -> Result<Self, FormatError> {
+        let mut reader = JsonReader {
+            scan: Scanner {
+                input: BufReader::with_capacity(64 << 10, input),
+                line: 1,
+            },
+            picker: Picker::new(wanted, file)?,
+            rest: steps(spec.records.as_deref().unwrap_or("")),
+            pointer: String::new(),
+            state: State::Done,
+            index: 0,
+            element: Vec::new(),
+            queue: VecDeque::new(),
+        };
+        reader.state = reader.descend().map_err(|m| reader.here().error(m))?;
+        Ok(reader)
+    }
+
+    fn here(&self) -> Location {
+        let path = match self.state {
+            State::Array { .. } => format!("{}/{}", self.pointer, self.index),
+            _ => self.pointer.clone(),
+        };
+        self.picker.location(Some(self.scan.line), path)
+    }
+
+    /// Walks down the records path to the first array (or the one value there).
+    fn descend(&mut self) -> Result<State, String> {
+        let io = |e: std::io::Error| format!("cannot read: {e}");
+        loop {
+            match self.scan.skip_ws().map_err(io)? {
+                None if self.pointer.is_empty() => return Ok(State::Done),
+                None => return Err("the file ends early (is it truncated?)".to_string()),
+                Some(b'[') => {
+                    self.scan.input.consume(1);
+                    return Ok(State::Array { first: true });
+                }
+                Some(b'{') if !self.rest.is_empty() => {
+                    self.scan.input.consume(1);
+                    let step = self.rest.remove(0);
+                    self.find_key(&step)?;
+                    self.pointer = pointer_step(&self.pointer, &step);
+                }
+                Some(_) => return Ok(State::One),
+            }
+        }
+    }
+
+    /// Reads an object's members up to `key`, leaving the scanner at its value.
+    fn find_key(&mut self, key: &str) -> Result<(), String> {
+        let io = |e: std::io::Error| format!("cannot read: {e}");
+        let mut name = Vec::new();
+        loop {
+            match self.scan.skip_ws().map_err(io)? {
+                Some(b'"') => {}
+                Some(b'}') => {
+                    let at = if self.pointer.is_empty() {
+                        "the top-level object"
+                    } else {
+                        &self.pointer
+                    };
+                    return Err(format!("no key {key:?} in {at} (see format.records)"));
+                }
+                None => return Err("the file ends early (is it truncated?)".to_string()),
+                Some(b) => return Err(format!("expected a key, found {:?}", b as char)),
+            }
+            name.clear();
+            self.scan.value(Some(&mut name))?;
+            let name: String = serde_json::from_slice(&name).map_err(|e| format!("invalid key: {e}"))?;
+            if self.scan.skip_ws().map_err(io)? != Some(b':') {
+                return Err(format!("expected ':' after key {name:?}"));
+            }
+            self.scan.input.consume(1);
+            if name == key {
+                return Ok(());
+            }
+            self.scan.value(None)?;
+            if self.scan.skip_ws().map_err(io)? == Some(b',') {
+                self.scan.input.consume(1);
+            }
+        }
+    }
+
+    /// Reads the next unit of the array (or the one value) into the queue.
+    fn advance(&mut self) -> Result<(), FormatError> {
+        let io = |e: std::io::Error| format!("cannot read: {e}");
+        match self.state {
+            State::Done => return Ok(()),
+            State::One => self.state = State::Done,
+            State::Array { first } => {
+                let next = self.scan.skip_ws().map_err(io).map_err(|m| self.here().error(m))?;
+                match (first, next) {
+                    (_, Some(b']')) => {
+                        self.state = State::Done;
+                        return Ok(());
+                    }
+                    (true, Some(_)) => self.state = State::Array { first: false },
+                    (false, Some(b',')) => self.scan.input.consume(1),
+                    (_, None) => return Err(self.here().error("the file ends inside the records array (is it truncated?)")),
+                    (false, Some(b)) => {
+                        return Err(self
+                            .here()
+                            .error(format!("expected ',' or ']' before this record, found {:?}", b as char)))
+                    }
+                }
+            }
+        }
+        let ws = self.scan.skip_ws().map_err(io).map_err(|m| self.here().error(m))?;
+        if ws.is_none() {
+            return Err(self.here().error("the file ends where a record should be (is it truncated?)"));
+        }
+        let (line, at) = (self.scan.line, self.here());
+        self.element.clear();
+        self.scan.value(Some(&mut self.element)).map_err(|m| at.clone().error(m))?;
+        let unit = parse(&self.element, line, at.clone())?;
+        let pointer = at.path.unwrap_or_default();
+        self.picker.pick(&unit, &self.rest, pointer, Some(line), &mut self.queue);
+        self.index += 1;
+        Ok(())
+    }
+}
+
 impl RecordReader for JsonReader {
     fn next_record(&mut self) -> Option<Result<Record, FormatError>> {
-        todo!()
+        loop {
+            if let Some(r) = self.queue.pop_front() {
+                return Some(Ok(r));
+            }
+            if matches!(self.state, State::Done) {
+                return None;
+            }
+            if let Err(e) = self.advance() {
+                self.state = State::Done;
+                return Some(Err(e));
+            }
+        }
     }
 }
-pub struct JsonWriter<'w>(std::marker::PhantomData<&'w ()>);
-impl<'w> JsonWriter<'w> {
-    pub fn new(_spec: &FormatSpec, _out: Box<dyn Write + 'w>) -> Result<Self, FormatError> {
-        todo!()
-    }
+
+pub struct NdjsonReader {
+    input: BufReader<Box<dyn Read + Send>>,
+    picker: Picker,
+    path: Vec<String>,
+    buf: Vec<u8>,
+    line: u64,
+    queue: VecDeque<Record>,
+    done: bool,
 }
-impl RecordWriter for JsonWriter<'_> {
-    fn write(&mut self, _record: &OutRecord) -> Result<(), FormatError> {
-        todo!()
-    }
-    fn finish(self: Box<Self>) -> Result<(), FormatError> {
-        todo!()
-    }
-}
-pub struct NdjsonReader;
+
 impl NdjsonReader {
-    pub fn new(_spec: &FormatSpec, _wanted: &[FieldRef], _input: Box<dyn Read + Send>, _file: &str) -> Result<Self, FormatError> {
-        todo!()
+    pub fn new(spec: &FormatSpec, wanted: &[FieldRef], input: Box<dyn Read + Send>, file: &str) -> Result<Self, FormatError> {
+        Ok(NdjsonReader {
+            input: BufReader::with_capacity(64 << 10, input),
+            picker: Picker::new(wanted, file)?,
+            path: steps(spec.records.as_deref().unwrap_or("")),
+            buf: Vec::new(),
+            line: 0,
+            queue: VecDeque::new(),
+            done: false,
+        })
+    }
+
+    /// Reads lines up to the next one that is not blank and queues its records.
+    fn advance(&mut self) -> Result<(), FormatError> {
+        loop {
+            self.buf.clear();
+            let at = self.picker.location(Some(self.line + 1), String::new());
+            let n = self
+                .input
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| at.clone().error(format!("cannot read: {e}")))?;
+            if n == 0 {
+                self.done = true;
+                return Ok(());
+            }
+            self.line += 1;
+            if !self.buf.iter().all(u8::is_ascii_whitespace) {
+                let unit = parse(&self.buf, self.line, at)?;
+                self.picker.pick(&unit, &self.path, String::new(), Some(self.line), &mut self.queue);
+                return Ok(());
+            }
+        }
     }
 }
+
 impl RecordReader for NdjsonReader {
     fn next_record(&mut self) -> Option<Result<Record, FormatError>> {
-        todo!()
+        loop {
+            if let Some(r) = self.queue.pop_front() {
+                return Some(Ok(r));
+            }
+            if self.done {
+                return None;
+            }
+            if let Err(e) = self.advance() {
+                self.done = true;
+                return Some(Err(e));
+            }
+        }
     }
 }
-pub struct NdjsonWriter<'w>(std::marker::PhantomData<&'w ()>);
+
+fn json_value(v: &OutValue) -> Value {
+    match v {
+        OutValue::Text(s) => Value::String(s.clone()),
+        OutValue::Bool(b) => Value::Bool(*b),
+        OutValue::Int(i) => Value::from(*i),
+    }
+}
+
+/// An object built from dotted paths (`contact.phone` makes `{"contact":{"phone":..}}`).
+fn object(fields: &[(FieldRef, OutValue)]) -> Map<String, Value> {
+    let mut root = Map::new();
+    for (field, value) in fields {
+        let path = steps(&field.without_parent().to_string());
+        let Some((last, parents)) = path.split_last() else {
+            continue;
+        };
+        let mut m = &mut root;
+        for step in parents {
+            let slot = m.entry(step.clone()).or_insert_with(|| Value::Object(Map::new()));
+            if !slot.is_object() {
+                *slot = Value::Object(Map::new());
+            }
+            let Value::Object(inner) = slot else {
+                unreachable!("made an object just above")
+            };
+            m = inner;
+        }
+        m.insert(last.clone(), json_value(value));
+    }
+    root
+}
+
+/// How records are laid out on output: the records path and whether records are nested.
+struct Layout {
+    path: Vec<String>,
+    /// Decided by the first record: nested when it has parent fields.
+    nested: Option<bool>,
+}
+
+impl Layout {
+    fn new(spec: &FormatSpec) -> Self {
+        Layout {
+            path: steps(spec.records.as_deref().unwrap_or("")),
+            nested: None,
+        }
+    }
+
+    /// The path of the outer array: the records path, less its last step when nested.
+    fn outer(&self) -> &[String] {
+        match self.nested {
+            Some(true) => self.path.split_last().map_or(&[], |(_, outer)| outer),
+            _ => &self.path,
+        }
+    }
+
+    /// The values of one record: its children (flat), or one parent holding its children.
+    fn units(&mut self, r: &OutRecord) -> Result<Vec<Value>, FormatError> {
+        let nested = *self.nested.get_or_insert(!r.parent.is_empty());
+        if !nested {
+            return Ok(r.children.iter().map(|c| Value::Object(object(c))).collect());
+        }
+        let Some(inner) = self.path.last() else {
+            return Err(write_error(
+                "records with parent fields need format.records to name the inner array, such as customers.consents",
+            ));
+        };
+        let mut parent = object(&r.parent);
+        parent.insert(inner.clone(), r.children.iter().map(|c| Value::Object(object(c))).collect());
+        Ok(vec![Value::Object(parent)])
+    }
+}
+
+pub struct JsonWriter<'w> {
+    out: BufWriter<Box<dyn Write + 'w>>,
+    layout: Layout,
+    written: usize,
+}
+
+impl<'w> JsonWriter<'w> {
+    pub fn new(spec: &FormatSpec, out: Box<dyn Write + 'w>) -> Result<Self, FormatError> {
+        Ok(JsonWriter {
+            out: BufWriter::new(out),
+            layout: Layout::new(spec),
+            written: 0,
+        })
+    }
+
+    /// Opens the objects on the outer path and the array.
+    fn start(&mut self) -> Result<(), FormatError> {
+        for step in self.layout.outer() {
+            let key = serde_json::to_string(step).map_err(write_error)?;
+            write!(self.out, "{{{key}:").map_err(write_error)?;
+        }
+        self.out.write_all(b"[").map_err(write_error)
+    }
+}
+
+impl RecordWriter for JsonWriter<'_> {
+    fn write(&mut self, record: &OutRecord) -> Result<(), FormatError> {
+        let first = self.layout.nested.is_none();
+        let units = self.layout.units(record)?;
+        if first {
+            self.start()?;
+        }
+        for unit in units {
+            self.out
+                .write_all(if self.written == 0 { b"\n" } else { b",\n" })
+                .map_err(write_error)?;
+            serde_json::to_writer(&mut self.out, &unit).map_err(write_error)?;
+            self.written += 1;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), FormatError> {
+        if self.layout.nested.is_none() {
+            self.layout.nested = Some(false);
+            self.start()?;
+        }
+        let close = "}".repeat(self.layout.outer().len());
+        writeln!(self.out, "\n]{close}").map_err(write_error)?;
+        self.out.flush().map_err(write_error)
+    }
+}
+
+pub struct NdjsonWriter<'w> {
+    out: BufWriter<Box<dyn Write + 'w>>,
+    layout: Layout,
+}
+
 impl<'w> NdjsonWriter<'w> {
-    pub fn new(_spec: &FormatSpec, _out: Box<dyn Write + 'w>) -> Result<Self, FormatError> {
-        todo!()
+    pub fn new(spec: &FormatSpec, out: Box<dyn Write + 'w>) -> Result<Self, FormatError> {
+        Ok(NdjsonWriter {
+            out: BufWriter::new(out),
+            layout: Layout::new(spec),
+        })
     }
 }
+
 impl RecordWriter for NdjsonWriter<'_> {
-    fn write(&mut self, _record: &OutRecord) -> Result<(), FormatError> {
-        todo!()
+    fn write(&mut self, record: &OutRecord) -> Result<(), FormatError> {
+        for unit in self.layout.units(record)? {
+            let line = self
+                .layout
+                .outer()
+                .iter()
+                .rev()
+                .fold(unit, |v, step| Value::Object(Map::from_iter([(step.clone(), v)])));
+            serde_json::to_writer(&mut self.out, &line).map_err(write_error)?;
+            self.out.write_all(b"\n").map_err(write_error)?;
+        }
+        Ok(())
     }
-    fn finish(self: Box<Self>) -> Result<(), FormatError> {
-        todo!()
+
+    fn finish(mut self: Box<Self>) -> Result<(), FormatError> {
+        self.out.flush().map_err(write_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::*;
+    use super::*;
+
+    fn json(records: &str) -> FormatSpec {
+        let mut s = spec(FormatKind::Json);
+        s.records = (!records.is_empty()).then(|| records.to_string());
+        s
+    }
+
+    #[test]
+    fn reads_the_benchmark_array() {
+        let text = "[{\"phone\": \"+49151\", \"consent\": false, \"n\": 12, \"x\": null},\n {\"phone\": \"+49171\", \"consent\": true}]";
+        let records = read_all(&json(""), &names(&["phone", "consent", "n", "x"]), text).unwrap();
+        assert_eq!(records[0].values, row(&["+49151", "false", "12", ""]));
+        assert_eq!(records[1].values, row(&["+49171", "true", "", ""]));
+        assert_eq!(records[1].location.to_string(), "in.txt:2 (record 2, /1)");
+    }
+
+    #[test]
+    fn records_path_nested_fields_and_parents() {
+        let text = r#"{"meta": {"skip": [1, "]", {"a": "}"}]}, "data": {"customers": [
+            {"phone": "1", "consents": [{"usage": "a", "c": {"v": true}}, {"usage": "b"}]},
+            {"phone": "2", "consents": {"usage": "c", "c": [1]}},
+            {"phone": "3"}
+        ]}}"#;
+        let records = read_all(&json("data.customers.consents"), &names(&["../phone", "usage", "c.v", "c"]), text).unwrap();
+        let got: Vec<_> = records.iter().map(|r| r.values.clone()).collect();
+        assert_eq!(
+            got,
+            [
+                row(&["1", "a", "true", "{\"v\":true}"]),
+                row(&["1", "b", "", ""]),
+                row(&["2", "c", "", "[1]"])
+            ]
+        );
+        assert_eq!(records[1].location.to_string(), "in.txt:2 (record 2, /data/customers/0/consents/1)");
+        assert_eq!(records[2].location.line, Some(3));
+    }
+
+    #[test]
+    fn a_single_object_is_one_record() {
+        assert_eq!(values(&json("data"), &["a"], r#"{"data": {"a": "x"}}"#), [row(&["x"])]);
+        assert_eq!(values(&json(""), &["a"], r#"{"a": 1}"#), [row(&["1"])]);
+    }
+
+    #[test]
+    fn empty_input_and_empty_array() {
+        assert!(values(&json(""), &["a"], "").is_empty());
+        assert!(values(&json(""), &["a"], " [ ] ").is_empty());
+        assert!(values(&json("data"), &["a"], "\u{feff}{\"data\": []}").is_empty());
+    }
+
+    #[test]
+    fn broken_json_says_where() {
+        let e = error(&json(""), &["a"], "[{\"a\": 1},\n{\"a\": 2},\n{\"a\": 3");
+        assert_eq!(e, "in.txt:3 (record 3, /2): the file ends inside this value (is it truncated?)");
+        let e = error(&json(""), &["a"], "[{\"a\": 1}");
+        assert_eq!(
+            e,
+            "in.txt:1 (record 2, /1): the file ends inside the records array (is it truncated?)"
+        );
+        let e = error(&json(""), &["a"], "[{\"a\": 1}\n{\"a\": 2}]");
+        assert!(e.starts_with("in.txt:2 (record 2, /1): expected ',' or ']'"), "{e}");
+        let e = error(&json(""), &["a"], "[{\"a\": 1},\n{\"a\":\n tru}]");
+        assert_eq!(e, "in.txt:3 (record 2, /1): invalid JSON: expected ident (column 5)");
+        let e = error(&json("data.items"), &["a"], "{\"data\": {\"other\": []}}");
+        assert_eq!(e, "in.txt:1 (record 1, /data): no key \"items\" in /data (see format.records)");
+        let e = error(&json(""), &["a"], b"[{\"a\": \"\xE4\"}]".to_vec());
+        assert!(e.contains("invalid JSON"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_garbage() {
+        // A scalar where records should be is one record without the fields; the mapping refuses it.
+        assert_eq!(values(&json("data"), &["a"], r#"{"data": 5}"#), [row(&[""])]);
+        assert_eq!(values(&json(""), &["a", "."], r#"[1, "x"]"#), [row(&["", "1"]), row(&["", "x"])]);
+        let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        assert!(read_all(&json(""), &names(&["a"]), garbage.clone()).is_err());
+        assert!(read_all(&spec(FormatKind::Ndjson), &names(&["a"]), garbage).is_err());
+    }
+
+    #[test]
+    fn ndjson_lines_and_records_path() {
+        let nd = spec(FormatKind::Ndjson);
+        let text = "{\"a\": 1}\r\n\n  \n{\"a\": \"x\"}\n";
+        let records = read_all(&nd, &names(&["a"]), text).unwrap();
+        assert_eq!(records[1].values, row(&["x"]));
+        assert_eq!(records[1].location.to_string(), "in.txt:4 (record 2)");
+        let mut nested = spec(FormatKind::Ndjson);
+        nested.records = Some("consents".into());
+        let text = "{\"p\": 1, \"consents\": [{\"u\": \"a\"}, {\"u\": \"b\"}]}\n{\"p\": 2, \"consents\": []}\n";
+        assert_eq!(values(&nested, &["../p", "u"], text), [row(&["1", "a"]), row(&["1", "b"])]);
+        let e = error(&nd, &["a"], "{\"a\": 1}\n{\"a\": }\n");
+        assert_eq!(e, "in.txt:2 (record 2): invalid JSON: expected value (column 7)");
+    }
+
+    #[test]
+    fn writes_nested_objects_and_layouts() {
+        let f = |n: &str| FieldRef::Name(n.to_string());
+        let rec = OutRecord {
+            parent: vec![(f("phone"), OutValue::Text("+49".into()))],
+            children: vec![
+                vec![(f("usage"), OutValue::Text("a".into())), (f("c.v"), OutValue::Bool(true))],
+                vec![(f("usage"), OutValue::Text("b".into())), (f("n"), OutValue::Int(3))],
+            ],
+        };
+        let out = write_all(&json("customers.consents"), &[], std::slice::from_ref(&rec));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"customers\":[\n{\"consents\":[{\"c\":{\"v\":true},\"usage\":\"a\"},{\"n\":3,\"usage\":\"b\"}],\"phone\":\"+49\"}\n]}\n"
+        );
+        let flat = OutRecord {
+            parent: vec![],
+            children: rec.children.clone(),
+        };
+        let out = write_all(&json("data.consents"), &[], std::slice::from_ref(&flat));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"data\":{\"consents\":[\n{\"c\":{\"v\":true},\"usage\":\"a\"},\n{\"n\":3,\"usage\":\"b\"}\n]}}\n"
+        );
+        assert_eq!(String::from_utf8(write_all(&json(""), &[], &[])).unwrap(), "[\n]\n");
+        let mut nd = spec(FormatKind::Ndjson);
+        nd.records = Some("consents".into());
+        let out = write_all(&nd, &[], &[rec]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"consents\":[{\"c\":{\"v\":true},\"usage\":\"a\"},{\"n\":3,\"usage\":\"b\"}],\"phone\":\"+49\"}\n"
+        );
     }
 }

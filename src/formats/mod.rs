@@ -28,7 +28,8 @@ pub enum FormatKind {
     Xml,
 }
 
-/// How a file is laid out: the `[format]` table of a mapping file.
+/// How a file is laid out: the `[format]` table of a mapping file. [`FormatSpec::problems`] checks it;
+/// [`open_reader`] and [`open_writer`] refuse a spec with problems.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FormatSpec {
@@ -57,6 +58,62 @@ pub struct FormatSpec {
     /// XML: slash-separated element path of one record from the root, such as `consents/consent` or
     /// `subjects/subject/consent`. Namespace prefixes are ignored when matching.
     pub record: Option<String>,
+}
+
+impl FormatSpec {
+    /// Every problem of the spec, each naming its key (`format.record: required for xml`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let csv = matches!(self.kind, FormatKind::Csv | FormatKind::Tsv);
+        let json = matches!(self.kind, FormatKind::Json | FormatKind::Ndjson);
+        let xml = self.kind == FormatKind::Xml;
+        for (key, c) in [("delimiter", self.delimiter), ("quote", self.quote)] {
+            match c {
+                Some(_) if !csv => p.push(format!("format.{key}: only for csv and tsv")),
+                Some(c) if !c.is_ascii() || matches!(c, '\n' | '\r') => p.push(format!(
+                    "format.{key}: must be one ASCII character other than a line break, not {c:?}"
+                )),
+                _ => {}
+            }
+        }
+        let delimiter = self.delimiter.unwrap_or(if self.kind == FormatKind::Tsv { '\t' } else { ',' });
+        if csv && delimiter == self.quote.unwrap_or('"') {
+            p.push("format.quote: must differ from format.delimiter".to_string());
+        }
+        if !csv && self.header.is_some() {
+            p.push("format.header: only for csv and tsv".to_string());
+        }
+        if !csv && self.line_ending.is_some() {
+            p.push("format.line_ending: only for csv and tsv".to_string());
+        }
+        match &self.records {
+            Some(_) if !json => p.push("format.records: only for json and ndjson (xml uses format.record)".to_string()),
+            Some(r) if !r.is_empty() && r.split('.').any(str::is_empty) => {
+                p.push(format!("format.records: {r:?} has an empty step; write keys as a.b.c"))
+            }
+            _ => {}
+        }
+        match &self.record {
+            None if xml => p.push("format.record: required for xml, such as \"consents/consent\"".to_string()),
+            Some(_) if !xml => p.push("format.record: only for xml (json uses format.records)".to_string()),
+            Some(r) if xml && r.split('/').any(|s| s.is_empty() || s.starts_with('@') || s == "." || s == "..") => p.push(format!(
+                "format.record: {r:?} must be element names separated by /, such as \"consents/consent\""
+            )),
+            _ => {}
+        }
+        if self.bom && self.encoding == Encoding::Windows1252 {
+            p.push("format.bom: windows-1252 has no byte-order mark".to_string());
+        }
+        p
+    }
+
+    /// The spec's problems as one error, or nothing when it has none.
+    fn check(&self, file: &str) -> Result<(), FormatError> {
+        match self.problems() {
+            p if p.is_empty() => Ok(()),
+            p => Err(Location::in_file(file, None).error(format!("bad format spec: {}", p.join("; ")))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -110,7 +167,7 @@ pub struct Location {
     pub file: String,
     /// 1-based line where the record starts, when the format has lines.
     pub line: Option<u64>,
-    /// 1-based record number in the file.
+    /// 1-based record number in the file; 0 when the place is not a record (a header), and then not shown.
     pub record: u64,
     /// JSON pointer (`/data/consents/17`) or XML path (`/consents/consent[18]`), when known.
     pub path: Option<String>,
@@ -122,11 +179,31 @@ impl fmt::Display for Location {
         if let Some(l) = self.line {
             write!(f, ":{l}")?;
         }
-        write!(f, " (record {}", self.record)?;
-        if let Some(p) = &self.path {
-            write!(f, ", {p}")?;
+        match (self.record, &self.path) {
+            (0, None) => Ok(()),
+            (0, Some(p)) => write!(f, " ({p})"),
+            (r, None) => write!(f, " (record {r})"),
+            (r, Some(p)) => write!(f, " (record {r}, {p})"),
         }
-        f.write_str(")")
+    }
+}
+
+impl Location {
+    /// A place in `file` that is not a record (a header, the spec): record 0, not shown.
+    pub fn in_file(file: &str, line: Option<u64>) -> Location {
+        Location {
+            file: file.to_string(),
+            line,
+            ..Location::default()
+        }
+    }
+
+    /// A problem at this place.
+    pub fn error(&self, message: impl Into<String>) -> FormatError {
+        FormatError {
+            location: self.clone(),
+            message: message.into(),
+        }
     }
 }
 
@@ -134,15 +211,16 @@ impl fmt::Display for Location {
 #[derive(Debug, Clone)]
 pub struct Record {
     pub location: Location,
-    /// One value per wanted field, in the order they were asked for; `None` when absent. JSON scalars
-    /// come as their text (`true`, `12`); JSON null is `None`.
+    /// One value per wanted field, in the order they were asked for; `None` when absent or empty (an
+    /// empty CSV cell, an empty XML element, `""` or null in JSON). JSON scalars come as their text
+    /// (`true`, `12`); a JSON object or array comes as its JSON text.
     pub values: Vec<Option<String>>,
     /// The record as it came, when the format can write it back as it was (CSV rows): what
     /// `--rejects` writes so nothing of the row is lost.
     pub raw: Option<Vec<String>>,
 }
 
-/// A problem with the file itself (syntax, encoding, I/O). Reading stops after one.
+/// A problem with the file itself (syntax, encoding, I/O), or with the spec. Reading stops after one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{location}: {message}")]
 pub struct FormatError {
@@ -177,6 +255,16 @@ impl OutValue {
     }
 }
 
+/// A value as records carry it: empty text is absent.
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// An I/O error while writing; writers have no input location, so `-` names the output.
+fn write_error(e: impl fmt::Display) -> FormatError {
+    Location::in_file("-", None).error(format!("cannot write: {e}"))
+}
+
 /// Reads records one at a time; memory does not grow with the file.
 pub trait RecordReader: Send {
     /// The next record, `None` at the end. After an `Err` the reader is done.
@@ -205,6 +293,7 @@ pub fn open_reader(
     input: Box<dyn Read + Send>,
     file: &str,
 ) -> Result<Box<dyn RecordReader>, FormatError> {
+    spec.check(file)?;
     let input = encoding::decode(spec.encoding, input);
     match spec.kind {
         FormatKind::Csv | FormatKind::Tsv => Ok(Box::new(csv::CsvReader::new(spec, wanted, input, file)?)),
@@ -216,12 +305,14 @@ pub fn open_reader(
 
 /// Opens a writer for `spec`. `columns` is the CSV header order (all fields a record may carry, parent
 /// fields first); `header_row` replaces it when writing rejects of a CSV file with its own header.
+/// Errors name the output `-`; the caller knows which file it is writing.
 pub fn open_writer<'w>(
     spec: &FormatSpec,
     columns: &[FieldRef],
     header_row: Option<&[String]>,
     out: Box<dyn Write + 'w>,
 ) -> Result<Box<dyn RecordWriter + 'w>, FormatError> {
+    spec.check("-")?;
     let out = encoding::encode(spec.encoding, spec.bom, out);
     match spec.kind {
         FormatKind::Csv | FormatKind::Tsv => Ok(Box::new(csv::CsvWriter::new(spec, columns, header_row, out)?)),
@@ -230,3 +321,6 @@ pub fn open_writer<'w>(
         FormatKind::Xml => Ok(Box::new(xml::XmlWriter::new(spec, out)?)),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,20 +1,759 @@
-//! Records -> incoming changes, consents -> records.
+//! Records -> incoming changes, consents -> records, as a checked [`MappingSpec`] says.
+
+use super::spec::{From, Slot, SlotUsage, Source, TimeFormat, TimeKind, TimeSource};
 use super::*;
-pub fn wanted_fields(_m: &Mapping) -> Vec<FieldRef> {
-    todo!()
+use crate::domain::{Op, Timestamp};
+use crate::formats::{FormatKind, OutValue};
+use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
+use std::fmt::Write;
+
+pub fn wanted_fields(m: &Mapping) -> Vec<FieldRef> {
+    m.spec.columns.clone()
 }
-pub fn to_incoming(_m: &Mapping, _record: &Record, _phones: &PhoneParser, _out: &mut Vec<Incoming>) -> Result<(), RecordError> {
-    todo!()
+
+pub fn groups_by_number(m: &Mapping) -> bool {
+    m.spec.wide || m.spec.columns.iter().any(FieldRef::is_parent)
 }
-pub fn groups_by_number(_m: &Mapping) -> bool {
-    todo!()
+
+pub fn out_columns(m: &Mapping) -> Vec<FieldRef> {
+    m.spec.columns.clone()
 }
-pub fn out_columns(_m: &Mapping) -> Vec<FieldRef> {
-    todo!()
+
+impl Source {
+    /// The value in `record`, `None` when absent or blank.
+    fn get<'r>(&'r self, record: &'r Record) -> Option<&'r str> {
+        let v = match &self.from {
+            From::Field { index, .. } => record.values.get(*index)?.as_deref()?,
+            From::Const(v) => v,
+        };
+        (!v.trim().is_empty()).then_some(v)
+    }
+
+    fn error(&self, record: &Record, value: &str, reason: String) -> RecordError {
+        let hint = if value.contains(['\n', '\r']) {
+            " (the value spans lines: a quote may be unbalanced)"
+        } else {
+            ""
+        };
+        RecordError {
+            location: record.location.clone(),
+            field: self.describe(),
+            value: value.to_string(),
+            reason: format!("{reason}{hint}"),
+        }
+    }
+
+    fn required<'r>(&'r self, record: &'r Record) -> Result<&'r str, RecordError> {
+        self.get(record).ok_or_else(|| self.error(record, "", "missing".into()))
+    }
 }
-pub fn to_out_record(_m: &Mapping, _consents: &[Consent]) -> OutRecord {
-    todo!()
+
+impl TimeFormat {
+    /// Reads a time as the mapping writes it.
+    pub(super) fn parse(&self, s: &str) -> Result<Timestamp, String> {
+        let s = s.trim();
+        let epoch = |scale: i64| {
+            s.parse::<i64>()
+                .ok()
+                .and_then(|n| n.checked_mul(scale))
+                .map(Timestamp::from_millis)
+                .ok_or_else(|| "expected a whole number".to_string())
+        };
+        let local = |naive: NaiveDateTime| match self.tz.from_local_datetime(&naive) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Ok(Timestamp::from_datetime(&t)),
+            LocalResult::None => Err(format!("{naive} does not exist in {} (the clocks skip it)", self.tz)),
+        };
+        let pattern_error = |p: &str, e: chrono::ParseError| format!("does not match the pattern {p:?}: {e}");
+        match &self.kind {
+            TimeKind::Rfc3339 => Timestamp::parse_rfc3339(s).map_err(|e| e.to_string()),
+            TimeKind::EpochS => epoch(1000),
+            TimeKind::EpochMs => epoch(1),
+            TimeKind::WithOffset(p) => DateTime::parse_from_str(s, p)
+                .map(|t| Timestamp::from_datetime(&t))
+                .map_err(|e| pattern_error(p, e)),
+            TimeKind::Local(p) => local(NaiveDateTime::parse_from_str(s, p).map_err(|e| pattern_error(p, e))?),
+            TimeKind::Date(p) => local(
+                NaiveDate::parse_from_str(s, p)
+                    .map_err(|e| pattern_error(p, e))?
+                    .and_time(chrono::NaiveTime::MIN),
+            ),
+        }
+    }
+
+    /// Writes a time as the mapping reads it; epoch times are JSON numbers when `numbers`.
+    fn write(&self, t: Timestamp, numbers: bool) -> OutValue {
+        let dt = t.to_datetime().with_timezone(&self.tz);
+        let mut s = String::new();
+        let pattern = match &self.kind {
+            TimeKind::EpochS | TimeKind::EpochMs => {
+                let n = if self.kind == TimeKind::EpochS {
+                    t.millis().div_euclid(1000)
+                } else {
+                    t.millis()
+                };
+                return if numbers { OutValue::Int(n) } else { OutValue::Text(n.to_string()) };
+            }
+            TimeKind::Rfc3339 if self.tz == chrono_tz::UTC => return OutValue::Text(t.to_rfc3339()),
+            TimeKind::Rfc3339 if t.millis() % 1000 == 0 => "%Y-%m-%dT%H:%M:%S%:z",
+            TimeKind::Rfc3339 => "%Y-%m-%dT%H:%M:%S%.3f%:z",
+            TimeKind::WithOffset(p) | TimeKind::Local(p) | TimeKind::Date(p) => p,
+        };
+        // The pattern was tried when the mapping was loaded, so writing it cannot fail.
+        let _ = write!(s, "{}", dt.format(pattern));
+        OutValue::Text(s)
+    }
 }
-pub fn reject_record(_m: &Mapping, _record: &Record) -> OutRecord {
-    todo!()
+
+impl TimeSource {
+    fn read(&self, record: &Record) -> Result<Option<Timestamp>, RecordError> {
+        self.source
+            .get(record)
+            .map(|v| self.format.parse(v).map_err(|e| self.source.error(record, v, e)))
+            .transpose()
+    }
+}
+
+pub fn to_incoming(m: &Mapping, record: &Record, phones: &PhoneParser, out: &mut Vec<Incoming>) -> Result<(), RecordError> {
+    let start = out.len();
+    let result = read(m, record, phones, out);
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+fn read(m: &Mapping, record: &Record, phones: &PhoneParser, out: &mut Vec<Incoming>) -> Result<(), RecordError> {
+    let s = &m.spec;
+    let text = s.number.required(record)?;
+    let number = phones.parse(text).map_err(|e| s.number.error(record, text, e.to_string()))?;
+    let deleting = s.delete.as_ref().is_some_and(|d| {
+        d.source
+            .get(record)
+            .is_some_and(|v| d.values.iter().any(|t| spec::same_token(t, v)))
+    });
+    for slot in &s.slots {
+        let consent = match slot.consent.get(record) {
+            _ if deleting => None,
+            None if s.wide => continue,
+            None => return Err(slot.consent.error(record, "", "missing".into())),
+            Some(v) => Some(
+                s.consent_values
+                    .lookup(v)
+                    .ok_or_else(|| unmapped(&slot.consent, record, v, &s.consent_values.accepted()))?,
+            ),
+        };
+        let usage = match &slot.usage {
+            SlotUsage::Fixed(u) => *u,
+            SlotUsage::Read(src) => {
+                let v = src.required(record)?;
+                s.usage_values
+                    .lookup(v)
+                    .ok_or_else(|| unmapped(src, record, v, &s.usage_values.accepted()))?
+            }
+        };
+        let (created_at, updated_at) = times(slot, record)?;
+        let op = match consent {
+            Some(consent) => Op::Set {
+                consent,
+                created_at,
+                updated_at,
+            },
+            None => Op::Delete {
+                at: updated_at.or(created_at),
+            },
+        };
+        out.push(Incoming { number, usage, op });
+    }
+    Ok(())
+}
+
+fn unmapped(src: &Source, record: &Record, value: &str, accepted: &str) -> RecordError {
+    src.error(record, value, format!("not one of the accepted values ({accepted})"))
+}
+
+fn times(slot: &Slot, record: &Record) -> Result<(Option<Timestamp>, Option<Timestamp>), RecordError> {
+    let created = slot.created.as_ref().map(|t| t.read(record)).transpose()?.flatten();
+    let updated = slot.updated.as_ref().map(|t| t.read(record)).transpose()?.flatten();
+    if let (Some(c), Some(u), Some(src)) = (created, updated, &slot.updated) {
+        if u < c {
+            let value = src.source.get(record).unwrap_or_default();
+            return Err(src.source.error(record, value, format!("earlier than the created time {c}")));
+        }
+    }
+    Ok((created, updated))
+}
+
+/// A cell being filled: times of a shared column keep the earliest creation and the latest update.
+enum Cell<'m> {
+    Value(OutValue),
+    Time(Timestamp, &'m TimeFormat),
+}
+
+pub fn to_out_record(m: &Mapping, consents: &[Consent]) -> OutRecord {
+    let s = &m.spec;
+    let json = matches!(s.format.kind, FormatKind::Json | FormatKind::Ndjson);
+    let consent_bool = json && s.consent_values.token(true) == Some("true") && s.consent_values.token(false) == Some("false");
+    let groups: Vec<&[Consent]> = if s.wide { vec![consents] } else { consents.chunks(1).collect() };
+    let mut out = OutRecord::default();
+    for group in groups {
+        let Some(first) = group.first() else { continue };
+        let mut cells: Vec<Option<Cell>> = s.columns.iter().map(|_| None).collect();
+        set(&mut cells, &s.number, Cell::Value(OutValue::Text(first.number.to_string())));
+        if let Some(d) = &s.delete {
+            set(&mut cells, &d.source, Cell::Value(OutValue::Text(String::new())));
+        }
+        for c in group {
+            let slot = s.slots.iter().find(|slot| match slot.usage {
+                SlotUsage::Fixed(u) => u == c.usage,
+                SlotUsage::Read(_) => true,
+            });
+            let Some(slot) = slot else { continue };
+            if let SlotUsage::Read(src) = &slot.usage {
+                let token = s.usage_values.token(c.usage).unwrap_or(c.usage.as_str());
+                set(&mut cells, src, Cell::Value(OutValue::Text(token.to_string())));
+            }
+            let consent = match s.consent_values.token(c.consent) {
+                Some(t) if !consent_bool => OutValue::Text(t.to_string()),
+                _ => OutValue::Bool(c.consent),
+            };
+            set(&mut cells, &slot.consent, Cell::Value(consent));
+            set_time(&mut cells, &slot.created, c.created_at, true);
+            set_time(&mut cells, &slot.updated, c.updated_at, false);
+        }
+        let values = cells.into_iter().map(|cell| {
+            cell.map(|cell| match cell {
+                Cell::Value(v) => v,
+                Cell::Time(t, format) => format.write(t, json),
+            })
+        });
+        split(&s.columns, values, &mut out);
+    }
+    out
+}
+
+fn set<'m>(cells: &mut [Option<Cell<'m>>], src: &Source, cell: Cell<'m>) {
+    if let From::Field { index, .. } = src.from {
+        cells[index] = Some(cell);
+    }
+}
+
+/// Sets a time cell; a column shared by several consents keeps the earliest (or else the latest) time.
+fn set_time<'m>(cells: &mut [Option<Cell<'m>>], t: &'m Option<TimeSource>, at: Timestamp, earliest: bool) {
+    if let Some(TimeSource {
+        source: Source {
+            from: From::Field { index, .. },
+            ..
+        },
+        format,
+    }) = t
+    {
+        let keep = matches!(cells[*index], Some(Cell::Time(old, _)) if (old < at) == earliest);
+        if !keep {
+            cells[*index] = Some(Cell::Time(at, format));
+        }
+    }
+}
+
+pub fn reject_record(m: &Mapping, record: &Record) -> OutRecord {
+    let mut out = OutRecord::default();
+    split(
+        &m.spec.columns,
+        record.values.iter().map(|v| v.clone().map(OutValue::Text)),
+        &mut out,
+    );
+    out
+}
+
+/// Adds one child of the values present; `../` fields go to the parent, the first time only.
+fn split(columns: &[FieldRef], values: impl Iterator<Item = Option<OutValue>>, out: &mut OutRecord) {
+    let first = out.children.is_empty();
+    let mut child = Vec::new();
+    for (column, value) in columns.iter().zip(values) {
+        match value {
+            Some(v) if column.is_parent() && first => out.parent.push((column.without_parent(), v)),
+            Some(v) if !column.is_parent() => child.push((column.clone(), v)),
+            _ => {}
+        }
+    }
+    out.children.push(child);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{mapping, record};
+    use super::*;
+    use crate::domain::{PhoneNumber, Source as From_, Usage};
+    use proptest::prelude::*;
+
+    const FLAT: &str = r#"
+        [format]
+        type = "csv"
+        [fields]
+        number = { column = "phone" }
+        usage = { column = "channel" }
+        consent = { column = "consent" }
+        created = { column = "created_at" }
+        updated = { column = "updated_at" }
+        delete = { column = "Delete", values = ["D", "del"] }
+    "#;
+
+    const WIDE: &str = r#"
+        [format]
+        type = "csv"
+        delimiter = ";"
+        [fields]
+        number = { column = "msisdn" }
+        updated = { column = "changed", format = "%d.%m.%Y %H:%M", timezone = "Europe/Berlin" }
+        [values]
+        consent = { true = ["Y"], false = ["N"] }
+        [[wide]]
+        usage = "call_recording"
+        consent = { column = "rec" }
+        created = { column = "rec_since", format = "epoch_ms" }
+        [[wide]]
+        usage = "whatsapp"
+        consent = { column = "wa" }
+    "#;
+
+    fn ts(s: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(s).unwrap()
+    }
+
+    fn incoming(m: &Mapping, fields: &[(&str, &str)]) -> Result<Vec<Incoming>, RecordError> {
+        let mut out = Vec::new();
+        m.to_incoming(&record(m, 7, fields), &PhoneParser::new(Some(49)), &mut out)
+            .map(|()| out)
+    }
+
+    fn one(m: &Mapping, fields: &[(&str, &str)]) -> Incoming {
+        let out = incoming(m, fields).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out.len(), 1);
+        out[0]
+    }
+
+    fn number() -> PhoneNumber {
+        PhoneNumber::parse("+491512345678").unwrap()
+    }
+
+    #[test]
+    fn a_flat_record_becomes_one_change() {
+        let m = mapping(FLAT);
+        let i = one(
+            &m,
+            &[
+                ("phone", "0151 2345678"),
+                ("channel", " WhatsApp "),
+                ("consent", "Opt-In"),
+                ("updated_at", "2024-01-02T00:00:00+01:00"),
+            ],
+        );
+        assert_eq!(
+            i,
+            Incoming {
+                number: number(),
+                usage: Usage::Whatsapp,
+                op: Op::Set {
+                    consent: true,
+                    created_at: None,
+                    updated_at: Some(ts("2024-01-01T23:00:00Z"))
+                }
+            }
+        );
+        assert!(!m.groups_by_number());
+    }
+
+    #[test]
+    fn refusals_say_where_which_field_and_why() {
+        let m = mapping(FLAT);
+        let e = incoming(&m, &[("phone", "+49 151 CALLME"), ("channel", "whatsapp"), ("consent", "true")]).unwrap_err();
+        assert_eq!(e.to_string(), "in.csv:8 (record 7): field number (column phone) = \"+49 151 CALLME\": the number contains 'C', which is not a digit or a separator");
+        let e = incoming(&m, &[("phone", "+491512345678"), ("channel", "sms"), ("consent", "true")]).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            (
+                "usage (column channel)",
+                "not one of the accepted values (call_recording: call_recording; whatsapp: whatsapp)"
+            )
+        );
+        let e = incoming(&m, &[("phone", "+491512345678"), ("channel", "whatsapp"), ("consent", "")]).unwrap_err();
+        assert_eq!((e.field.as_str(), e.reason.as_str()), ("consent (column consent)", "missing"));
+        let e = incoming(
+            &m,
+            &[
+                ("phone", "+491512345678"),
+                ("channel", "whatsapp\n+4917012345678,whatsapp"),
+                ("consent", "true"),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.reason.ends_with("(the value spans lines: a quote may be unbalanced)"), "{e}");
+        let e = incoming(
+            &m,
+            &[
+                ("phone", "+491512345678"),
+                ("channel", "whatsapp"),
+                ("consent", "true"),
+                ("created_at", "2024-02-01T00:00:00Z"),
+                ("updated_at", "2024-01-01T00:00:00Z"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.reason.as_str()),
+            ("updated (column updated_at)", "earlier than the created time 2024-02-01T00:00:00Z")
+        );
+        let e = incoming(
+            &m,
+            &[
+                ("phone", "+491512345678"),
+                ("channel", "whatsapp"),
+                ("consent", "true"),
+                ("created_at", "2024-02-30T00:00:00Z"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "created (column created_at)");
+    }
+
+    #[test]
+    fn value_maps_match_trimmed_in_any_case_and_export_the_first_token() {
+        let m = mapping(&FLAT.replace("[fields]", "[values]\nconsent = { true = [\"Zustimmung\", \"ÜBER\"], false = [\"Ablehnung\"] }\nusage = { whatsapp = [\"WA\", \"WhatsApp Business\"] }\n[fields]"));
+        let i = one(
+            &m,
+            &[("phone", "+491512345678"), ("channel", " whatsapp business "), ("consent", "über")],
+        );
+        assert_eq!(
+            (i.usage, i.op),
+            (
+                Usage::Whatsapp,
+                Op::Set {
+                    consent: true,
+                    created_at: None,
+                    updated_at: None
+                }
+            )
+        );
+        // A usage left out of [values.usage] keeps its canonical name.
+        assert_eq!(
+            one(
+                &m,
+                &[("phone", "+491512345678"), ("channel", "CALL_RECORDING"), ("consent", "ablehnung")]
+            )
+            .usage,
+            Usage::CallRecording
+        );
+        assert!(incoming(&m, &[("phone", "+491512345678"), ("channel", "whatsapp"), ("consent", "true")]).is_err());
+        let c = consent(Usage::Whatsapp, false, 0, 0);
+        let out = m.to_out_record(&[c]);
+        assert_eq!(
+            out.children[0][1..3],
+            [
+                (FieldRef::Name("channel".into()), OutValue::Text("WA".into())),
+                (FieldRef::Name("consent".into()), OutValue::Text("Ablehnung".into()))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_constant_usage_applies_to_every_record() {
+        let m = mapping(&FLAT.replace("usage = { column = \"channel\" }", "usage = { value = \"whatsapp\" }"));
+        assert_eq!(one(&m, &[("phone", "+491512345678"), ("consent", "0")]).usage, Usage::Whatsapp);
+        assert!(!m.out_columns().contains(&FieldRef::Name("channel".into())));
+    }
+
+    fn time(format: &str, zone: &str) -> TimeFormat {
+        TimeFormat {
+            kind: spec::time_kind(format).unwrap(),
+            tz: zone.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn time_formats_read_and_write() {
+        let utc = time("rfc3339", "UTC");
+        assert_eq!(utc.parse("2024-05-01T14:00:00+02:00"), Ok(ts("2024-05-01T12:00:00Z")));
+        assert_eq!(
+            utc.write(ts("2024-05-01T12:00:00Z"), false),
+            OutValue::Text("2024-05-01T12:00:00Z".into())
+        );
+        assert_eq!(
+            time("rfc3339", "Europe/Berlin").write(ts("2024-05-01T12:00:00Z"), false),
+            OutValue::Text("2024-05-01T14:00:00+02:00".into())
+        );
+        let s = time("epoch_s", "UTC");
+        assert_eq!(s.parse(" 1700000000 "), Ok(ts("2023-11-14T22:13:20Z")));
+        assert_eq!(s.write(ts("2023-11-14T22:13:20Z"), true), OutValue::Int(1_700_000_000));
+        assert_eq!(s.write(ts("2023-11-14T22:13:20Z"), false), OutValue::Text("1700000000".into()));
+        assert!(s.parse("1.5").is_err() && s.parse("99999999999999999").is_err());
+        assert_eq!(
+            time("epoch_ms", "UTC").parse("1700000000123"),
+            Ok(Timestamp::from_millis(1_700_000_000_123))
+        );
+        let de = time("%d.%m.%Y %H:%M:%S", "Europe/Berlin");
+        assert_eq!(de.parse("01.07.2024 12:00:00"), Ok(ts("2024-07-01T10:00:00Z")));
+        assert_eq!(
+            de.write(ts("2024-01-15T09:30:00Z"), false),
+            OutValue::Text("15.01.2024 10:30:00".into())
+        );
+        assert!(de.parse("30.02.2024 12:00:00").unwrap_err().contains("does not match the pattern"));
+        let date = time("%Y-%m-%d", "Europe/Berlin");
+        assert_eq!(date.parse("2024-01-15"), Ok(ts("2024-01-14T23:00:00Z")));
+        assert_eq!(date.write(ts("2024-01-14T23:00:00Z"), false), OutValue::Text("2024-01-15".into()));
+        let offset = time("%d.%m.%Y %H:%M %z", "Europe/Berlin");
+        assert_eq!(offset.parse("01.07.2024 12:00 +0000"), Ok(ts("2024-07-01T12:00:00Z")));
+    }
+
+    #[test]
+    fn clock_changes_in_berlin() {
+        let de = time("%Y-%m-%d %H:%M", "Europe/Berlin");
+        // Spring: 02:00-02:59 on the last Sunday of March does not exist.
+        assert_eq!(de.parse("2024-03-31 01:59"), Ok(ts("2024-03-31T00:59:00Z")));
+        assert_eq!(
+            de.parse("2024-03-31 02:30"),
+            Err("2024-03-31 02:30:00 does not exist in Europe/Berlin (the clocks skip it)".into())
+        );
+        assert_eq!(de.parse("2024-03-31 03:00"), Ok(ts("2024-03-31T01:00:00Z")));
+        // Autumn: 02:00-02:59 on the last Sunday of October happens twice; the earlier instant is taken.
+        assert_eq!(de.parse("2024-10-27 02:30"), Ok(ts("2024-10-27T00:30:00Z")));
+        assert_eq!(de.parse("2024-10-27 03:00"), Ok(ts("2024-10-27T02:00:00Z")));
+    }
+
+    #[test]
+    fn a_delete_marker_removes_the_consent() {
+        let m = mapping(FLAT);
+        let i = one(
+            &m,
+            &[
+                ("phone", "+491512345678"),
+                ("channel", "whatsapp"),
+                ("Delete", " d "),
+                ("created_at", "2024-01-01T00:00:00Z"),
+            ],
+        );
+        assert_eq!(
+            i.op,
+            Op::Delete {
+                at: Some(ts("2024-01-01T00:00:00Z"))
+            }
+        );
+        let i = one(
+            &m,
+            &[
+                ("phone", "+491512345678"),
+                ("channel", "whatsapp"),
+                ("consent", "false"),
+                ("Delete", ""),
+            ],
+        );
+        assert!(matches!(i.op, Op::Set { consent: false, .. }));
+        let out = m.to_out_record(&[consent(Usage::Whatsapp, true, 0, 0)]);
+        assert_eq!(
+            out.children[0].last(),
+            Some(&(FieldRef::Name("Delete".into()), OutValue::Text(String::new())))
+        );
+    }
+
+    #[test]
+    fn a_wide_record_carries_one_consent_per_usage() {
+        let m = mapping(WIDE);
+        assert!(m.groups_by_number());
+        let names: Vec<String> = m.out_columns().iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["msisdn", "rec", "wa", "rec_since", "changed"]);
+        let out = incoming(
+            &m,
+            &[
+                ("msisdn", "+491512345678"),
+                ("rec", "y"),
+                ("wa", "N"),
+                ("rec_since", "1700000000000"),
+                ("changed", "15.01.2024 10:30"),
+            ],
+        )
+        .unwrap();
+        let updated_at = Some(ts("2024-01-15T09:30:00Z"));
+        assert_eq!(
+            out,
+            [
+                Incoming {
+                    number: number(),
+                    usage: Usage::CallRecording,
+                    op: Op::Set {
+                        consent: true,
+                        created_at: Some(ts("2023-11-14T22:13:20Z")),
+                        updated_at
+                    }
+                },
+                Incoming {
+                    number: number(),
+                    usage: Usage::Whatsapp,
+                    op: Op::Set {
+                        consent: false,
+                        created_at: None,
+                        updated_at
+                    }
+                },
+            ]
+        );
+        // An empty cell: no consent for that usage.
+        assert_eq!(one(&m, &[("msisdn", "+491512345678"), ("wa", "Y")]).usage, Usage::Whatsapp);
+        // An error in one usage refuses the whole record and adds nothing.
+        let mut out = Vec::new();
+        let r = record(&m, 1, &[("msisdn", "+491512345678"), ("rec", "Y"), ("wa", "maybe")]);
+        assert!(m.to_incoming(&r, &PhoneParser::default(), &mut out).is_err() && out.is_empty());
+        // The shared update column gets the latest update.
+        let row = m.to_out_record(&[
+            consent(Usage::Whatsapp, true, 0, 1_705_311_000_000),
+            consent(Usage::CallRecording, false, 5, 1_705_000_000_000),
+        ]);
+        assert_eq!(row.children.len(), 1);
+        assert_eq!(
+            row.children[0].last(),
+            Some(&(FieldRef::Name("changed".into()), OutValue::Text("15.01.2024 10:30".into())))
+        );
+    }
+
+    #[test]
+    fn nested_records_read_and_write_the_parent() {
+        let m = mapping(
+            r#"
+            [format]
+            type = "json"
+            records = "customers.consents"
+            [fields]
+            number = { path = "../phone" }
+            usage = { path = "channel" }
+            consent = { path = "ok" }
+            updated = { path = "ts", format = "epoch_s" }
+            "#,
+        );
+        assert!(m.groups_by_number());
+        let i = one(
+            &m,
+            &[
+                ("../phone", "+491512345678"),
+                ("channel", "whatsapp"),
+                ("ok", "true"),
+                ("ts", "1700000000"),
+            ],
+        );
+        assert_eq!(
+            i.op,
+            Op::Set {
+                consent: true,
+                created_at: None,
+                updated_at: Some(ts("2023-11-14T22:13:20Z"))
+            }
+        );
+        let out = m.to_out_record(&[
+            consent(Usage::Whatsapp, true, 0, 1_700_000_000_000),
+            consent(Usage::CallRecording, false, 0, 0),
+        ]);
+        assert_eq!(
+            out.parent,
+            [(FieldRef::Name("phone".into()), OutValue::Text("+491512345678".into()))]
+        );
+        assert_eq!(out.children.len(), 2);
+        let child = |name: &str, v: OutValue| (FieldRef::Name(name.into()), v);
+        assert_eq!(
+            out.children[0],
+            [
+                child("channel", OutValue::Text("whatsapp".into())),
+                child("ok", OutValue::Bool(true)),
+                child("ts", OutValue::Int(1_700_000_000))
+            ]
+        );
+        let rejected = m.reject_record(&record(&m, 1, &[("../phone", "+49 x"), ("channel", "whatsapp")]));
+        assert_eq!(rejected.parent, [child("phone", OutValue::Text("+49 x".into()))]);
+        assert_eq!(rejected.children, [vec![child("channel", OutValue::Text("whatsapp".into()))]]);
+    }
+
+    fn consent(usage: Usage, consent: bool, created: i64, updated: i64) -> Consent {
+        Consent {
+            number: number(),
+            usage,
+            consent,
+            created_at: Timestamp::from_millis(created),
+            updated_at: Timestamp::from_millis(updated),
+            source: From_::Cli,
+        }
+    }
+
+    /// Writes `out` back as a record the way a reader would give it.
+    fn as_record(m: &Mapping, out: &OutRecord, child: usize) -> Record {
+        let values = m
+            .wanted_fields()
+            .iter()
+            .map(|w| {
+                let mut fields = out
+                    .parent
+                    .iter()
+                    .map(|(f, v)| (FieldRef::Name(format!("../{f}")), v))
+                    .chain(out.children[child].iter().map(|(f, v)| (f.clone(), v)));
+                fields.find(|(f, _)| f == w).map(|(_, v)| v.as_text().into_owned())
+            })
+            .collect();
+        Record {
+            location: Location::default(),
+            values,
+            raw: None,
+        }
+    }
+
+    fn arb_consent() -> impl Strategy<Value = (u64, bool, i64, i64)> {
+        (
+            1_000_000u64..999_999_999_999_999,
+            any::<bool>(),
+            0i64..4_000_000_000,
+            0i64..100_000_000,
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn flat_consents_round_trip(
+            (digits, value, created, later) in arb_consent(),
+            whatsapp in any::<bool>(),
+            zone in prop::sample::select(vec!["UTC", "Europe/Berlin", "America/New_York"]),
+            format in prop::sample::select(vec!["rfc3339", "epoch_s", "epoch_ms", "%d.%m.%Y %H:%M:%S %z"]),
+            json in any::<bool>(),
+        ) {
+            let text = FLAT
+                .replace("type = \"csv\"", if json { "type = \"json\"" } else { "type = \"csv\"" })
+                .replace("column", if json { "path" } else { "column" })
+                .replace("created = { column = \"created_at\" }", &format!("created = {{ column = \"created_at\", format = \"{format}\", timezone = \"{zone}\" }}"))
+                .replace("created = { path = \"created_at\" }", &format!("created = {{ path = \"created_at\", format = \"{format}\", timezone = \"{zone}\" }}"));
+            let m = mapping(&text);
+            let c = Consent {
+                number: PhoneNumber::from_u64(digits).unwrap(),
+                usage: if whatsapp { Usage::Whatsapp } else { Usage::CallRecording },
+                consent: value,
+                created_at: Timestamp::from_millis(created * 1000),
+                updated_at: Timestamp::from_millis(created * 1000 + later),
+                source: From_::Cli,
+            };
+            let out = m.to_out_record(std::slice::from_ref(&c));
+            let mut back = Vec::new();
+            m.to_incoming(&as_record(&m, &out, 0), &PhoneParser::default(), &mut back).unwrap();
+            prop_assert_eq!(back, vec![Incoming { number: c.number, usage: c.usage, op: Op::Set { consent: c.consent, created_at: Some(c.created_at), updated_at: Some(c.updated_at) } }]);
+        }
+
+        #[test]
+        fn wide_consents_round_trip(
+            (digits, value, created, later) in arb_consent(),
+            other in prop::option::of(any::<bool>()),
+        ) {
+            let m = mapping(&WIDE.replace("%d.%m.%Y %H:%M", "%Y-%m-%d %H:%M:%S%.3f %z"));
+            let number = PhoneNumber::from_u64(digits).unwrap();
+            let make = |usage, consent| Consent { number, usage, consent, created_at: Timestamp::from_millis(created), updated_at: Timestamp::from_millis(created + later), source: From_::Cli };
+            let consents: Vec<Consent> = std::iter::once(make(Usage::CallRecording, value)).chain(other.map(|v| make(Usage::Whatsapp, v))).collect();
+            let out = m.to_out_record(&consents);
+            let mut back = Vec::new();
+            m.to_incoming(&as_record(&m, &out, 0), &PhoneParser::default(), &mut back).unwrap();
+            let expected: Vec<Incoming> = consents.iter().map(|c| {
+                let created_at = (c.usage == Usage::CallRecording).then_some(c.created_at);
+                Incoming { number, usage: c.usage, op: Op::Set { consent: c.consent, created_at, updated_at: Some(c.updated_at) } }
+            }).collect();
+            prop_assert_eq!(back, expected);
+        }
+    }
 }
