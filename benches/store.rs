@@ -85,7 +85,7 @@ fn main() {
     time(
         "by number",
         Criteria {
-            number: Some(PhoneNumber::from_u64(4915_1000_0000 + 7919 * 10 % 89_999_999).expect("valid")),
+            number: Some(PhoneNumber::from_u64(491_510_079_190).expect("valid")),
             ..Default::default()
         },
     );

@@ -451,6 +451,7 @@ fn mapping_command(command: MappingCommand, config: &Config, out: &mut dyn Write
             let mut records = crate::formats::open_reader(
                 m.format(),
                 &m.wanted_fields(),
+                &m.optional_fields(),
                 Box::new(std::io::BufReader::new(input)),
                 &file.display().to_string(),
             )?;

@@ -260,7 +260,7 @@ fn read_input(
 ) -> Result<(), ImportError> {
     let reader = (input.open)().map_err(|e| ImportError::Open(input.name.clone(), e))?;
     let wanted = mapping.wanted_fields();
-    let mut records = match formats::open_reader(mapping.format(), &wanted, reader, &input.name) {
+    let mut records = match formats::open_reader(mapping.format(), &wanted, &mapping.optional_fields(), reader, &input.name) {
         Ok(r) => r,
         Err(e) => {
             note(report, Reject::from(&e));

@@ -66,7 +66,13 @@ pub struct CsvReader {
 }
 
 impl CsvReader {
-    pub fn new(spec: &FormatSpec, wanted: &[FieldRef], input: Box<dyn Read + Send>, file: &str) -> Result<Self, FormatError> {
+    pub fn new(
+        spec: &FormatSpec,
+        wanted: &[FieldRef],
+        optional: &[FieldRef],
+        input: Box<dyn Read + Send>,
+        file: &str,
+    ) -> Result<Self, FormatError> {
         let counted = Counted {
             inner: input,
             quote: quote(spec),
@@ -100,12 +106,12 @@ impl CsvReader {
             }
         }
         if !reader.done {
-            reader.columns = reader.find_columns(wanted)?;
+            reader.columns = reader.find_columns(wanted, optional)?;
         }
         Ok(reader)
     }
 
-    fn find_columns(&self, wanted: &[FieldRef]) -> Result<Vec<usize>, FormatError> {
+    fn find_columns(&self, wanted: &[FieldRef], optional: &[FieldRef]) -> Result<Vec<usize>, FormatError> {
         let here = Location::in_file(&self.file, Some(1));
         let mut missing = Vec::new();
         let mut columns = Vec::with_capacity(wanted.len());
@@ -126,6 +132,8 @@ impl CsvReader {
                     });
                     match found {
                         Some(i) => columns.push(i),
+                        // An optional column that is absent reads as empty.
+                        None if optional.contains(w) => columns.push(usize::MAX),
                         None => missing.push(format!("{n:?}")),
                     }
                 }

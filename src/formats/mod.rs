@@ -286,17 +286,19 @@ pub trait RecordWriter {
 }
 
 /// Opens a reader for `spec` that picks `wanted` out of each record. `file` names the input in messages.
-/// A CSV header that lacks a wanted column is an error here, before any record is read.
+/// A CSV header that lacks a wanted column is an error here, unless the column is in `optional`
+/// (then its values are all `None`), before any record is read.
 pub fn open_reader(
     spec: &FormatSpec,
     wanted: &[FieldRef],
+    optional: &[FieldRef],
     input: Box<dyn Read + Send>,
     file: &str,
 ) -> Result<Box<dyn RecordReader>, FormatError> {
     spec.check(file)?;
     let input = encoding::decode(spec.encoding, input);
     match spec.kind {
-        FormatKind::Csv | FormatKind::Tsv => Ok(Box::new(csv::CsvReader::new(spec, wanted, input, file)?)),
+        FormatKind::Csv | FormatKind::Tsv => Ok(Box::new(csv::CsvReader::new(spec, wanted, optional, input, file)?)),
         FormatKind::Json => Ok(Box::new(json::JsonReader::new(spec, wanted, input, file)?)),
         FormatKind::Ndjson => Ok(Box::new(json::NdjsonReader::new(spec, wanted, input, file)?)),
         FormatKind::Xml => Ok(Box::new(xml::XmlReader::new(spec, wanted, input, file)?)),

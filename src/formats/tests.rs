@@ -21,7 +21,7 @@ pub fn names(names: &[&str]) -> Vec<FieldRef> {
 
 /// All records of `bytes`, or the first error (from opening or reading).
 pub fn read_all(spec: &FormatSpec, wanted: &[FieldRef], bytes: impl Into<Vec<u8>>) -> Result<Vec<Record>, FormatError> {
-    let mut reader = open_reader(spec, wanted, Box::new(std::io::Cursor::new(bytes.into())), "in.txt")?;
+    let mut reader = open_reader(spec, wanted, &[], Box::new(std::io::Cursor::new(bytes.into())), "in.txt")?;
     std::iter::from_fn(|| reader.next_record()).collect()
 }
 
@@ -271,7 +271,7 @@ fn throughput() {
         };
         let size = generated.stdout.len();
         let start = std::time::Instant::now();
-        let mut reader = open_reader(&s, &wanted, Box::new(std::io::Cursor::new(generated.stdout)), arg).expect("open");
+        let mut reader = open_reader(&s, &wanted, &[], Box::new(std::io::Cursor::new(generated.stdout)), arg).expect("open");
         let mut n = 0;
         while let Some(r) = reader.next_record() {
             r.expect("record");

@@ -11,6 +11,13 @@ pub fn wanted_fields(m: &Mapping) -> Vec<FieldRef> {
     m.spec.columns.clone()
 }
 
+pub fn optional_fields(m: &Mapping) -> Vec<FieldRef> {
+    match m.spec.delete.as_ref().map(|d| &d.source.from) {
+        Some(From::Field { at, .. }) => vec![at.clone()],
+        _ => Vec::new(),
+    }
+}
+
 pub fn groups_by_number(m: &Mapping) -> bool {
     m.spec.wide || m.spec.columns.iter().any(FieldRef::is_parent)
 }

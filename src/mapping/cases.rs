@@ -39,7 +39,7 @@ pub fn run(m: &Mapping, phones: &PhoneParser) -> TestReport {
         .iter()
         .map(|case| {
             let input = Box::new(Cursor::new(case.input.clone().into_bytes()));
-            let records = open_reader(&format, &wanted, input, &format!("<test {}>", case.name))
+            let records = open_reader(&format, &wanted, &m.optional_fields(), input, &format!("<test {}>", case.name))
                 .and_then(|mut reader| std::iter::from_fn(|| reader.next_record()).collect::<Result<Vec<_>, _>>());
             match records {
                 Ok(records) => judge(m, case, &records, phones),

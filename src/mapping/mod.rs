@@ -65,6 +65,11 @@ impl Mapping {
         apply::wanted_fields(self)
     }
 
+    /// Fields a file may lack altogether (the delete marker column): a reader gives them as empty.
+    pub fn optional_fields(&self) -> Vec<FieldRef> {
+        apply::optional_fields(self)
+    }
+
     /// Turns one record into incoming changes (a wide record gives one per usage it carries).
     pub fn to_incoming(&self, record: &Record, phones: &PhoneParser, out: &mut Vec<Incoming>) -> Result<(), RecordError> {
         apply::to_incoming(self, record, phones, out)

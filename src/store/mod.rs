@@ -109,9 +109,12 @@ pub struct SearchPage {
     pub next_cursor: Option<String>,
 }
 
+/// Ids by name, and (name, name as a source) by id.
+type NameCache = (HashMap<String, u32>, Vec<(String, Source)>);
+
 struct Names {
     tree: sled::Tree,
-    cache: RwLock<(HashMap<String, u32>, Vec<(String, Source)>)>,
+    cache: RwLock<NameCache>,
 }
 
 impl Names {
@@ -377,7 +380,7 @@ impl Store {
     fn apply_to_maps(&self, changes: &[RawChange]) -> Result<()> {
         // One map at a time, so only one list of entry changes is in memory.
         let apply = |map: &PagedMap, mut v: Vec<Change>| -> Result<()> {
-            v.sort_by(|a, b| a.0.cmp(&b.0)); // stable: a later change to a key stays later
+            v.sort_by_key(|c| c.0); // stable: a later change to a key stays later
             v.dedup_by(|later, earlier| {
                 let same = later.0 == earlier.0;
                 if same {
