@@ -54,14 +54,16 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with `Z`, milliseconds only when there are some.
     pub fn write_rfc3339(self, out: &mut String) {
+        use chrono::{Datelike, Timelike};
         use std::fmt::Write;
         let dt = self.to_datetime();
-        let fmt = if self.0.rem_euclid(1000) == 0 {
-            "%Y-%m-%dT%H:%M:%SZ"
-        } else {
-            "%Y-%m-%dT%H:%M:%S%.3fZ"
-        };
-        let _ = write!(out, "{}", dt.format(fmt));
+        let (y, mo, d, h, mi, s) = (dt.year(), dt.month(), dt.day(), dt.hour(), dt.minute(), dt.second());
+        let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
+        let ms = self.0.rem_euclid(1000);
+        if ms != 0 {
+            let _ = write!(out, ".{ms:03}");
+        }
+        out.push('Z');
     }
 
     pub fn to_rfc3339(self) -> String {

@@ -220,6 +220,9 @@ pub struct CsvWriter<'w> {
     out: ::csv::Writer<Box<dyn Write + 'w>>,
     /// Column of each field (paths without `../`).
     index: HashMap<FieldRef, usize>,
+    /// The column found for the n-th field of the last record: records of one mapping carry their
+    /// fields in the same order, so a comparison usually replaces a hash lookup.
+    last: Vec<(FieldRef, usize)>,
     row: Vec<String>,
 }
 
@@ -258,6 +261,7 @@ impl<'w> CsvWriter<'w> {
         Ok(CsvWriter {
             out,
             index,
+            last: Vec::new(),
             row: vec![String::new(); width],
         })
     }
@@ -269,18 +273,30 @@ impl RecordWriter for CsvWriter<'_> {
         let children = if record.children.is_empty() { no_child } else { &record.children };
         for child in children {
             self.row.iter_mut().for_each(String::clear);
-            for (field, value) in record.parent.iter().chain(child) {
-                let i = match field.without_parent() {
+            for (n, (field, value)) in record.parent.iter().chain(child).enumerate() {
+                if let Some(&(_, i)) = self.last.get(n).filter(|(f, _)| f == field) {
+                    self.row[i].push_str(&value.as_text());
+                    continue;
+                }
+                let i = match field {
                     FieldRef::Position(0) => return Err(write_error("column positions start at 1, not 0")),
                     FieldRef::Position(p) => p - 1,
-                    name => *self
-                        .index
-                        .get(&name)
-                        .ok_or_else(|| write_error(format!("no column for field {name}")))?,
+                    name => match self.index.get(name) {
+                        Some(&i) => i,
+                        None => {
+                            let name = name.without_parent();
+                            *self
+                                .index
+                                .get(&name)
+                                .ok_or_else(|| write_error(format!("no column for field {name}")))?
+                        }
+                    },
                 };
                 if i >= self.row.len() {
                     self.row.resize(i + 1, String::new());
                 }
+                self.last.truncate(n);
+                self.last.push((field.clone(), i));
                 self.row[i].push_str(&value.as_text());
             }
             self.out.write_record(&self.row).map_err(write_error)?;
