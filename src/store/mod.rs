@@ -445,25 +445,12 @@ impl Store {
     }
 
     fn matches(&self, criteria: &Criteria, after: Option<SortKey>) -> Result<Box<dyn Iterator<Item = Result<Consent>> + '_>> {
-        let criteria = criteria.clone();
-        let prefix = match (&criteria.number, &criteria.digits) {
-            (Some(n), _) => Some(keys::number_prefix(*n).to_vec()),
-            (None, Some(d)) => Some(d.reversed()),
-            (None, None) => None,
-        };
-        if let Some(prefix) = prefix {
+        if criteria.number.is_some() || criteria.digits.is_some() {
             // Few candidates: read them by number, then order them by creation time.
             let mut found = Vec::new();
-            let mut scan = self.by_number.scan(&prefix, None);
-            while let Some(e) = scan.next_entry() {
-                let (k, v) = e?;
-                if !k.starts_with(&prefix) {
-                    break;
-                }
-                let (number, usage) = keys::decode_number_key(k).ok_or_else(|| StoreError::Corrupt("consent key".into()))?;
-                let s = keys::decode_number_value(v).ok_or_else(|| StoreError::Corrupt("consent value".into()))?;
-                let c = self.consent(number, usage, &s);
-                if criteria.matches(&c) && after.is_none_or(|a| sort_key(&c) > a) {
+            for c in self.scan_by_number(criteria)? {
+                let c = c?;
+                if after.is_none_or(|a| sort_key(&c) > a) {
                     found.push(c);
                 }
             }
