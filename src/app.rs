@@ -2,25 +2,10 @@
 //! requests in flight and flushes the store.
 
 use crate::config::Config;
+use crate::http::AppState;
 use crate::store::Store;
 use anyhow::Context;
-use axum::{routing::get, Router};
 use std::sync::Arc;
-
-/// What handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<Store>,
-    pub config: Arc<Config>,
-}
-
-/// The HTTP routes.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
-        .with_state(state)
-}
 
 /// Runs the daemon until a stop signal.
 pub fn serve(config: Config) -> anyhow::Result<()> {
@@ -35,11 +20,16 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "consentd is listening.");
         // Tests and scripts read the bound address (port 0 picks one) from this line.
         println!("listening on {addr}");
-        let state = AppState {
-            store: store.clone(),
-            config: Arc::new(config),
-        };
-        axum::serve(listener, router(state)).with_graceful_shutdown(stop_signal()).await?;
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
+        let state = AppState::new(store.clone(), config);
+        if state.tokens.is_empty() {
+            tracing::warn!("No API token is enabled: every /v1 request will be refused. See [[tokens]] in the README.");
+        }
+        axum::serve(listener, crate::http::app(state))
+            .with_graceful_shutdown(stop_signal())
+            .await?;
         store.flush()?;
         tracing::info!("consentd stopped; the store is flushed.");
         Ok(())

@@ -28,7 +28,69 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default)]
     pub import: ImportConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub ivr: IvrConfig,
+    /// Who may call the API, and with which rights.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
 }
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest import body, MiB.
+    pub max_import_mb: u64,
+    /// Largest JSON request body, KiB.
+    pub max_json_kb: u64,
+    /// Most results one page of a search or listing returns.
+    pub max_page: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_import_mb: 1024,
+            max_json_kb: 256,
+            max_page: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IvrConfig {
+    /// Keys the caller presses to give consent.
+    pub yes_digits: Vec<String>,
+    /// Keys the caller presses to deny it.
+    pub no_digits: Vec<String>,
+}
+
+impl Default for IvrConfig {
+    fn default() -> Self {
+        Self {
+            yes_digits: vec!["1".into()],
+            no_digits: vec!["2".into()],
+        }
+    }
+}
+
+/// An API token: a name (the actor in the audit trail), the secret, and its rights.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    /// The environment variable that holds the secret.
+    pub token_env: Option<String>,
+    /// Or the secret's SHA-256, hex (`printf %s "$SECRET" | sha256sum`).
+    pub sha256: Option<String>,
+    /// Any of view, create, modify, delete, manage, dpo.
+    pub rights: Vec<String>,
+}
+
+/// The rights a token may carry.
+pub const RIGHTS: [&str; 6] = ["view", "create", "modify", "delete", "manage", "dpo"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -131,6 +193,41 @@ impl Config {
         if self.import.chunk_records == 0 {
             problems.push(format!("{name}: import.chunk_records: must be at least 1"));
         }
+        if self.http.max_import_mb == 0 || self.http.max_json_kb == 0 || self.http.max_page == 0 {
+            problems.push(format!("{name}: http: max_import_mb, max_json_kb and max_page must be at least 1"));
+        }
+        let ivr = self.ivr.yes_digits.iter().chain(&self.ivr.no_digits);
+        for d in ivr.clone() {
+            if d.len() != 1 || !d.chars().all(|c| c.is_ascii_digit() || c == '*' || c == '#') {
+                problems.push(format!("{name}: ivr: {d:?} is not a key of a phone keypad (0-9, *, #)"));
+            }
+        }
+        if let Some(d) = self.ivr.yes_digits.iter().find(|d| self.ivr.no_digits.contains(d)) {
+            problems.push(format!("{name}: ivr: {d:?} is both a yes and a no digit"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let at = format!("{name}: tokens[{i}]");
+            if t.name.is_empty() || t.name.len() > 100 || t.name.chars().any(|c| c.is_control()) {
+                problems.push(format!("{at}.name: must be 1 to 100 printable characters"));
+            } else if !names.insert(&t.name) {
+                problems.push(format!("{at}.name: {:?} is used by another token", t.name));
+            }
+            match (&t.token_env, &t.sha256) {
+                (Some(_), None) => {}
+                (None, Some(h)) if h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()) => {}
+                (None, Some(_)) => problems.push(format!("{at}.sha256: must be 64 hex digits")),
+                _ => problems.push(format!("{at}: give exactly one of token_env or sha256")),
+            }
+            if t.rights.is_empty() {
+                problems.push(format!("{at}.rights: give at least one of {}", RIGHTS.join(", ")));
+            }
+            for r in &t.rights {
+                if !RIGHTS.contains(&r.as_str()) {
+                    problems.push(format!("{at}.rights: unknown right {r:?}, expected one of {}", RIGHTS.join(", ")));
+                }
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -143,6 +240,20 @@ impl Config {
             cache_bytes: self.store.cache_mb << 20,
             page_bytes: self.store.page_bytes,
         }
+    }
+
+    /// Problems that do not stop the daemon: tokens whose variable is not set (they are disabled).
+    pub fn warnings(&self) -> Vec<String> {
+        self.tokens
+            .iter()
+            .filter_map(|t| {
+                let var = t.token_env.as_ref()?;
+                match std::env::var(var) {
+                    Ok(v) if !v.is_empty() => None,
+                    _ => Some(format!("token {:?} is disabled: the variable {var} is not set", t.name)),
+                }
+            })
+            .collect()
     }
 
     pub fn phone_parser(&self) -> PhoneParser {
@@ -163,9 +274,13 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let c: Config = toml::from_str("listen = \"nowhere\"\ndefault_country_code = 0\n[store]\npage_bytes = 3\n").unwrap();
+        let c: Config = toml::from_str(
+            "listen = \"nowhere\"\ndefault_country_code = 0\n[store]\npage_bytes = 3\n[ivr]\nyes_digits = [\"1\", \"x\"]\n\
+             [[tokens]]\nname = \"a\"\nrights = [\"fly\"]\n[[tokens]]\nname = \"a\"\nsha256 = \"00\"\nrights = [\"view\"]\n",
+        )
+        .unwrap();
         let e = c.check("x.toml").unwrap_err();
-        assert_eq!(e.0.len(), 3, "{e}");
+        assert_eq!(e.0.len(), 8, "{e}");
         assert!(e.0.iter().all(|p| p.starts_with("x.toml: ")));
     }
 

@@ -167,6 +167,14 @@ impl Input {
         }
     }
 
+    /// An input opened by `open`, once per pass.
+    pub fn new(name: &str, open: impl FnMut() -> std::io::Result<Box<dyn Read + Send>> + 'static) -> Self {
+        Input {
+            name: name.to_string(),
+            open: Box::new(open),
+        }
+    }
+
     /// A reader that can only be read once (stdin, a request body).
     pub fn once(name: &str, r: Box<dyn Read + Send>) -> Self {
         let mut r = Some(r);

@@ -7,6 +7,7 @@
 //! - [`formats`]: bytes <-> flat records (CSV/TSV, JSON, NDJSON, XML, text encodings).
 //! - [`mapping`]: flat records <-> consents, as `mappings/*.toml` describe them.
 //! - [`import`] and [`export`]: streaming one-off moves between files and the store.
+//! - [`http`]: the admin HTTP API (rights, consents, saved searches, imports/exports, audit, DPO, checks, metrics).
 //! - [`config`]: the settings file, validated at once; [`cli`]: the command line; [`app`]: the daemon.
 
 pub mod app;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod domain;
 pub mod export;
 pub mod formats;
+pub mod http;
 pub mod import;
 pub mod mapping;
 pub mod store;

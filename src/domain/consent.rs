@@ -17,6 +17,58 @@ pub struct Consent {
     pub source: Source,
 }
 
+/// The id of a consent in the API: its usage and number, written so that the number is not spelled
+/// out in URLs and logs (`w-` or `r-` and the number in hex). Not a secret: whoever may view the
+/// consent sees the number anyway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConsentId {
+    pub number: PhoneNumber,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a consent id")]
+pub struct BadConsentId(pub String);
+
+impl ConsentId {
+    pub fn parse(s: &str) -> Result<Self, BadConsentId> {
+        let bad = || BadConsentId(s.chars().take(40).collect());
+        let (u, n) = s.split_once('-').ok_or_else(bad)?;
+        let usage = match u {
+            "r" => Usage::CallRecording,
+            "w" => Usage::Whatsapp,
+            _ => return Err(bad()),
+        };
+        let number = u64::from_str_radix(n, 16).ok().and_then(PhoneNumber::from_u64).ok_or_else(bad)?;
+        Ok(Self { number, usage })
+    }
+}
+
+impl fmt::Display for ConsentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let u = match self.usage {
+            Usage::CallRecording => 'r',
+            Usage::Whatsapp => 'w',
+        };
+        write!(f, "{u}-{:x}", self.number.as_u64())
+    }
+}
+
+impl serde::Serialize for ConsentId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl Consent {
+    pub fn id(&self) -> ConsentId {
+        ConsentId {
+            number: self.number,
+            usage: self.usage,
+        }
+    }
+}
+
 /// Where a consent or a change came from: `ivr`, `agent:<name>`, `import:<mapping>`, `sync:<connector>`, `cli`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -220,6 +272,17 @@ mod tests {
         match t.decide(Some(&held()), &Source::Cli, now) {
             Decision::Update(c) => assert!(!c.consent && c.updated_at == now),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ids_round_trip_and_hide_the_number() {
+        let c = held();
+        let id = c.id().to_string();
+        assert!(!id.contains("491512345678"), "{id}");
+        assert_eq!(ConsentId::parse(&id), Ok(c.id()));
+        for bad in ["", "w-", "x-1", "w-zz", "w-1"] {
+            assert!(ConsentId::parse(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,14 +1,15 @@
 //! The consent domain: phone numbers, usages, consents, sources, timestamps and search criteria.
 //! Raw strings are parsed into these types once, at the edge; nothing in here does I/O.
 
+pub mod checks;
 pub mod consent;
 pub mod phone;
 pub mod search;
 pub mod time;
 pub mod usage;
 
-pub use consent::{Consent, Decision, Incoming, Op, Source};
+pub use consent::{BadConsentId, Consent, ConsentId, Decision, Incoming, Op, Source};
 pub use phone::{Digits, PhoneError, PhoneNumber, PhoneParser};
-pub use search::{Criteria, CriteriaError};
+pub use search::{BadCriterion, Criteria, CriteriaError, CriteriaText};
 pub use time::Timestamp;
 pub use usage::Usage;

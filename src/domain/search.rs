@@ -48,3 +48,83 @@ impl Criteria {
             && self.created_before.is_none_or(|t| c.created_at < t)
     }
 }
+
+/// Criteria as people and programs type them (query parameters, CLI flags, saved searches): strings
+/// that [`CriteriaText::parse`] turns into [`Criteria`], naming the field that is wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriteriaText {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digits: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<String>,
+    /// At or after: RFC 3339, or a date (its start, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_from: Option<String>,
+    /// At or before: RFC 3339, or a date for that whole day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_to: Option<String>,
+}
+
+/// A criterion that could not be read: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct BadCriterion {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl CriteriaText {
+    /// Parses every field that is set (empty strings count as unset).
+    pub fn parse(&self, phones: &super::PhoneParser) -> Result<Criteria, BadCriterion> {
+        let bad = |field: &'static str| {
+            move |e: &dyn std::fmt::Display| BadCriterion {
+                field,
+                reason: e.to_string(),
+            }
+        };
+        let set = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        let mut c = Criteria {
+            number: set(&self.number)
+                .map(|n| phones.parse(&n).map_err(|e| bad("number")(&e)))
+                .transpose()?,
+            digits: set(&self.digits)
+                .map(|d| Digits::parse(&d).map_err(|e| bad("digits")(&e)))
+                .transpose()?,
+            consent: set(&self.consent)
+                .map(|v| match v.to_ascii_lowercase().as_str() {
+                    "true" | "given" => Ok(true),
+                    "false" | "denied" => Ok(false),
+                    _ => Err(bad("consent")(&format!("{v:?} is not true or false"))),
+                })
+                .transpose()?,
+            usage: set(&self.usage)
+                .map(|u| Usage::parse(&u).map_err(|e| bad("usage")(&e)))
+                .transpose()?,
+            created_from: set(&self.created_from)
+                .map(|t| Timestamp::parse_bound(&t).map(|(t, _)| t).map_err(|e| bad("created_from")(&e)))
+                .transpose()?,
+            created_before: None,
+        };
+        if let Some(t) = set(&self.created_to) {
+            let (t, date_only) = Timestamp::parse_bound(&t).map_err(|e| bad("created_to")(&e))?;
+            c.set_created_to(t, date_only);
+        }
+        Ok(c)
+    }
+
+    /// The same criteria with the number and digits in their normal form, for keeping.
+    pub fn normalised(&self, c: &Criteria) -> Self {
+        Self {
+            number: c.number.map(|n| n.to_string()),
+            digits: c.digits.as_ref().map(|d| d.as_str().to_string()),
+            consent: c.consent.map(|v| v.to_string()),
+            usage: c.usage.map(|u| u.as_str().to_string()),
+            ..self.clone()
+        }
+    }
+}

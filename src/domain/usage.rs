@@ -65,3 +65,10 @@ impl serde::Serialize for Usage {
         s.serialize_str(self.as_str())
     }
 }
+
+impl<'de> serde::Deserialize<'de> for Usage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Usage::parse(&s).map_err(serde::de::Error::custom)
+    }
+}

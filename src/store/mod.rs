@@ -13,7 +13,12 @@
 //!   usage, before, after). It is the change feed, the audit trail (kept after a consent is deleted)
 //!   and the redo log at once.
 //! - tree `names`: `i · id(u32 BE)` → name and `s · name` → id, for sources and actors.
-//! - tree `meta`: `format` → store format version; `applied` → the last seq applied to the maps.
+//! - tree `searches` ([`searches`]): `owner · 0x00 · name` → a saved search (JSON, format byte first).
+//! - tree `events` ([`dpo`]): `seq (u64 BE)` → an administrative event without personal data (a purge,
+//!   a reset): when, who, what, how many (JSON, format byte first).
+//! - tree `meta`: `format` → store format version; `applied` → the last seq applied to the maps;
+//!   `erasure_key` → the secret of the keyed hashes that recognise purged numbers; `purging` → a purge
+//!   in progress (finished on open).
 //!
 //! Times are UTC milliseconds, stored sign-flipped big-endian so they sort. Every value starts with a
 //! format byte.
@@ -24,8 +29,10 @@
 //! again (applying is idempotent), so a SIGKILL at any point leaves consents, indexes, change feed and
 //! audit in agreement. One writer at a time; readers never block.
 
+pub mod dpo;
 mod keys;
 mod pages;
+pub mod searches;
 
 use crate::domain::{Consent, Criteria, Decision, Incoming, PhoneNumber, Source, Timestamp, Usage};
 use keys::{RawChange, Stored};
@@ -44,6 +51,8 @@ pub enum StoreError {
     InUse(PathBuf),
     #[error("the store at {dir} was written by a newer consentd (format {found}, this one reads {STORE_FORMAT})")]
     Format { dir: PathBuf, found: u8 },
+    #[error("the cursor is not one this store gave out")]
+    BadCursor,
     #[error("the store is damaged: {0}")]
     Corrupt(String),
     #[error("store I/O failed: {0}")]
@@ -100,6 +109,22 @@ pub struct AuditEntry {
     pub usage: Usage,
     pub before: Option<Consent>,
     pub after: Option<Consent>,
+}
+
+/// Filters of the audit trail; the time range is half-open.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub number: Option<PhoneNumber>,
+    pub from: Option<Timestamp>,
+    pub before: Option<Timestamp>,
+    pub actor: Option<String>,
+}
+
+/// One page of the audit trail; `next` is the `after` of the next page.
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    pub items: Vec<AuditEntry>,
+    pub next: Option<u64>,
 }
 
 /// One page of search results; `next_cursor` continues after the last item.
@@ -185,8 +210,21 @@ pub struct Store {
     journal: sled::Tree,
     meta: sled::Tree,
     names: Names,
-    /// One writer at a time; holds the next sequence number.
-    writer: Mutex<u64>,
+    searches: sled::Tree,
+    events: sled::Tree,
+    /// One writer at a time.
+    writer: Mutex<Writer>,
+}
+
+/// What the one writer holds.
+struct Writer {
+    next_seq: u64,
+    /// Consents per (usage, value), counted on first use and kept up to date by each commit.
+    counts: Option<[u64; 4]>,
+}
+
+fn count_slot(usage: Usage, consent: bool) -> usize {
+    usize::from(usage.code()) * 2 + usize::from(consent)
 }
 
 impl Store {
@@ -214,24 +252,34 @@ impl Store {
             }
         }
         let journal = db.open_tree("journal")?;
+        let applied = meta
+            .get("applied")?
+            .and_then(|v| v.as_ref().try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        // A purge may have emptied the last blocks; `applied` still knows how far we got.
         let next_seq = match journal.last()? {
-            None => 1,
+            None => applied + 1,
             Some((_, block)) => keys::decode_block(&block)
                 .and_then(|b| b.last().map(|c| c.seq + 1))
-                .ok_or_else(|| StoreError::Corrupt("last journal block".into()))?,
+                .ok_or_else(|| StoreError::Corrupt("last journal block".into()))?
+                .max(applied + 1),
         };
         let store = Store {
             by_number: PagedMap::new(db.open_tree("by_number")?, opts.page_bytes),
             by_created: PagedMap::new(db.open_tree("by_created")?, opts.page_bytes),
             audit: PagedMap::new(db.open_tree("audit_by_number")?, opts.page_bytes),
             names: Names::open(db.open_tree("names")?)?,
+            searches: db.open_tree("searches")?,
+            events: db.open_tree("events")?,
             journal,
             meta,
             db,
             dir: dir.to_path_buf(),
-            writer: Mutex::new(next_seq),
+            writer: Mutex::new(Writer { next_seq, counts: None }),
         };
         store.recover()?;
+        store.finish_purge()?;
         Ok(store)
     }
 
@@ -299,7 +347,7 @@ impl Store {
     /// Decides, journals and applies a batch of incoming changes (in order: a later change to the same
     /// consent sees the earlier one). With `dry_run` nothing is written. Returns each change's outcome.
     pub fn apply(&self, batch: &[Incoming], ctx: &ChangeContext, dry_run: bool) -> Result<Vec<Outcome>> {
-        let mut next_seq = self.writer.lock().expect("writer lock");
+        let mut writer = self.writer.lock().expect("writer lock");
         let source_id = self.names.id(&ctx.source.to_string())?;
         let actor_id = self.names.id(&ctx.actor)?;
         // Decide in key order, reading each page once; equal keys keep their batch order.
@@ -358,22 +406,65 @@ impl Store {
             }
         }
         drop(lookup);
-        if dry_run || changes.is_empty() {
-            return Ok(outcomes);
+        if !dry_run {
+            self.commit(&mut writer, &mut changes)?;
+        }
+        Ok(outcomes)
+    }
+
+    /// Numbers decided changes, journals them, applies them to the maps and flushes.
+    fn commit(&self, writer: &mut Writer, changes: &mut [RawChange]) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
         }
         // Sequence numbers follow the order the changes were decided in.
-        for c in &mut changes {
-            c.seq = *next_seq;
-            *next_seq += 1;
+        for c in changes.iter_mut() {
+            c.seq = writer.next_seq;
+            writer.next_seq += 1;
         }
         for block in changes.chunks(BLOCK) {
             self.journal.insert(block[0].seq.to_be_bytes(), keys::encode_block(block))?;
         }
         self.db.flush()?;
-        self.apply_to_maps(&changes)?;
-        self.meta.insert("applied", &(*next_seq - 1).to_be_bytes())?;
+        self.apply_to_maps(changes)?;
+        self.meta.insert("applied", &(writer.next_seq - 1).to_be_bytes())?;
         self.db.flush()?;
-        Ok(outcomes)
+        if let Some(counts) = &mut writer.counts {
+            for c in changes.iter() {
+                if let Some(b) = &c.before {
+                    counts[count_slot(c.usage, b.consent)] -= 1;
+                }
+                if let Some(a) = &c.after {
+                    counts[count_slot(c.usage, a.consent)] += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// How many consents we hold per usage and value: `(usage, consent, count)`. The first call counts
+    /// the index (a second for millions); later calls are free.
+    pub fn counts(&self) -> Result<Vec<(Usage, bool, u64)>> {
+        let mut writer = self.writer.lock().expect("writer lock");
+        if writer.counts.is_none() {
+            let mut counts = [0u64; 4];
+            for usage in Usage::ALL {
+                for consent in [false, true] {
+                    let end = [usage.code(), u8::from(consent) + 1];
+                    let mut scan = self.by_created.scan(&[usage.code(), u8::from(consent)], Some(&end));
+                    while let Some(e) = scan.next_entry() {
+                        e?;
+                        counts[count_slot(usage, consent)] += 1;
+                    }
+                }
+            }
+            writer.counts = Some(counts);
+        }
+        let counts = writer.counts.expect("counted above");
+        Ok(Usage::ALL
+            .into_iter()
+            .flat_map(|u| [false, true].map(|v| (u, v, counts[count_slot(u, v)])))
+            .collect())
     }
 
     /// Brings the paged maps in line with journalled changes (in seq order). Idempotent.
@@ -511,16 +602,7 @@ impl Store {
 
     /// The audit trail of a number (also of deleted consents), oldest first.
     pub fn history(&self, number: PhoneNumber) -> Result<Vec<AuditEntry>> {
-        let prefix = keys::number_prefix(number);
-        let mut seqs = Vec::new();
-        let mut scan = self.audit.scan(&prefix, None);
-        while let Some(e) = scan.next_entry() {
-            let (k, _) = e?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            seqs.push(keys::decode_audit_seq(k).ok_or_else(|| StoreError::Corrupt("audit key".into()))?);
-        }
+        let seqs = self.audit_seqs(number)?;
         let mut out = Vec::new();
         let mut block: Option<(u64, Vec<RawChange>)> = None;
         for seq in seqs {
@@ -581,6 +663,43 @@ impl Store {
         Ok(out)
     }
 
+    /// The audit trail, filtered and paged: entries after sequence number `after`, oldest first, at most
+    /// `limit`; `next` continues the listing when there may be more.
+    pub fn audit(&self, q: &AuditQuery, after: u64, limit: usize) -> Result<AuditPage> {
+        let keep = |e: &AuditEntry| {
+            q.from.is_none_or(|t| e.at >= t) && q.before.is_none_or(|t| e.at < t) && q.actor.as_ref().is_none_or(|a| &e.actor == a)
+        };
+        let mut items = Vec::new();
+        let mut next = None;
+        match q.number {
+            Some(n) => {
+                for e in self.history(n)?.into_iter().filter(|e| e.seq > after && keep(e)) {
+                    if items.len() == limit {
+                        next = items.last().map(|e: &AuditEntry| e.seq);
+                        break;
+                    }
+                    items.push(e);
+                }
+            }
+            None => {
+                let mut from = after;
+                'blocks: loop {
+                    let batch = self.changes_since(from, BLOCK)?;
+                    let Some(last) = batch.last().map(|e| e.seq) else { break };
+                    for e in batch.into_iter().filter(keep) {
+                        if items.len() == limit {
+                            next = items.last().map(|e: &AuditEntry| e.seq);
+                            break 'blocks;
+                        }
+                        items.push(e);
+                    }
+                    from = last;
+                }
+            }
+        }
+        Ok(AuditPage { items, next })
+    }
+
     /// Writes everything to disk.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
@@ -605,7 +724,7 @@ fn encode_cursor(c: &Consent) -> String {
 }
 
 fn decode_cursor(s: &str) -> Result<SortKey> {
-    let bad = || StoreError::Corrupt("the cursor is not one this store gave out".into());
+    let bad = || StoreError::BadCursor;
     if s.len() != 34 || !s.is_ascii() {
         return Err(bad());
     }

@@ -1,0 +1,233 @@
+//! The consent view's operations: search, add, set, change value (toggle) and delete.
+
+use super::auth::{Caller, Right};
+use super::error::{ApiError, Body, Query};
+use super::{agent, number, page_size, AppState, ConsentView};
+use crate::domain::{ConsentId, CriteriaText, Incoming, Op, Usage};
+use crate::store::Outcome;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+/// Most ids one toggle or delete request may carry.
+const MAX_IDS: usize = 10_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/consents", get(search).post(create))
+        .route("/v1/consents/{id}", put(set))
+        .route("/v1/consents/toggle", post(toggle))
+        .route("/v1/consents/delete", post(delete))
+}
+
+/// Search parameters: the criteria plus paging.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    pub number: Option<String>,
+    pub digits: Option<String>,
+    pub usage: Option<String>,
+    pub consent: Option<String>,
+    pub created_from: Option<String>,
+    pub created_to: Option<String>,
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+impl SearchParams {
+    pub fn criteria(&self) -> CriteriaText {
+        CriteriaText {
+            number: self.number.clone(),
+            digits: self.digits.clone(),
+            consent: self.consent.clone(),
+            usage: self.usage.clone(),
+            created_from: self.created_from.clone(),
+            created_to: self.created_to.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page {
+    pub items: Vec<ConsentView>,
+    pub next_cursor: Option<String>,
+}
+
+/// Runs a search (at least one criterion) and returns one page.
+pub fn run_search(state: &AppState, criteria: &CriteriaText, limit: Option<usize>, cursor: Option<&str>) -> Result<Page, ApiError> {
+    let criteria = criteria
+        .parse(&state.config.phone_parser())?
+        .require_one()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let page = state.store.search(&criteria, cursor, page_size(state, limit)?)?;
+    Ok(Page {
+        items: page.items.into_iter().map(ConsentView::from).collect(),
+        next_cursor: page.next_cursor,
+    })
+}
+
+/// `GET /v1/consents?number=&digits=&usage=&consent=&created_from=&created_to=&limit=&cursor=` (view).
+async fn search(State(state): State<AppState>, caller: Caller, Query(p): Query<SearchParams>) -> Result<Json<Page>, ApiError> {
+    caller.require(Right::View)?;
+    Ok(Json(run_search(&state, &p.criteria(), p.limit, p.cursor.as_deref())?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewConsent {
+    number: String,
+    usage: Usage,
+}
+
+/// `POST /v1/consents {"number", "usage"}` (create): adds a given consent (201); one we hold is set
+/// to given (needs modify, 200).
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(b): Body<NewConsent>,
+) -> Result<(StatusCode, Json<ConsentView>), ApiError> {
+    caller.require(Right::Create)?;
+    let n = number(&state, "number", &b.number)?;
+    if state.store.get(n, b.usage)?.is_some() {
+        caller.require(Right::Modify)?;
+    }
+    let set = Incoming {
+        number: n,
+        usage: b.usage,
+        op: Op::Set {
+            consent: true,
+            created_at: None,
+            updated_at: None,
+        },
+    };
+    let outcome = state.store.apply(&[set], &agent(&caller), false)?[0];
+    let now = state
+        .store
+        .get(n, b.usage)?
+        .ok_or_else(|| ApiError::internal("a consent just written is missing"))?;
+    let status = if outcome == Outcome::Inserted {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(now.into())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewValue {
+    consent: bool,
+}
+
+fn parse_id(field: &str, id: &str) -> Result<ConsentId, ApiError> {
+    ConsentId::parse(id).map_err(|e| ApiError::field(field, e))
+}
+
+/// `PUT /v1/consents/{id} {"consent": bool}` (modify): sets the value; idempotent.
+async fn set(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Body(b): Body<NewValue>,
+) -> Result<Json<ConsentView>, ApiError> {
+    caller.require(Right::Modify)?;
+    let id = parse_id("id", &id)?;
+    if state.store.get(id.number, id.usage)?.is_none() {
+        return Err(ApiError::not_found("no consent with this id"));
+    }
+    let set = Incoming {
+        number: id.number,
+        usage: id.usage,
+        op: Op::Set {
+            consent: b.consent,
+            created_at: None,
+            updated_at: None,
+        },
+    };
+    state.store.apply(&[set], &agent(&caller), false)?;
+    let now = state
+        .store
+        .get(id.number, id.usage)?
+        .ok_or_else(|| ApiError::not_found("no consent with this id"))?;
+    Ok(Json(now.into()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ids {
+    ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Result1 {
+    id: String,
+    /// `updated`, `deleted` or `not_found`.
+    outcome: &'static str,
+    /// The value after a toggle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consent: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    results: Vec<Result1>,
+}
+
+fn parse_ids(ids: &Ids) -> Result<Vec<ConsentId>, ApiError> {
+    if ids.ids.is_empty() || ids.ids.len() > MAX_IDS {
+        return Err(ApiError::field("ids", format!("give 1 to {MAX_IDS} ids")));
+    }
+    ids.ids.iter().enumerate().map(|(i, s)| parse_id(&format!("ids[{i}]"), s)).collect()
+}
+
+/// `POST /v1/consents/toggle {"ids": [...]}` (modify): flips each, as the view's Change Value does.
+async fn toggle(State(state): State<AppState>, caller: Caller, Body(b): Body<Ids>) -> Result<Json<Results>, ApiError> {
+    caller.require(Right::Modify)?;
+    let ids = parse_ids(&b)?;
+    let batch: Vec<Incoming> = ids
+        .iter()
+        .map(|id| Incoming {
+            number: id.number,
+            usage: id.usage,
+            op: Op::Toggle,
+        })
+        .collect();
+    let outcomes = state.store.apply(&batch, &agent(&caller), false)?;
+    let mut results = Vec::with_capacity(ids.len());
+    for (id, o) in ids.iter().zip(outcomes) {
+        let consent = state.store.get(id.number, id.usage)?.map(|c| c.consent);
+        results.push(Result1 {
+            id: id.to_string(),
+            outcome: if o == Outcome::NotFound { "not_found" } else { "updated" },
+            consent: consent.filter(|_| o != Outcome::NotFound),
+        });
+    }
+    Ok(Json(Results { results }))
+}
+
+/// `POST /v1/consents/delete {"ids": [...]}` (delete): removes each; unknown ids are reported.
+async fn delete(State(state): State<AppState>, caller: Caller, Body(b): Body<Ids>) -> Result<Json<Results>, ApiError> {
+    caller.require(Right::Delete)?;
+    let ids = parse_ids(&b)?;
+    let batch: Vec<Incoming> = ids
+        .iter()
+        .map(|id| Incoming {
+            number: id.number,
+            usage: id.usage,
+            op: Op::Delete { at: None },
+        })
+        .collect();
+    let outcomes = state.store.apply(&batch, &agent(&caller), false)?;
+    let results = ids
+        .iter()
+        .zip(outcomes)
+        .map(|(id, o)| Result1 {
+            id: id.to_string(),
+            outcome: if o == Outcome::Deleted { "deleted" } else { "not_found" },
+            consent: None,
+        })
+        .collect();
+    Ok(Json(Results { results }))
+}

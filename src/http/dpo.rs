@@ -1,0 +1,133 @@
+//! The Data Protection Officer's routes: what we hold on a number (or on every number ending in some
+//! digits), purging it, and emptying the consent store.
+
+use super::auth::{Caller, Right};
+use super::error::{ApiError, Body, Query};
+use super::{blocking, number, AppState, ConsentView};
+use crate::domain::{Criteria, Digits, PhoneNumber, Source, Timestamp};
+use crate::store::{dpo::Event, searches::SavedSearch, AuditEntry, ChangeContext};
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+/// Most numbers one report by trailing digits covers.
+const MAX_NUMBERS: usize = 100;
+/// What a DPO types to empty the store.
+pub const RESET_CONFIRMATION: &str = "DELETE ALL CONSENTS";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/dpo/report", get(report))
+        .route("/v1/dpo/purge", post(purge))
+        .route("/v1/dpo/reset", post(reset))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportParams {
+    number: Option<String>,
+    digits: Option<String>,
+}
+
+/// Everything held on one number.
+#[derive(Debug, Serialize)]
+struct Held {
+    number: PhoneNumber,
+    consents: Vec<ConsentView>,
+    /// Every change to its consents (also of deleted ones): the proof of consent.
+    history: Vec<AuditEntry>,
+    saved_searches: Vec<SavedSearch>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    numbers: Vec<Held>,
+    /// True when more numbers end in the digits than one report covers.
+    truncated: bool,
+}
+
+/// `GET /v1/dpo/report?number=` or `?digits=` (dpo).
+async fn report(State(state): State<AppState>, caller: Caller, Query(p): Query<ReportParams>) -> Result<Json<Report>, ApiError> {
+    caller.require(Right::Dpo)?;
+    let (numbers, truncated) = match (&p.number, &p.digits) {
+        (Some(n), None) => (vec![number(&state, "number", n)?], false),
+        (None, Some(d)) => {
+            let d = Digits::parse(d).map_err(|e| ApiError::field("digits", e))?;
+            let store = state.store.clone();
+            blocking(move || Ok(store.numbers_ending_in(&d, MAX_NUMBERS)?)).await?
+        }
+        _ => return Err(ApiError::bad_request("give exactly one of number or digits")),
+    };
+    let store = state.store.clone();
+    let numbers = blocking(move || {
+        numbers
+            .into_iter()
+            .map(|n| {
+                let criteria = Criteria {
+                    number: Some(n),
+                    ..Default::default()
+                };
+                Ok(Held {
+                    number: n,
+                    consents: store
+                        .scan_by_number(&criteria)?
+                        .map(|c| c.map(ConsentView::from))
+                        .collect::<Result<_, _>>()?,
+                    history: store.history(n)?,
+                    saved_searches: store.searches_naming(n)?,
+                })
+            })
+            .filter(|h: &Result<Held, ApiError>| {
+                h.as_ref().map_or(true, |h| {
+                    !(h.consents.is_empty() && h.history.is_empty() && h.saved_searches.is_empty())
+                })
+            })
+            .collect::<Result<Vec<_>, ApiError>>()
+    })
+    .await?;
+    Ok(Json(Report { numbers, truncated }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeBody {
+    number: String,
+}
+
+/// `POST /v1/dpo/purge {"number"}` (dpo): removes everything held on the number in one step.
+async fn purge(State(state): State<AppState>, caller: Caller, Body(b): Body<PurgeBody>) -> Result<Json<Event>, ApiError> {
+    caller.require(Right::Dpo)?;
+    let n = number(&state, "number", &b.number)?;
+    let store = state.store.clone();
+    let actor = caller.name.clone();
+    let event = blocking(move || Ok(store.purge(n, &actor, Timestamp::now())?)).await?;
+    tracing::info!(actor = %caller.name, consents = event.removed.consents, audit_entries = event.removed.audit_entries, "A number was purged.");
+    Ok(Json(event))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    confirm: String,
+}
+
+/// `POST /v1/dpo/reset {"confirm": "DELETE ALL CONSENTS"}` (dpo): deletes every consent, audited.
+async fn reset(State(state): State<AppState>, caller: Caller, Body(b): Body<ResetBody>) -> Result<Json<Event>, ApiError> {
+    caller.require(Right::Dpo)?;
+    if b.confirm != RESET_CONFIRMATION {
+        return Err(ApiError::field(
+            "confirm",
+            format!("type {RESET_CONFIRMATION:?} to empty the consent store"),
+        ));
+    }
+    let store = state.store.clone();
+    let ctx = ChangeContext {
+        actor: caller.name.clone(),
+        source: Source::Agent(caller.name.clone()),
+        now: Timestamp::now(),
+    };
+    let event = blocking(move || Ok(store.reset(&ctx)?)).await?;
+    tracing::warn!(actor = %caller.name, consents = event.removed.consents, "The consent store was reset.");
+    Ok(Json(event))
+}

@@ -1,0 +1,130 @@
+//! API errors and the extractors that turn bad input into them: every error is
+//! `{"error": code, "message": ..., "field": ...}` with a 4xx or 5xx status; internal causes go to
+//! the log, never to the client.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{request::Parts, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    /// A 400 about one field of the request.
+    pub fn field(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        Self {
+            field: Some(field.into()),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid", message.to_string())
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// An unexpected failure: the cause is logged, the client gets an opaque message.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "A request failed unexpectedly.");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request failed; the cause is in the daemon's log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": self.code, "message": self.message, "field": self.field});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::BadCursor => Self::field("cursor", e),
+            e => Self::internal(e),
+        }
+    }
+}
+
+impl From<crate::domain::BadCriterion> for ApiError {
+    fn from(e: crate::domain::BadCriterion) -> Self {
+        Self::field(e.field, e.reason)
+    }
+}
+
+/// A JSON body, read up to the route's limit; unknown fields and wrong types are refused with the
+/// field's path (`ids[2]`, `number`).
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "the request body is larger than the limit",
+                )
+            } else {
+                ApiError::bad_request(e.body_text())
+            }
+        })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize(de) {
+            Ok(v) => Ok(Body(v)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let field = (path != ".").then_some(path);
+                Err(ApiError {
+                    field,
+                    ..ApiError::new(StatusCode::BAD_REQUEST, "invalid", format!("malformed JSON body: {inner}"))
+                })
+            }
+        }
+    }
+}
+
+/// Query parameters; unknown parameters and wrong types are refused.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        serde_path_to_error::deserialize(de).map(Query).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            ApiError {
+                field: (path != ".").then_some(path),
+                ..ApiError::bad_request(format!("bad query parameter: {inner}"))
+            }
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! `/metrics` in Prometheus text: requests by route and status, consents by usage and value, imports
+//! and their outcomes. Labels are route templates, statuses and outcomes: never a phone number.
+
+use super::AppState;
+use crate::import::ImportReport;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// (method, route template, status).
+type RequestKey = (String, String, u16);
+
+#[derive(Default)]
+pub struct Metrics {
+    /// Requests → (count, seconds).
+    requests: Mutex<BTreeMap<RequestKey, (u64, f64)>>,
+    /// Import runs by outcome (`clean`, `refused`, `failed`).
+    imports: Mutex<BTreeMap<&'static str, u64>>,
+    /// Imported records and consents by outcome.
+    import_records: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    pub fn import_finished(&self, report: Option<&ImportReport>) {
+        let outcome = match report {
+            None => "failed",
+            Some(r) if r.clean() => "clean",
+            Some(_) => "refused",
+        };
+        *self.imports.lock().expect("metrics").entry(outcome).or_default() += 1;
+        if let Some(r) = report {
+            let mut m = self.import_records.lock().expect("metrics");
+            for (k, v) in [
+                ("read", r.read),
+                ("inserted", r.inserted),
+                ("updated", r.updated),
+                ("unchanged", r.unchanged),
+                ("deleted", r.deleted),
+                ("rejected", r.rejected),
+            ] {
+                *m.entry(k).or_default() += v;
+            }
+        }
+    }
+}
+
+/// Middleware: counts each request by method, route template and status.
+pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let key = (method, route, response.status().as_u16());
+    let mut m = state.metrics.requests.lock().expect("metrics");
+    let e = m.entry(key).or_default();
+    e.0 += 1;
+    e.1 += started.elapsed().as_secs_f64();
+    response
+}
+
+/// `GET /metrics` (no token: it carries no personal data).
+pub async fn render(State(state): State<AppState>) -> Response {
+    let store = state.store.clone();
+    let counts = match tokio::task::spawn_blocking(move || store.counts()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return super::error::ApiError::from(e).into_response(),
+        Err(e) => return super::error::ApiError::internal(e).into_response(),
+    };
+    let mut out = String::new();
+    out.push_str("# HELP consentd_http_requests_total HTTP requests by method, route and status.\n");
+    out.push_str("# TYPE consentd_http_requests_total counter\n");
+    let requests = state.metrics.requests.lock().expect("metrics").clone();
+    for ((method, route, status), (n, _)) in &requests {
+        let _ = writeln!(
+            out,
+            "consentd_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+        );
+    }
+    out.push_str("# HELP consentd_http_request_seconds_total Time spent answering, by method, route and status.\n");
+    out.push_str("# TYPE consentd_http_request_seconds_total counter\n");
+    for ((method, route, status), (_, s)) in &requests {
+        let _ = writeln!(
+            out,
+            "consentd_http_request_seconds_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {s:.6}"
+        );
+    }
+    out.push_str("# HELP consentd_consents Consents held, by usage and value.\n# TYPE consentd_consents gauge\n");
+    for (usage, consent, n) in counts {
+        let _ = writeln!(out, "consentd_consents{{usage=\"{usage}\",consent=\"{consent}\"}} {n}");
+    }
+    out.push_str("# HELP consentd_imports_total Import runs by outcome.\n# TYPE consentd_imports_total counter\n");
+    for (k, n) in state.metrics.imports.lock().expect("metrics").iter() {
+        let _ = writeln!(out, "consentd_imports_total{{outcome=\"{k}\"}} {n}");
+    }
+    out.push_str("# HELP consentd_import_records_total Imported records and consents by outcome.\n");
+    out.push_str("# TYPE consentd_import_records_total counter\n");
+    for (k, n) in state.metrics.import_records.lock().expect("metrics").iter() {
+        let _ = writeln!(out, "consentd_import_records_total{{outcome=\"{k}\"}} {n}");
+    }
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

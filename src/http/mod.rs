@@ -1,0 +1,141 @@
+//! The admin HTTP API (axum): one router per resource, merged by [`app`]. Handlers are short: check
+//! the caller's rights, parse the input into domain types, call the store or the library, map the
+//! result. Every route but `/healthz`, `/readyz` and `/metrics` needs a token.
+
+pub mod audit;
+pub mod auth;
+pub mod checks;
+pub mod consents;
+pub mod dpo;
+pub mod error;
+pub mod metrics;
+pub mod searches;
+pub mod transfer;
+
+use crate::config::Config;
+use crate::domain::{Consent, ConsentId, PhoneNumber, Source, Timestamp, Usage};
+use crate::store::{ChangeContext, Store};
+use auth::{Caller, Tokens};
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderValue};
+use axum::routing::get;
+use axum::Router;
+use error::ApiError;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub config: Arc<Config>,
+    pub tokens: Arc<Tokens>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<Store>, config: Config) -> Self {
+        Self {
+            tokens: Arc::new(Tokens::from_config(&config)),
+            store,
+            config: Arc::new(config),
+            metrics: Arc::new(metrics::Metrics::default()),
+        }
+    }
+}
+
+/// All routes.
+pub fn app(state: AppState) -> Router {
+    let json_limit = (state.config.http.max_json_kb as usize) << 10;
+    let api = Router::new()
+        .merge(consents::router())
+        .merge(searches::router())
+        .merge(audit::router())
+        .merge(dpo::router())
+        .merge(checks::router())
+        .layer(DefaultBodyLimit::max(json_limit))
+        // Imports carry their own limit (http.max_import_mb) and stream to disk.
+        .merge(transfer::router().layer(DefaultBodyLimit::disable()))
+        .route("/v1/me", get(me));
+    Router::new()
+        .merge(api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/metrics", get(metrics::render))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(axum::middleware::map_response(secure_headers))
+        .with_state(state)
+}
+
+/// Headers every response carries.
+async fn secure_headers(mut r: axum::response::Response) -> axum::response::Response {
+    let h = r.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `GET /v1/me`: the caller's token name and rights (any valid token).
+async fn me(caller: Caller) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"name": caller.name, "rights": caller.rights()}))
+}
+
+/// A consent as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct ConsentView {
+    pub id: ConsentId,
+    pub number: PhoneNumber,
+    pub usage: Usage,
+    pub consent: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub source: Source,
+}
+
+impl From<Consent> for ConsentView {
+    fn from(c: Consent) -> Self {
+        Self {
+            id: c.id(),
+            number: c.number,
+            usage: c.usage,
+            consent: c.consent,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            source: c.source,
+        }
+    }
+}
+
+/// The change context of a caller: the token's name is the actor, `agent:<name>` the source.
+pub fn agent(caller: &Caller) -> ChangeContext {
+    ChangeContext {
+        actor: caller.name.clone(),
+        source: Source::Agent(caller.name.clone()),
+        now: Timestamp::now(),
+    }
+}
+
+/// Parses a number from the request, naming the field when it is refused.
+pub fn number(state: &AppState, field: &str, text: &str) -> Result<PhoneNumber, ApiError> {
+    state.config.phone_parser().parse(text).map_err(|e| ApiError::field(field, e))
+}
+
+/// Runs blocking store work (imports, exports, purges) off the async threads.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
+}
+
+/// The page size asked for, bounded by the configuration (default 100).
+pub fn page_size(state: &AppState, limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        Some(0) => Err(ApiError::field("limit", "must be at least 1")),
+        Some(n) if n > state.config.http.max_page => {
+            Err(ApiError::field("limit", format!("at most {} per page", state.config.http.max_page)))
+        }
+        Some(n) => Ok(n),
+        None => Ok(100.min(state.config.http.max_page)),
+    }
+}

@@ -1,0 +1,210 @@
+//! Imports and exports over HTTP: an import's request body is the file (streamed to a temporary file
+//! up to `http.max_import_mb`, then imported as the command line does); an export streams the file as
+//! it is written.
+
+use super::auth::{Caller, Right};
+use super::error::{ApiError, Query};
+use super::{blocking, AppState};
+use crate::domain::{CriteriaText, Source, Timestamp};
+use crate::formats::FormatKind;
+use crate::import::{ImportOptions, ImportReport, Input};
+use crate::mapping::Mapping;
+use crate::store::ChangeContext;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use std::io::{Read, Seek, Write};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/imports", post(import)).route("/v1/exports", get(export))
+}
+
+/// Loads a mapping by name (never a path: a client must not make the daemon read other files).
+pub fn mapping(state: &AppState, name: &str) -> Result<Mapping, ApiError> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(ApiError::field("mapping", "a mapping name: letters, digits, - and _"));
+    }
+    Mapping::load(name, &state.config.mappings_dir).map_err(|e| ApiError::field("mapping", e))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportParams {
+    mapping: String,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    strict: bool,
+    /// The file's name, for the report's locations (default `upload`).
+    name: Option<String>,
+}
+
+fn too_large(limit_mb: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        format!("the file is larger than the limit of {limit_mb} MiB (http.max_import_mb); nothing was imported"),
+    )
+}
+
+/// `POST /v1/imports?mapping=NAME[&dry_run=true][&strict=true]` (manage): the body is the file.
+async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<ImportParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ImportReport>, ApiError> {
+    caller.require(Right::Manage)?;
+    let mapping = mapping(&state, &p.mapping)?;
+    let limit_mb = state.config.http.max_import_mb;
+    let limit = limit_mb << 20;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit_mb));
+    }
+    // The whole body is taken before anything is imported, so a body over the limit changes nothing.
+    let spool = tempfile::tempfile().map_err(ApiError::internal)?;
+    let mut file = tokio::fs::File::from_std(spool.try_clone().map_err(ApiError::internal)?);
+    let mut stream = body.into_data_stream();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("the request body could not be read: {e}")))?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(too_large(limit_mb));
+        }
+        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    tokio::io::AsyncWriteExt::flush(&mut file).await.map_err(ApiError::internal)?;
+    drop(file);
+    let name = p.name.clone().unwrap_or_else(|| "upload".into());
+    let ctx = ChangeContext {
+        actor: caller.name.clone(),
+        source: Source::Import(mapping.name.clone()),
+        now: Timestamp::now(),
+    };
+    let opts = ImportOptions {
+        dry_run: p.dry_run,
+        strict: p.strict,
+        rejects: None,
+        chunk_records: state.config.import.chunk_records,
+    };
+    let st = state.clone();
+    let result = blocking(move || {
+        let input = Input::new(&name, move || {
+            let mut f = spool.try_clone()?;
+            f.rewind()?;
+            Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, f)) as Box<dyn Read + Send>)
+        });
+        let phones = st.config.phone_parser();
+        crate::import::import(&st.store, &mapping, &mut [input], &ctx, &phones, &opts).map_err(|e| match e {
+            crate::import::ImportError::Store(e) => ApiError::from(e),
+            e => ApiError::internal(e),
+        })
+    })
+    .await;
+    state.metrics.import_finished(result.as_ref().ok());
+    let mut report = result?;
+    if !caller.has(Right::View) {
+        // Refused values may be phone numbers: only callers who may view consents see them.
+        for r in &mut report.rejects {
+            r.value = None;
+        }
+    }
+    tracing::info!(
+        actor = %caller.name,
+        read = report.read,
+        inserted = report.inserted,
+        updated = report.updated,
+        rejected = report.rejected,
+        "Import over HTTP finished."
+    );
+    Ok(Json(report))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportParams {
+    mapping: String,
+    number: Option<String>,
+    digits: Option<String>,
+    usage: Option<String>,
+    consent: Option<String>,
+    created_from: Option<String>,
+    created_to: Option<String>,
+}
+
+/// Hands what the export writes to the response body, a chunk at a time.
+struct ChannelWriter(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `GET /v1/exports?mapping=NAME&<criteria>` (manage): the consents matching the criteria (none: all)
+/// in the mapping's format, streamed.
+async fn export(State(state): State<AppState>, caller: Caller, Query(p): Query<ExportParams>) -> Result<Response, ApiError> {
+    caller.require(Right::Manage)?;
+    let mapping = mapping(&state, &p.mapping)?;
+    let criteria = CriteriaText {
+        number: p.number,
+        digits: p.digits,
+        consent: p.consent,
+        usage: p.usage,
+        created_from: p.created_from,
+        created_to: p.created_to,
+    }
+    .parse(&state.config.phone_parser())?;
+    let (content_type, ext) = match mapping.format().kind {
+        FormatKind::Csv => ("text/csv", "csv"),
+        FormatKind::Tsv => ("text/tab-separated-values", "tsv"),
+        FormatKind::Json => ("application/json", "json"),
+        FormatKind::Ndjson => ("application/x-ndjson", "ndjson"),
+        FormatKind::Xml => ("application/xml", "xml"),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let store = state.store.clone();
+    let name = mapping.name.clone();
+    tokio::task::spawn_blocking(move || {
+        let err_tx = tx.clone();
+        let out = Box::new(std::io::BufWriter::with_capacity(1 << 16, ChannelWriter(tx)));
+        match crate::export::export(&store, &mapping, &criteria, out) {
+            Ok(n) => tracing::info!(written = n, mapping = %mapping.name, "Export over HTTP finished."),
+            Err(e) => {
+                tracing::error!(error = %e, "Export over HTTP failed; the response is cut short.");
+                let _ = err_tx.blocking_send(Err(std::io::Error::other("the export failed")));
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|item| (item, rx)) });
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"consents-{name}.{ext}\""),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -1,0 +1,286 @@
+//! What a Data Protection Officer does to the store: purge everything held on a number, empty the
+//! consent store, and the log of such events (which never holds a number: a purged number is only
+//! recognisable by a keyed hash whose secret stays in the store).
+
+use super::{keys, pages::Change, searches::SavedSearch, ChangeContext, RawChange, Result, Store, StoreError, Writer, BLOCK};
+use crate::domain::{PhoneNumber, Timestamp};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+const EVENT_FORMAT: u8 = 1;
+
+/// An administrative event: when, who, what, and figures; never a phone number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub at: String,
+    pub actor: String,
+    /// `purge` or `reset`.
+    pub kind: String,
+    /// What was removed, by kind of item.
+    pub removed: PurgeCounts,
+    /// Purges: the keyed hash that recognises the purged number (the number itself is not kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_hash: Option<String>,
+}
+
+/// How many items of each kind a purge or reset removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeCounts {
+    pub consents: u64,
+    pub audit_entries: u64,
+    pub saved_searches: u64,
+}
+
+/// A purge in progress, kept in `meta` until it is complete (finished on open after a crash).
+#[derive(Serialize, Deserialize)]
+struct Purging {
+    number: u64,
+}
+
+impl Store {
+    /// The keyed hash (HMAC-SHA-256, secret kept in the store) by which a purged number is recognised.
+    pub fn erasure_hash(&self, number: PhoneNumber) -> Result<String> {
+        let key = match self.meta.get("erasure_key")? {
+            Some(k) => k,
+            None => {
+                let mut k = [0u8; 32];
+                getrandom::getrandom(&mut k).map_err(|e| StoreError::Corrupt(format!("no randomness for the erasure key: {e}")))?;
+                match self.meta.compare_and_swap("erasure_key", None as Option<&[u8]>, Some(&k[..]))? {
+                    Ok(()) => k.to_vec().into(),
+                    Err(current) => current.current.ok_or_else(|| StoreError::Corrupt("erasure key".into()))?,
+                }
+            }
+        };
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+        mac.update(number.to_string().as_bytes());
+        Ok(hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Removes everything held on `number`: its consents, their audit trail and change-feed entries, and
+    /// saved searches that name it. What remains is an event saying a purge happened, by whom, when and
+    /// how many items, with the number's keyed hash. Crash-safe: an interrupted purge is finished on open.
+    pub fn purge(&self, number: PhoneNumber, actor: &str, now: Timestamp) -> Result<Event> {
+        let number_hash = self.erasure_hash(number)?;
+        let mut writer = self.writer.lock().expect("writer lock");
+        let removed = PurgeCounts {
+            consents: self
+                .scan_by_number(&crate::domain::Criteria {
+                    number: Some(number),
+                    ..Default::default()
+                })?
+                .count() as u64,
+            audit_entries: self.audit_seqs(number)?.len() as u64,
+            saved_searches: self.searches_naming(number)?.len() as u64,
+        };
+        let event = Event {
+            seq: self.next_event_seq()?,
+            at: now.to_rfc3339(),
+            actor: actor.to_string(),
+            kind: "purge".into(),
+            removed,
+            number_hash: Some(number_hash),
+        };
+        let marker = serde_json::to_vec(&Purging { number: number.as_u64() }).expect("serialisable");
+        self.meta.insert("purging", marker)?;
+        self.put_event(&event)?;
+        self.db.flush()?;
+        self.remove_number(&mut writer, number)?;
+        self.meta.remove("purging")?;
+        self.db.flush()?;
+        Ok(event)
+    }
+
+    /// Finishes a purge a crash interrupted (called on open).
+    pub(super) fn finish_purge(&self) -> Result<()> {
+        let Some(v) = self.meta.get("purging")? else { return Ok(()) };
+        let p: Purging = serde_json::from_slice(&v).map_err(|_| StoreError::Corrupt("purge marker".into()))?;
+        let number = PhoneNumber::from_u64(p.number).ok_or_else(|| StoreError::Corrupt("purge marker".into()))?;
+        tracing::warn!("Finishing a purge that was interrupted.");
+        let mut writer = self.writer.lock().expect("writer lock");
+        self.remove_number(&mut writer, number)?;
+        self.meta.remove("purging")?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn remove_number(&self, writer: &mut Writer, number: PhoneNumber) -> Result<()> {
+        // Consents and their creation-time index entries.
+        let held: Vec<_> = self
+            .scan_by_number(&crate::domain::Criteria {
+                number: Some(number),
+                ..Default::default()
+            })?
+            .collect::<Result<_>>()?;
+        let by_number: Vec<Change> = held.iter().map(|c| (keys::number_key(c.number, c.usage), None)).collect();
+        let mut by_created: Vec<Change> = held
+            .iter()
+            .map(|c| (keys::created_key(c.number, c.usage, c.consent, c.created_at.millis()), None))
+            .collect();
+        by_created.sort_by_key(|c| c.0);
+        self.by_number.apply(&by_number)?;
+        self.by_created.apply(&by_created)?;
+        if let Some(counts) = &mut writer.counts {
+            for c in &held {
+                counts[super::count_slot(c.usage, c.consent)] -= 1;
+            }
+        }
+        // The journal blocks that hold the number's changes, rewritten without them.
+        let seqs = self.audit_seqs(number)?;
+        let mut blocks = BTreeSet::new();
+        for seq in &seqs {
+            if let Some((k, _)) = self.journal.range(..=seq.to_be_bytes()).next_back().transpose()? {
+                blocks.insert(k);
+            }
+        }
+        for k in blocks {
+            let Some(v) = self.journal.get(&k)? else { continue };
+            let changes = keys::decode_block(&v).ok_or_else(|| StoreError::Corrupt("journal block".into()))?;
+            let kept: Vec<RawChange> = changes.into_iter().filter(|c| c.number != number).collect();
+            debug_assert!(kept.len() <= BLOCK);
+            if kept.is_empty() {
+                self.journal.remove(&k)?;
+            } else {
+                self.journal.insert(&k, keys::encode_block(&kept))?;
+            }
+        }
+        let audit: Vec<Change> = seqs.iter().map(|s| (keys::audit_key(number, *s), None)).collect();
+        self.audit.apply(&audit)?;
+        for s in self.searches_naming(number)? {
+            self.searches.remove(SavedSearch::key(&s.owner, &s.name))?;
+        }
+        Ok(())
+    }
+
+    /// The sequence numbers of a number's changes, oldest first.
+    pub(super) fn audit_seqs(&self, number: PhoneNumber) -> Result<Vec<u64>> {
+        let prefix = keys::number_prefix(number);
+        let mut seqs = Vec::new();
+        let mut scan = self.audit.scan(&prefix, None);
+        while let Some(e) = scan.next_entry() {
+            let (k, _) = e?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            seqs.push(keys::decode_audit_seq(k).ok_or_else(|| StoreError::Corrupt("audit key".into()))?);
+        }
+        Ok(seqs)
+    }
+
+    /// Deletes every consent (each deletion journalled and audited, so the change feed carries them),
+    /// as a DPO does when the privacy policy is renewed. Returns how many were deleted.
+    pub fn reset(&self, ctx: &ChangeContext) -> Result<Event> {
+        let mut writer = self.writer.lock().expect("writer lock");
+        let source = self.names.id(&ctx.source.to_string())?;
+        let actor = self.names.id(&ctx.actor)?;
+        let mut deleted = 0u64;
+        loop {
+            let mut changes: Vec<RawChange> = Vec::with_capacity(BLOCK * 16);
+            let mut scan = self.by_number.scan(&[], None);
+            while changes.len() < BLOCK * 16 {
+                let Some(e) = scan.next_entry() else { break };
+                let (k, v) = e?;
+                let ((number, usage), before) = keys::decode_number_key(k)
+                    .zip(keys::decode_number_value(v))
+                    .ok_or_else(|| StoreError::Corrupt("consent entry".into()))?;
+                changes.push(RawChange {
+                    seq: 0,
+                    at: ctx.now.millis(),
+                    actor,
+                    source,
+                    number,
+                    usage,
+                    before: Some(before),
+                    after: None,
+                });
+            }
+            drop(scan);
+            if changes.is_empty() {
+                break;
+            }
+            deleted += changes.len() as u64;
+            self.commit(&mut writer, &mut changes)?;
+        }
+        let event = Event {
+            seq: self.next_event_seq()?,
+            at: ctx.now.to_rfc3339(),
+            actor: ctx.actor.clone(),
+            kind: "reset".into(),
+            removed: PurgeCounts {
+                consents: deleted,
+                ..Default::default()
+            },
+            number_hash: None,
+        };
+        self.put_event(&event)?;
+        self.db.flush()?;
+        Ok(event)
+    }
+
+    fn next_event_seq(&self) -> Result<u64> {
+        Ok(self
+            .events
+            .last()?
+            .and_then(|(k, _)| k.as_ref().try_into().ok())
+            .map_or(1, |k| u64::from_be_bytes(k) + 1))
+    }
+
+    fn put_event(&self, e: &Event) -> Result<()> {
+        let mut v = vec![EVENT_FORMAT];
+        serde_json::to_writer(&mut v, e).expect("serialisable");
+        self.events.insert(e.seq.to_be_bytes(), v)?;
+        Ok(())
+    }
+
+    /// Administrative events after `after`, oldest first, at most `limit`.
+    pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        for kv in self.events.range((after + 1).to_be_bytes()..).take(limit) {
+            let (_, v) = kv?;
+            match v.split_first() {
+                Some((&EVENT_FORMAT, json)) => out.push(serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("event".into()))?),
+                _ => return Err(StoreError::Corrupt("event format".into())),
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// The numbers ending in `digits` that we hold anything on (a consent or its audit trail), at most
+    /// `limit`; the flag says whether there were more.
+    pub fn numbers_ending_in(&self, digits: &crate::domain::Digits, limit: usize) -> Result<(Vec<PhoneNumber>, bool)> {
+        let prefix = digits.reversed();
+        let mut found: Vec<PhoneNumber> = Vec::new();
+        let mut scan = self.audit.scan(&prefix, None);
+        while let Some(e) = scan.next_entry() {
+            let (k, _) = e?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let rev = k
+                .get(..k.len().saturating_sub(9))
+                .ok_or_else(|| StoreError::Corrupt("audit key".into()))?;
+            let n = PhoneNumber::from_reversed_digits(rev).ok_or_else(|| StoreError::Corrupt("audit key".into()))?;
+            if found.last() != Some(&n) {
+                if found.len() == limit {
+                    return Ok((found, true));
+                }
+                found.push(n);
+            }
+        }
+        let mut searches: Vec<PhoneNumber> = Vec::new();
+        for s in self.saved_searches(None)? {
+            if let Some(n) = s.criteria.number.as_deref().and_then(|n| PhoneNumber::parse(n).ok()) {
+                if digits.matches(n) && !found.contains(&n) && !searches.contains(&n) {
+                    searches.push(n);
+                }
+            }
+        }
+        found.extend(searches);
+        let more = found.len() > limit;
+        found.truncate(limit);
+        Ok((found, more))
+    }
+}

@@ -1,0 +1,73 @@
+//! Saved searches: criteria kept under a name, each belonging to the token (owner) that saved it.
+//! A search may name a number or its trailing digits, so the DPO report lists them and a purge
+//! removes them.
+
+use super::{Result, Store, StoreError};
+use crate::domain::{CriteriaText, PhoneNumber, PhoneParser};
+use serde::{Deserialize, Serialize};
+
+const SEARCH_FORMAT: u8 = 1;
+
+/// A search kept under a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSearch {
+    pub name: String,
+    pub owner: String,
+    pub criteria: CriteriaText,
+    pub saved_at: String,
+}
+
+impl SavedSearch {
+    pub(super) fn key(owner: &str, name: &str) -> Vec<u8> {
+        [owner.as_bytes(), &[0], name.as_bytes()].concat()
+    }
+
+    /// Whether the search names this number, in full or by trailing digits.
+    pub fn names(&self, number: PhoneNumber) -> bool {
+        let c = self.criteria.parse(&PhoneParser::default());
+        let whole = self.criteria.number.as_deref() == Some(number.to_string().as_str());
+        whole || c.is_ok_and(|c| c.digits.is_some_and(|d| d.matches(number)))
+    }
+}
+
+impl Store {
+    /// Saves (or replaces) a search.
+    pub fn save_search(&self, s: &SavedSearch) -> Result<()> {
+        let mut v = vec![SEARCH_FORMAT];
+        serde_json::to_writer(&mut v, s).expect("serialisable");
+        self.searches.insert(SavedSearch::key(&s.owner, &s.name), v)?;
+        self.searches.flush()?;
+        Ok(())
+    }
+
+    /// One owner's saved searches (all owners' when `None`), by owner and name.
+    pub fn saved_searches(&self, owner: Option<&str>) -> Result<Vec<SavedSearch>> {
+        let prefix = owner.map(|o| [o.as_bytes(), &[0]].concat()).unwrap_or_default();
+        self.searches
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (_, v) = kv?;
+                match v.split_first() {
+                    Some((&SEARCH_FORMAT, json)) => serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("saved search".into())),
+                    _ => Err(StoreError::Corrupt("saved search format".into())),
+                }
+            })
+            .collect()
+    }
+
+    pub fn saved_search(&self, owner: &str, name: &str) -> Result<Option<SavedSearch>> {
+        Ok(self.saved_searches(Some(owner))?.into_iter().find(|s| s.name == name))
+    }
+
+    /// Removes a saved search; false when there was none.
+    pub fn delete_search(&self, owner: &str, name: &str) -> Result<bool> {
+        let found = self.searches.remove(SavedSearch::key(owner, name))?.is_some();
+        self.searches.flush()?;
+        Ok(found)
+    }
+
+    /// Saved searches (of every owner) that name the number.
+    pub fn searches_naming(&self, number: PhoneNumber) -> Result<Vec<SavedSearch>> {
+        Ok(self.saved_searches(None)?.into_iter().filter(|s| s.names(number)).collect())
+    }
+}
