@@ -27,6 +27,10 @@ pub struct Cli {
     /// Store directory (overrides the config and CONSENTD_DATA_DIR).
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Send the command to a running daemon at this URL (token from CONSENTD_TOKEN) instead of
+    /// opening the store, which the daemon holds.
+    #[arg(long, global = true, value_name = "URL", env = "CONSENTD_SERVER")]
+    pub server: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -158,6 +162,21 @@ pub struct CriteriaArgs {
 }
 
 impl CriteriaArgs {
+    /// The criteria as query parameters, for the daemon.
+    fn query(&self) -> Vec<(&'static str, String)> {
+        [
+            ("number", self.number.clone()),
+            ("digits", self.digits.clone()),
+            ("consent", self.consent.map(|c| c.to_string())),
+            ("usage", self.usage.map(|u| u.to_string())),
+            ("created_from", self.created_from.clone()),
+            ("created_to", self.created_to.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+    }
+
     pub fn parse(&self, config: &Config) -> anyhow::Result<Criteria> {
         let mut c = Criteria {
             number: self
@@ -188,6 +207,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(d) = cli.data_dir {
         config.data_dir = d;
+    }
+    if let Some(server) = &cli.server {
+        if !matches!(cli.command, Command::Mapping { .. } | Command::CheckConfig) {
+            return remote(cli.command, &crate::client::Client::from_env(server)?, &config);
+        }
     }
     let phones = config.phone_parser();
     let open_store = || -> anyhow::Result<Store> {
@@ -283,31 +307,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let criteria = criteria.parse(&config)?.require_one()?;
             let store = open_store()?;
             let page = store.search(&criteria, cursor.as_deref(), limit)?;
-            if json {
-                serde_json::to_writer_pretty(&mut *stdout, &page.items)?;
-                writeln!(stdout)?;
-            } else {
-                writeln!(
-                    stdout,
-                    "{:<17} {:<15} {:<7} {:<24} {:<24} source",
-                    "number", "usage", "consent", "created_at", "updated_at"
-                )?;
-                for c in &page.items {
-                    writeln!(
-                        stdout,
-                        "{:<17} {:<15} {:<7} {:<24} {:<24} {}",
-                        c.number.to_string(),
-                        c.usage.as_str(),
-                        c.consent,
-                        c.created_at.to_rfc3339(),
-                        c.updated_at.to_rfc3339(),
-                        c.source
-                    )?;
-                }
-                if let Some(next) = &page.next_cursor {
-                    writeln!(stdout, "More results: --cursor {next}")?;
-                }
-            }
+            let rows: Vec<Row> = page.items.iter().map(Row::from).collect();
+            print_rows(stdout, &rows, page.next_cursor.as_deref(), json)?;
         }
         Command::Add { number, usage } => {
             let n = phones.parse(&number).context("the number")?;
@@ -395,31 +396,252 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::History { number, json } => {
             let n = phones.parse(&number).context("the number")?;
-            let history = open_store()?.history(n)?;
-            if json {
-                serde_json::to_writer_pretty(&mut *stdout, &history)?;
-                writeln!(stdout)?;
-            } else {
-                let state = |c: &Option<crate::domain::Consent>| {
-                    c.as_ref()
-                        .map_or("-".to_string(), |c| format!("{} (created {})", c.consent, c.created_at))
+            let history = serde_json::to_value(open_store()?.history(n)?)?;
+            print_history(stdout, history.as_array().map_or(&[][..], |a| a), json)?;
+        }
+        Command::Mapping { command } => return mapping_command(command, &config, stdout),
+    }
+    Ok(0)
+}
+
+/// A consent as the search command prints it (from the store or from the daemon).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Row {
+    number: String,
+    usage: String,
+    consent: bool,
+    created_at: String,
+    updated_at: String,
+    source: String,
+}
+
+impl From<&crate::domain::Consent> for Row {
+    fn from(c: &crate::domain::Consent) -> Self {
+        Row {
+            number: c.number.to_string(),
+            usage: c.usage.to_string(),
+            consent: c.consent,
+            created_at: c.created_at.to_rfc3339(),
+            updated_at: c.updated_at.to_rfc3339(),
+            source: c.source.to_string(),
+        }
+    }
+}
+
+fn print_rows(out: &mut dyn Write, rows: &[Row], next: Option<&str>, json: bool) -> anyhow::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, rows)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<17} {:<15} {:<7} {:<24} {:<24} source",
+        "number", "usage", "consent", "created_at", "updated_at"
+    )?;
+    for r in rows {
+        writeln!(
+            out,
+            "{:<17} {:<15} {:<7} {:<24} {:<24} {}",
+            r.number, r.usage, r.consent, r.created_at, r.updated_at, r.source
+        )?;
+    }
+    if let Some(next) = next {
+        writeln!(out, "More results: --cursor {next}")?;
+    }
+    Ok(())
+}
+
+/// Prints audit entries (as the store serialises them).
+fn print_history(out: &mut dyn Write, entries: &[serde_json::Value], json: bool) -> anyhow::Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, entries)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let state = |c: &serde_json::Value| {
+        if c.is_null() {
+            "-".to_string()
+        } else {
+            format!("{} (created {})", c["consent"], c["created_at"].as_str().unwrap_or("?"))
+        }
+    };
+    for e in entries {
+        writeln!(
+            out,
+            "#{} {} {} by {} via {}: {} -> {}",
+            e["seq"],
+            e["at"].as_str().unwrap_or("?"),
+            e["usage"].as_str().unwrap_or("?"),
+            e["actor"].as_str().unwrap_or("?"),
+            e["source"].as_str().unwrap_or("?"),
+            state(&e["before"]),
+            state(&e["after"])
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs a command through a running daemon's API.
+fn remote(command: Command, client: &crate::client::Client, config: &Config) -> anyhow::Result<u8> {
+    use crate::domain::ConsentId;
+    let stdout = &mut std::io::stdout().lock();
+    let phones = config.phone_parser();
+    let id = |n: crate::domain::PhoneNumber, usage: Usage| ConsentId { number: n, usage }.to_string();
+    match command {
+        Command::Serve => bail!("serve runs the daemon itself; leave out --server"),
+        Command::CheckConfig | Command::Mapping { .. } => unreachable!("run locally"),
+        Command::Import {
+            mapping,
+            files,
+            dry_run,
+            strict,
+            rejects,
+            json,
+        } => {
+            if rejects.is_some() {
+                bail!("--rejects needs the refused records themselves; with --server the report lists them instead");
+            }
+            let mut status = 0;
+            for f in &files {
+                let (name, body) = if f.as_os_str() == "-" {
+                    ("-".to_string(), reqwest::blocking::Body::new(std::io::stdin()))
+                } else {
+                    let file = std::fs::File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
+                    (f.display().to_string(), reqwest::blocking::Body::from(file))
                 };
-                for e in &history {
-                    writeln!(
-                        stdout,
-                        "#{} {} {} by {} via {}: {} -> {}",
-                        e.seq,
-                        e.at,
-                        e.usage,
-                        e.actor,
-                        e.source,
-                        state(&e.before),
-                        state(&e.after)
-                    )?;
+                let req = client.post("/v1/imports").body(body).query(&[
+                    ("mapping", mapping.as_str()),
+                    ("dry_run", if dry_run { "true" } else { "false" }),
+                    ("strict", if strict { "true" } else { "false" }),
+                    ("name", name.as_str()),
+                ]);
+                let report: crate::import::ImportReport = client.json(req)?;
+                if json {
+                    serde_json::to_writer_pretty(&mut *stdout, &report)?;
+                    writeln!(stdout)?;
+                } else {
+                    write!(stdout, "{}", report.to_text())?;
+                }
+                if !report.clean() {
+                    status = EXIT_REFUSED;
+                }
+            }
+            return Ok(status);
+        }
+        Command::Export { mapping, criteria, output } => {
+            let mut q = criteria.query();
+            q.push(("mapping", mapping));
+            let mut r = client.send(client.get("/v1/exports").query(&q))?;
+            match &output {
+                Some(path) => {
+                    let tmp = path.with_extension("partial");
+                    let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+                    r.copy_to(&mut file).context("the export was cut short")?;
+                    std::fs::rename(&tmp, path)?;
+                }
+                None => {
+                    r.copy_to(stdout).context("the export was cut short")?;
                 }
             }
         }
-        Command::Mapping { command } => return mapping_command(command, &config, stdout),
+        Command::Search {
+            criteria,
+            limit,
+            cursor,
+            json,
+        } => {
+            let mut q = criteria.query();
+            q.push(("limit", limit.to_string()));
+            if let Some(c) = cursor {
+                q.push(("cursor", c));
+            }
+            let page: serde_json::Value = client.json(client.get("/v1/consents").query(&q))?;
+            let rows: Vec<Row> = serde_json::from_value(page["items"].clone())?;
+            print_rows(stdout, &rows, page["next_cursor"].as_str(), json)?;
+        }
+        Command::Add { number, usage } => {
+            let n = phones.parse(&number).context("the number")?;
+            let r = client.send(
+                client
+                    .post("/v1/consents")
+                    .json(&serde_json::json!({"number": n.to_string(), "usage": usage})),
+            )?;
+            let how = if r.status() == reqwest::StatusCode::CREATED {
+                "added"
+            } else {
+                "updated"
+            };
+            writeln!(stdout, "{n} {usage}: {how}")?;
+        }
+        Command::Set { number, usage, consent } => {
+            let n = phones.parse(&number).context("the number")?;
+            let put = || {
+                client
+                    .put(&format!("/v1/consents/{}", id(n, usage)))
+                    .json(&serde_json::json!({"consent": consent}))
+            };
+            let r = put().send().context("cannot reach the daemon")?;
+            if r.status() == reqwest::StatusCode::NOT_FOUND {
+                // Not held yet: add it, then set the value.
+                client.send(
+                    client
+                        .post("/v1/consents")
+                        .json(&serde_json::json!({"number": n.to_string(), "usage": usage})),
+                )?;
+                client.send(put())?;
+            } else {
+                client.send(put())?;
+            }
+            writeln!(stdout, "{n} {usage}: set to {consent}")?;
+        }
+        Command::Delete { number, usage } => {
+            let n = phones.parse(&number).context("the number")?;
+            let usages: Vec<Usage> = usage.map_or(Usage::ALL.to_vec(), |u| vec![u]);
+            let ids: Vec<String> = usages.iter().map(|u| id(n, *u)).collect();
+            let r: serde_json::Value = client.json(client.post("/v1/consents/delete").json(&serde_json::json!({ "ids": ids })))?;
+            for (u, res) in usages.iter().zip(r["results"].as_array().into_iter().flatten()) {
+                let done = res["outcome"] == "deleted";
+                writeln!(stdout, "{n} {u}: {}", if done { "deleted" } else { "none held" })?;
+            }
+        }
+        Command::Toggle { number, usage } => {
+            let n = phones.parse(&number).context("the number")?;
+            let usages: Vec<Usage> = usage.map_or(Usage::ALL.to_vec(), |u| vec![u]);
+            let ids: Vec<String> = usages.iter().map(|u| id(n, *u)).collect();
+            let r: serde_json::Value = client.json(client.post("/v1/consents/toggle").json(&serde_json::json!({ "ids": ids })))?;
+            let mut any = false;
+            for (u, res) in usages.iter().zip(r["results"].as_array().into_iter().flatten()) {
+                if res["outcome"] == "updated" {
+                    any = true;
+                    writeln!(stdout, "{n} {u}: now {}", res["consent"])?;
+                }
+            }
+            if !any {
+                bail!(
+                    "no consent held for this number{}",
+                    usage.map(|u| format!(" and usage {u}")).unwrap_or_default()
+                );
+            }
+        }
+        Command::History { number, json } => {
+            let n = phones.parse(&number).context("the number")?;
+            let mut entries = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut q = vec![("number", n.to_string()), ("limit", "1000".to_string())];
+                if let Some(c) = &cursor {
+                    q.push(("cursor", c.clone()));
+                }
+                let page: serde_json::Value = client.json(client.get("/v1/audit").query(&q))?;
+                entries.extend(page["items"].as_array().cloned().unwrap_or_default());
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            print_history(stdout, &entries, json)?;
+        }
     }
     Ok(0)
 }

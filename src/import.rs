@@ -6,7 +6,7 @@ use crate::domain::{Incoming, PhoneParser};
 use crate::formats::{self, FormatError, RecordReader, RecordWriter};
 use crate::mapping::{Mapping, RecordError};
 use crate::store::{ChangeContext, Outcome, Store, StoreError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ pub struct ImportOptions {
 }
 
 /// What an import did. Counts of consents, except `read` (records) and `rejected` (records).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ImportReport {
     pub mapping: String,
     pub files: Vec<String>,
@@ -46,7 +46,7 @@ pub struct ImportReport {
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Reject {
     pub file: String,
     pub line: Option<u64>,

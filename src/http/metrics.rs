@@ -18,7 +18,7 @@ type RequestKey = (String, String, u16);
 pub struct Metrics {
     /// Requests → (count, seconds).
     requests: Mutex<BTreeMap<RequestKey, (u64, f64)>>,
-    /// Import runs by outcome (`clean`, `refused`, `failed`).
+    /// Import runs by outcome (`clean`, `refused`, `failed`, `dry_run`).
     imports: Mutex<BTreeMap<&'static str, u64>>,
     /// Imported records and consents by outcome.
     import_records: Mutex<BTreeMap<&'static str, u64>>,
@@ -28,11 +28,12 @@ impl Metrics {
     pub fn import_finished(&self, report: Option<&ImportReport>) {
         let outcome = match report {
             None => "failed",
+            Some(r) if r.dry_run => "dry_run",
             Some(r) if r.clean() => "clean",
             Some(_) => "refused",
         };
         *self.imports.lock().expect("metrics").entry(outcome).or_default() += 1;
-        if let Some(r) = report {
+        if let Some(r) = report.filter(|r| !r.dry_run) {
             let mut m = self.import_records.lock().expect("metrics");
             for (k, v) in [
                 ("read", r.read),

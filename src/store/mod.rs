@@ -1036,4 +1036,74 @@ mod tests {
             other => panic!("{:?}", other.map(|_| ())),
         }
     }
+
+    #[test]
+    fn a_purge_removes_everything_on_the_number_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = PhoneNumber::parse("+491512345678").unwrap();
+        let other = PhoneNumber::parse("+491519999999").unwrap();
+        {
+            let s = open(dir.path());
+            s.apply(
+                &[set("+491519999999", Usage::Whatsapp, true, "2024-01-01T00:00:00Z")],
+                &ctx(),
+                false,
+            )
+            .unwrap();
+            for (i, v) in [true, false, true].into_iter().enumerate() {
+                let at = format!("2024-0{}-01T00:00:00Z", i + 2);
+                s.apply(
+                    &[
+                        set("+491512345678", Usage::Whatsapp, v, &at),
+                        set("+491512345678", Usage::CallRecording, v, &at),
+                    ],
+                    &ctx(),
+                    false,
+                )
+                .unwrap();
+            }
+            assert_eq!(s.counts().unwrap().iter().map(|c| c.2).sum::<u64>(), 3);
+            let e = s.purge(n, "dpo", ts("2025-01-01T00:00:00Z")).unwrap();
+            assert_eq!((e.removed.consents, e.removed.audit_entries), (2, 6));
+            assert_eq!(s.counts().unwrap().iter().map(|c| c.2).sum::<u64>(), 1);
+        }
+        let s = open(dir.path());
+        assert!(s.history(n).unwrap().is_empty());
+        assert_eq!(s.get(n, Usage::Whatsapp).unwrap(), None);
+        assert!(s.changes_since(0, 100).unwrap().iter().all(|c| c.number == other));
+        // Sequence numbers go on after the purged ones, even though their journal block is gone.
+        s.apply(
+            &[set("+491517777777", Usage::Whatsapp, true, "2024-06-01T00:00:00Z")],
+            &ctx(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(s.changes_since(1, 10).unwrap()[0].seq, 8);
+        assert_eq!(s.events(0, 10).unwrap().len(), 1);
+        assert_eq!(s.counts().unwrap().iter().map(|c| c.2).sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn an_interrupted_purge_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = PhoneNumber::parse("+491512345678").unwrap();
+        {
+            let s = open(dir.path());
+            s.apply(
+                &[set("+491512345678", Usage::Whatsapp, true, "2024-01-01T00:00:00Z")],
+                &ctx(),
+                false,
+            )
+            .unwrap();
+            // As if the process died right after marking the purge.
+            s.meta
+                .insert("purging", serde_json::to_vec(&serde_json::json!({"number": n.as_u64()})).unwrap())
+                .unwrap();
+            s.flush().unwrap();
+        }
+        let s = open(dir.path());
+        assert_eq!(s.get(n, Usage::Whatsapp).unwrap(), None);
+        assert!(s.history(n).unwrap().is_empty());
+        assert!(s.meta.get("purging").unwrap().is_none());
+    }
 }

@@ -1,0 +1,846 @@
+//! Black-box tests of the admin HTTP API: the real daemon on port 0 with its store in a temp dir,
+//! talked to over HTTP with a real client.
+
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_consentd");
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Tokens of the test config: name, secret, rights.
+const TOKENS: &[(&str, &str, &[&str])] = &[
+    ("admin", "s-admin", &["view", "create", "modify", "delete", "manage"]),
+    ("viewer", "s-viewer", &["view"]),
+    ("creator", "s-creator", &["create"]),
+    ("importer", "s-importer", &["manage"]),
+    ("ivr", "s-ivr", &["create", "modify"]),
+    ("dpo-office", "s-dpo", &["view", "dpo"]),
+];
+
+/// A running daemon with its own store and config.
+struct Daemon {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    base: String,
+    http: Client,
+}
+
+impl Daemon {
+    fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts with extra config text appended to the test config.
+    fn start_with(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = String::from("default_country_code = 49\n");
+        config.push_str(extra);
+        for (name, secret, rights) in TOKENS {
+            // Half the tokens by hash, half from the environment, so both ways are exercised.
+            let secret_line = if name.len() % 2 == 0 {
+                use sha2::Digest;
+                format!("sha256 = \"{}\"", hex::encode(sha2::Sha256::digest(secret.as_bytes())))
+            } else {
+                format!("token_env = \"TEST_TOKEN_{}\"", name.to_uppercase().replace('-', "_"))
+            };
+            config.push_str(&format!("\n[[tokens]]\nname = \"{name}\"\n{secret_line}\nrights = {rights:?}\n"));
+        }
+        std::fs::write(dir.path().join("consentd.toml"), config).unwrap();
+        let mut d = Daemon {
+            dir,
+            child: None,
+            base: String::new(),
+            http: Client::new(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(self.dir.path().join("consentd.toml"))
+            .env("CONSENTD_DATA_DIR", self.dir.path().join("data"))
+            .env("CONSENTD_MAPPINGS_DIR", root().join("mappings"))
+            .env("CONSENTD_LOG", "warn");
+        for (name, secret, _) in TOKENS {
+            c.env(format!("TEST_TOKEN_{}", name.to_uppercase().replace('-', "_")), secret);
+        }
+        c
+    }
+
+    fn spawn(&mut self) {
+        let mut child = self
+            .command()
+            .arg("serve")
+            .env("CONSENTD_LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("{line:?}"));
+        self.base = format!("http://{addr}");
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, and wait for a clean exit; returns what the daemon logged.
+    fn stop(&mut self) -> String {
+        let child = self.child.take().unwrap();
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "the daemon exits 0 on SIGTERM");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn as_(&self, token: &str, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let secret = TOKENS.iter().find(|t| t.0 == token).map_or(token, |t| t.1);
+        self.http.request(method, self.url(path)).bearer_auth(secret)
+    }
+
+    fn get(&self, token: &str, path: &str) -> Response {
+        self.as_(token, reqwest::Method::GET, path).send().unwrap()
+    }
+
+    fn post(&self, token: &str, path: &str, body: Value) -> Response {
+        self.as_(token, reqwest::Method::POST, path).json(&body).send().unwrap()
+    }
+
+    fn ok(&self, r: Response) -> Value {
+        let status = r.status();
+        let body = r.text().unwrap();
+        assert!(status.is_success(), "{status}: {body}");
+        serde_json::from_str(&body).unwrap_or(Value::Null)
+    }
+
+    fn search(&self, query: &str) -> Vec<Value> {
+        let v = self.ok(self.get("admin", &format!("/v1/consents?{query}&limit=1000")));
+        v["items"].as_array().unwrap().clone()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Asserts an error answer: status, and the field it names.
+fn refused(r: Response, status: StatusCode, field: Option<&str>) -> Value {
+    let got = r.status();
+    let body: Value = r.json().unwrap();
+    assert_eq!(got, status, "{body}");
+    assert!(body["error"].is_string() && body["message"].is_string(), "{body}");
+    if let Some(f) = field {
+        assert_eq!(body["field"], f, "{body}");
+    }
+    body
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures").join(name)
+}
+
+#[test]
+fn every_route_refuses_callers_without_a_token_or_the_right() {
+    let d = Daemon::start();
+    // (method, path, body, a token that lacks the right)
+    let routes: &[(&str, &str, Value, &str)] = &[
+        ("GET", "/v1/consents?digits=678", Value::Null, "creator"),
+        (
+            "POST",
+            "/v1/consents",
+            json!({"number": "+491512345678", "usage": "whatsapp"}),
+            "viewer",
+        ),
+        ("PUT", "/v1/consents/w-72706b344e", json!({"consent": false}), "viewer"),
+        ("POST", "/v1/consents/toggle", json!({"ids": ["w-72706b344e"]}), "viewer"),
+        ("POST", "/v1/consents/delete", json!({"ids": ["w-72706b344e"]}), "viewer"),
+        (
+            "POST",
+            "/v1/searches",
+            json!({"name": "s", "criteria": {"digits": "678"}}),
+            "creator",
+        ),
+        ("GET", "/v1/searches", Value::Null, "creator"),
+        ("GET", "/v1/searches/s/results", Value::Null, "creator"),
+        ("DELETE", "/v1/searches/s", Value::Null, "creator"),
+        ("POST", "/v1/imports?mapping=generic-csv", Value::Null, "viewer"),
+        ("GET", "/v1/exports?mapping=generic-csv", Value::Null, "viewer"),
+        ("GET", "/v1/audit", Value::Null, "viewer"),
+        ("GET", "/v1/audit/events", Value::Null, "viewer"),
+        ("GET", "/v1/dpo/report?number=%2B491512345678", Value::Null, "admin"),
+        ("POST", "/v1/dpo/purge", json!({"number": "+491512345678"}), "admin"),
+        ("POST", "/v1/dpo/reset", json!({"confirm": "DELETE ALL CONSENTS"}), "admin"),
+        (
+            "POST",
+            "/v1/ivr/answer",
+            json!({"number": "+491512345678", "digit": "1"}),
+            "creator",
+        ),
+        ("GET", "/v1/checks/recording/%2B491512345678", Value::Null, "creator"),
+        ("GET", "/v1/checks/whatsapp/%2B491512345678", Value::Null, "creator"),
+        ("GET", "/v1/me", Value::Null, ""),
+    ];
+    for (method, path, body, lacking) in routes {
+        let m: reqwest::Method = method.parse().unwrap();
+        let mut bare = d.http.request(m.clone(), d.url(path));
+        if !body.is_null() {
+            bare = bare.json(body);
+        }
+        assert_eq!(
+            bare.send().unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without a token"
+        );
+        let mut wrong = d.http.request(m.clone(), d.url(path)).bearer_auth("not-a-token");
+        if !body.is_null() {
+            wrong = wrong.json(body);
+        }
+        assert_eq!(
+            wrong.send().unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} unknown token"
+        );
+        if !lacking.is_empty() {
+            let mut req = d.as_(lacking, m, path);
+            if !body.is_null() {
+                req = req.json(body);
+            }
+            refused(req.send().unwrap(), StatusCode::FORBIDDEN, None);
+        }
+    }
+    // Nothing was written by any refused call.
+    assert!(d.search("created_from=1970-01-01").is_empty());
+    // Health and metrics need no token.
+    assert_eq!(d.http.get(d.url("/healthz")).send().unwrap().status(), StatusCode::OK);
+    assert_eq!(d.http.get(d.url("/readyz")).send().unwrap().status(), StatusCode::OK);
+    let me = d.ok(d.get("dpo-office", "/v1/me"));
+    assert_eq!(me, json!({"name": "dpo-office", "rights": ["view", "dpo"]}));
+}
+
+#[test]
+fn the_consent_view_operations_work_and_are_audited() {
+    let d = Daemon::start();
+    // Add: 201, then again (needs modify) 200.
+    let r = d.post("admin", "/v1/consents", json!({"number": "0151 2345678", "usage": "whatsapp"}));
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let c: Value = r.json().unwrap();
+    assert_eq!(c["number"], "+491512345678");
+    assert_eq!(c["consent"], true);
+    assert_eq!(c["source"], "agent:admin");
+    let id = c["id"].as_str().unwrap().to_string();
+    assert!(!id.contains("1512345678"));
+    assert_eq!(
+        d.post("admin", "/v1/consents", json!({"number": "+491512345678", "usage": "whatsapp"}))
+            .status(),
+        StatusCode::OK
+    );
+    // creator may add new ones but not touch an existing one.
+    assert_eq!(
+        d.post(
+            "creator",
+            "/v1/consents",
+            json!({"number": "+491519999999", "usage": "call_recording"})
+        )
+        .status(),
+        StatusCode::CREATED
+    );
+    refused(
+        d.post("creator", "/v1/consents", json!({"number": "+491512345678", "usage": "whatsapp"})),
+        StatusCode::FORBIDDEN,
+        None,
+    );
+    // Set: idempotent.
+    for _ in 0..2 {
+        let v = d.ok(d
+            .as_("admin", reqwest::Method::PUT, &format!("/v1/consents/{id}"))
+            .json(&json!({"consent": false}))
+            .send()
+            .unwrap());
+        assert_eq!(v["consent"], false);
+    }
+    refused(
+        d.as_("admin", reqwest::Method::PUT, "/v1/consents/w-1")
+            .json(&json!({"consent": false}))
+            .send()
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        Some("id"),
+    );
+    // Toggle flips; unknown ids are reported, not fatal.
+    let unknown = "r-72706b344e";
+    let t = d.ok(d.post("admin", "/v1/consents/toggle", json!({"ids": [id, unknown]})));
+    assert_eq!(t["results"][0], json!({"id": id, "outcome": "updated", "consent": true}));
+    assert_eq!(t["results"][1]["outcome"], "not_found");
+    // Search by each criterion.
+    assert_eq!(d.search("number=%2B49%20151%202345678").len(), 1);
+    assert_eq!(d.search("digits=5678").len(), 1);
+    assert_eq!(d.search("digits=99999").len(), 1);
+    assert_eq!(d.search("usage=whatsapp").len(), 1);
+    assert_eq!(d.search("consent=true").len(), 2);
+    assert_eq!(d.search("consent=false").len(), 0);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert_eq!(d.search(&format!("created_from={today}&created_to={today}")).len(), 2);
+    assert_eq!(d.search("created_to=2000-01-01").len(), 0);
+    refused(d.get("admin", "/v1/consents"), StatusCode::BAD_REQUEST, None);
+    refused(d.get("admin", "/v1/consents?usage=fax"), StatusCode::BAD_REQUEST, Some("usage"));
+    refused(d.get("admin", "/v1/consents?digits=12"), StatusCode::BAD_REQUEST, Some("digits"));
+    refused(
+        d.get("admin", "/v1/consents?created_from=yesterday"),
+        StatusCode::BAD_REQUEST,
+        Some("created_from"),
+    );
+    refused(d.get("admin", "/v1/consents?colour=red"), StatusCode::BAD_REQUEST, None);
+    refused(
+        d.get("admin", "/v1/consents?consent=true&cursor=zz"),
+        StatusCode::BAD_REQUEST,
+        Some("cursor"),
+    );
+    // Paging with a cursor walks every result once, in creation order.
+    let p1 = d.ok(d.get("admin", "/v1/consents?consent=true&limit=1"));
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let p2 = d.ok(d.get("admin", &format!("/v1/consents?consent=true&limit=1&cursor={cursor}")));
+    assert_eq!(p2["next_cursor"], Value::Null);
+    assert_ne!(p1["items"][0]["id"], p2["items"][0]["id"]);
+    assert!(p1["items"][0]["created_at"].as_str() <= p2["items"][0]["created_at"].as_str());
+    // Delete.
+    let r = d.ok(d.post("admin", "/v1/consents/delete", json!({"ids": [id, unknown]})));
+    assert_eq!(r["results"][0]["outcome"], "deleted");
+    assert_eq!(r["results"][1]["outcome"], "not_found");
+    assert!(d.search("digits=5678").is_empty());
+    // The audit trail: who did what, kept after the delete.
+    let a = d.ok(d.get("admin", "/v1/audit?number=%2B491512345678"));
+    let items = a["items"].as_array().unwrap();
+    let kinds: Vec<(Value, Value)> = items
+        .iter()
+        .map(|e| (e["before"]["consent"].clone(), e["after"]["consent"].clone()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Value::Null, json!(true)),
+            (json!(true), json!(false)),
+            (json!(false), json!(true)),
+            (json!(true), Value::Null)
+        ]
+    );
+    assert!(items.iter().all(|e| e["actor"] == "admin"));
+    let by_creator = d.ok(d.get("admin", "/v1/audit?actor=creator"));
+    assert_eq!(by_creator["items"].as_array().unwrap().len(), 1);
+    let page = d.ok(d.get("admin", "/v1/audit?limit=2"));
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let rest = d.ok(d.get("admin", &format!("/v1/audit?cursor={}", page["next_cursor"].as_str().unwrap())));
+    assert_eq!(rest["items"].as_array().unwrap().len(), 3);
+    assert_eq!(d.ok(d.get("admin", "/v1/audit?to=2000-01-01"))["items"], json!([]));
+}
+
+#[test]
+fn bad_requests_get_the_field_and_the_reason_and_write_nothing() {
+    let d = Daemon::start_with("[http]\nmax_json_kb = 4\nmax_import_mb = 1\n");
+    let post_raw = |body: &str| {
+        d.as_("admin", reqwest::Method::POST, "/v1/consents")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    refused(post_raw("{\"number\": \"+491512345678\", "), StatusCode::BAD_REQUEST, None);
+    refused(
+        post_raw("{\"number\": 491512345678, \"usage\": \"whatsapp\"}"),
+        StatusCode::BAD_REQUEST,
+        Some("number"),
+    );
+    refused(
+        post_raw("{\"number\": \"+491512345678\", \"usage\": \"fax\"}"),
+        StatusCode::BAD_REQUEST,
+        Some("usage"),
+    );
+    refused(
+        post_raw("{\"number\": \"+491512345678\", \"usage\": \"whatsapp\", \"admin\": true}"),
+        StatusCode::BAD_REQUEST,
+        Some("admin"),
+    );
+    let bad = refused(
+        post_raw("{\"number\": \"+49 151 CALL ME\", \"usage\": \"whatsapp\"}"),
+        StatusCode::BAD_REQUEST,
+        Some("number"),
+    );
+    assert!(bad["message"].as_str().unwrap().contains("not a digit"), "{bad}");
+    refused(
+        post_raw("{\"number\": \"+49 12\", \"usage\": \"whatsapp\"}"),
+        StatusCode::BAD_REQUEST,
+        Some("number"),
+    );
+    let ids: Vec<String> = (0..1000).map(|i| format!("w-{i:x}")).collect();
+    refused(
+        d.post("admin", "/v1/consents/delete", json!({ "ids": ids })),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        None,
+    );
+    refused(
+        d.post("admin", "/v1/consents/toggle", json!({"ids": ["w-1"]})),
+        StatusCode::BAD_REQUEST,
+        Some("ids[0]"),
+    );
+    refused(
+        d.post("admin", "/v1/consents/toggle", json!({"ids": "w-1"})),
+        StatusCode::BAD_REQUEST,
+        Some("ids"),
+    );
+    // An oversized header is refused by the HTTP layer.
+    let huge = "x".repeat(1 << 20);
+    let r = d
+        .as_("admin", reqwest::Method::GET, "/v1/consents?digits=123")
+        .header("x-big", huge)
+        .send();
+    assert!(r.map_or(true, |r| r.status().is_client_error()));
+    // An import over the size limit: 413 and nothing imported.
+    let mut big = String::from("phone,channel,consent,created_at,updated_at\n");
+    for i in 0..30_000 {
+        big.push_str(&format!(
+            "+4915{:08},whatsapp,true,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n",
+            10_000_000 + i
+        ));
+    }
+    assert!(big.len() > 1 << 20);
+    let r = d
+        .as_("admin", reqwest::Method::POST, "/v1/imports?mapping=generic-csv")
+        .body(big)
+        .send()
+        .unwrap();
+    refused(r, StatusCode::PAYLOAD_TOO_LARGE, None);
+    // Mapping names only, never paths.
+    let r = d
+        .as_("admin", reqwest::Method::POST, "/v1/imports?mapping=../tests/x")
+        .body("a")
+        .send()
+        .unwrap();
+    refused(r, StatusCode::BAD_REQUEST, Some("mapping"));
+    refused(d.get("admin", "/v1/exports?mapping=nope"), StatusCode::BAD_REQUEST, Some("mapping"));
+    assert!(d.search("created_from=1970-01-01").is_empty(), "nothing was written");
+    refused(d.get("admin", "/v1/nowhere"), StatusCode::NOT_FOUND, None);
+}
+
+#[test]
+fn saved_searches_belong_to_their_token() {
+    let d = Daemon::start();
+    d.ok(d.post("admin", "/v1/consents", json!({"number": "+491512345678", "usage": "whatsapp"})));
+    let s = d.post(
+        "viewer",
+        "/v1/searches",
+        json!({"name": "mine", "criteria": {"digits": "45 678", "usage": "whatsapp"}}),
+    );
+    assert_eq!(s.status(), StatusCode::CREATED);
+    assert_eq!(d.ok(s)["criteria"], json!({"digits": "45678", "usage": "whatsapp"}));
+    refused(
+        d.post("viewer", "/v1/searches", json!({"name": "bad", "criteria": {"digits": "1"}})),
+        StatusCode::BAD_REQUEST,
+        Some("criteria.digits"),
+    );
+    refused(
+        d.post("viewer", "/v1/searches", json!({"name": "empty", "criteria": {}})),
+        StatusCode::BAD_REQUEST,
+        Some("criteria"),
+    );
+    let list = d.ok(d.get("viewer", "/v1/searches"));
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    let res = d.ok(d.get("viewer", "/v1/searches/mine/results"));
+    assert_eq!(res["items"][0]["number"], "+491512345678");
+    // Another token sees nothing of it; manage may look with ?owner=.
+    assert_eq!(d.ok(d.get("dpo-office", "/v1/searches"))["items"], json!([]));
+    refused(d.get("dpo-office", "/v1/searches/mine/results"), StatusCode::NOT_FOUND, None);
+    refused(d.get("dpo-office", "/v1/searches?owner=viewer"), StatusCode::FORBIDDEN, None);
+    assert_eq!(d.ok(d.get("admin", "/v1/searches?owner=*"))["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        d.ok(d.get("admin", "/v1/searches/mine/results?owner=viewer"))["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let del = d.as_("viewer", reqwest::Method::DELETE, "/v1/searches/mine").send().unwrap();
+    assert_eq!(del.status(), StatusCode::NO_CONTENT);
+    refused(d.get("viewer", "/v1/searches/mine/results"), StatusCode::NOT_FOUND, None);
+}
+
+#[test]
+fn imports_and_exports_over_http() {
+    let d = Daemon::start();
+    let file = std::fs::read(fixture("generic.csv")).unwrap();
+    let rows = file.iter().filter(|b| **b == b'\n').count() - 1;
+    // A dry run reports and writes nothing.
+    let dry = d.ok(d
+        .as_("importer", reqwest::Method::POST, "/v1/imports?mapping=generic-csv&dry_run=true")
+        .body(file.clone())
+        .send()
+        .unwrap());
+    assert_eq!(dry["inserted"].as_u64().unwrap() as usize, rows);
+    assert!(d.search("created_from=1970-01-01").is_empty());
+    let r = d.ok(d
+        .as_("importer", reqwest::Method::POST, "/v1/imports?mapping=generic-csv&name=crm.csv")
+        .body(file.clone())
+        .send()
+        .unwrap());
+    assert_eq!(r["inserted"].as_u64().unwrap() as usize, rows);
+    assert_eq!(r["files"], json!(["crm.csv"]));
+    assert_eq!(d.search("created_from=1970-01-01").len(), rows);
+    // A file with a refused row: the rest is taken, the row reported with where and why; a caller
+    // without view does not see the refused value.
+    let mut text = String::from_utf8(file.clone()).unwrap();
+    text.push_str("+49 151 NOPE,whatsapp,true,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n");
+    let r = d.ok(d
+        .as_("importer", reqwest::Method::POST, "/v1/imports?mapping=generic-csv")
+        .body(text.clone())
+        .send()
+        .unwrap());
+    assert_eq!(r["rejected"], 1);
+    assert_eq!(r["unchanged"].as_u64().unwrap() as usize, rows);
+    let reject = &r["rejects"][0];
+    assert_eq!(reject["line"].as_u64().unwrap() as usize, rows + 2);
+    assert_eq!(reject["field"], "number (column phone)");
+    assert_eq!(reject["value"], Value::Null);
+    let r = d.ok(d
+        .as_("admin", reqwest::Method::POST, "/v1/imports?mapping=generic-csv&strict=true")
+        .body(text)
+        .send()
+        .unwrap());
+    assert_eq!(r["applied"], false);
+    assert_eq!(r["rejects"][0]["value"], "+49 151 NOPE");
+    // Export: the same rows back, streamed.
+    let out = d.get("importer", "/v1/exports?mapping=generic-csv");
+    assert_eq!(out.status(), StatusCode::OK);
+    assert_eq!(out.headers()["content-type"], "text/csv");
+    let body = out.text().unwrap();
+    assert_eq!(body.lines().count(), rows + 1);
+    let out = d.get("importer", "/v1/exports?mapping=generic-ndjson&usage=whatsapp");
+    let n = out.text().unwrap().lines().count();
+    assert_eq!(n, d.search("usage=whatsapp").len());
+    let metrics = d.http.get(d.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("consentd_imports_total{outcome=\"refused\"} 2"), "{metrics}");
+    assert!(metrics.contains("consentd_imports_total{outcome=\"clean\"} 1"), "{metrics}");
+    assert!(metrics.contains("consentd_imports_total{outcome=\"dry_run\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("consentd_import_records_total{{outcome=\"inserted\"}} {rows}")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("route=\"/v1/imports\",status=\"200\""), "{metrics}");
+    let total: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("consentd_consents{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total as usize, rows);
+    assert!(!metrics.contains("+49") && !metrics.contains("4915"), "no numbers in metrics");
+}
+
+#[test]
+fn a_dpo_sees_everything_held_on_a_number_and_purges_it() {
+    let d = Daemon::start();
+    let n = "+491512345678";
+    d.ok(d.post("admin", "/v1/consents", json!({"number": n, "usage": "whatsapp"})));
+    d.ok(d.post("ivr", "/v1/ivr/answer", json!({"number": n, "digit": "2", "call_id": "c-1"})));
+    d.ok(d.post("admin", "/v1/consents", json!({"number": "+491519999999", "usage": "whatsapp"})));
+    d.ok(d.post("viewer", "/v1/searches", json!({"name": "by number", "criteria": {"number": n}})));
+    d.ok(d.post("viewer", "/v1/searches", json!({"name": "other", "criteria": {"digits": "9999"}})));
+    let report = d.ok(d.get("dpo-office", "/v1/dpo/report?number=0151%202345678"));
+    let held = &report["numbers"][0];
+    assert_eq!(held["number"], n);
+    assert_eq!(held["consents"].as_array().unwrap().len(), 2);
+    assert_eq!(held["history"].as_array().unwrap().len(), 2);
+    assert_eq!(held["saved_searches"][0]["name"], "by number");
+    let by_digits = d.ok(d.get("dpo-office", "/v1/dpo/report?digits=5678"));
+    assert_eq!(by_digits["numbers"].as_array().unwrap().len(), 1);
+    refused(d.get("dpo-office", "/v1/dpo/report"), StatusCode::BAD_REQUEST, None);
+    // Purge: afterwards the report is empty, and only an event without the number remains.
+    let ev = d.ok(d.post("dpo-office", "/v1/dpo/purge", json!({"number": n})));
+    assert_eq!(ev["removed"], json!({"consents": 2, "audit_entries": 2, "saved_searches": 1}));
+    assert_eq!(ev["actor"], "dpo-office");
+    assert_eq!(
+        d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491512345678"))["numbers"],
+        json!([])
+    );
+    assert_eq!(d.ok(d.get("dpo-office", "/v1/dpo/report?digits=5678"))["numbers"], json!([]));
+    assert_eq!(d.ok(d.get("admin", "/v1/audit?number=%2B491512345678"))["items"], json!([]));
+    let all_audit = serde_json::to_string(&d.ok(d.get("admin", "/v1/audit?limit=1000"))).unwrap();
+    assert!(!all_audit.contains("1512345678"), "{all_audit}");
+    let events = d.ok(d.get("dpo-office", "/v1/audit/events"));
+    assert_eq!(events["items"][0]["kind"], "purge");
+    assert!(!events.to_string().contains("1512345678"));
+    assert_eq!(d.ok(d.get("viewer", "/v1/searches"))["items"].as_array().unwrap().len(), 1);
+    // The other number is untouched; the purge survives a restart.
+    assert_eq!(d.search("digits=9999").len(), 1);
+    // Reset empties the store, audited; it needs the confirmation typed out.
+    refused(
+        d.post("dpo-office", "/v1/dpo/reset", json!({"confirm": "yes"})),
+        StatusCode::BAD_REQUEST,
+        Some("confirm"),
+    );
+    let ev = d.ok(d.post("dpo-office", "/v1/dpo/reset", json!({"confirm": "DELETE ALL CONSENTS"})));
+    assert_eq!(ev["removed"]["consents"], 1);
+    assert!(d.search("created_from=1970-01-01").is_empty());
+    assert_eq!(
+        d.ok(d.get("admin", "/v1/audit?number=%2B491519999999"))["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn the_ivr_stores_answers_and_the_checks_answer_from_them() {
+    let d = Daemon::start();
+    let n = "%2B491512345678";
+    assert_eq!(
+        d.ok(d.get("viewer", &format!("/v1/checks/recording/{n}"))),
+        json!({"decision": "ask"})
+    );
+    let r = d.ok(d.post(
+        "ivr",
+        "/v1/ivr/answer",
+        json!({"number": "+491512345678", "digit": "1", "call_id": "abc"}),
+    ));
+    assert_eq!(r["outcome"], "inserted");
+    assert_eq!(r["consent"]["source"], "ivr");
+    assert_eq!(r["consent"]["usage"], "call_recording");
+    assert_eq!(
+        d.ok(d.get("viewer", &format!("/v1/checks/recording/{n}"))),
+        json!({"decision": "record"})
+    );
+    d.ok(d.post("ivr", "/v1/ivr/answer", json!({"number": "+491512345678", "digit": "2"})));
+    assert_eq!(
+        d.ok(d.get("viewer", &format!("/v1/checks/recording/{n}"))),
+        json!({"decision": "do_not_record"})
+    );
+    d.ok(d.post("ivr", "/v1/ivr/answer", json!({"number": "+491512345678", "accepted": true})));
+    assert_eq!(
+        d.ok(d.get("viewer", &format!("/v1/checks/recording/{n}"))),
+        json!({"decision": "record"})
+    );
+    for bad in [
+        json!({"number": "+491512345678", "digit": "3"}),
+        json!({"number": "+491512345678", "digit": "#"}),
+    ] {
+        refused(d.post("ivr", "/v1/ivr/answer", bad), StatusCode::BAD_REQUEST, Some("digit"));
+    }
+    refused(
+        d.post("ivr", "/v1/ivr/answer", json!({"number": "+491512345678"})),
+        StatusCode::BAD_REQUEST,
+        None,
+    );
+    refused(
+        d.post(
+            "ivr",
+            "/v1/ivr/answer",
+            json!({"number": "+491512345678", "digit": "1", "accepted": true}),
+        ),
+        StatusCode::BAD_REQUEST,
+        None,
+    );
+    refused(d.get("viewer", "/v1/checks/recording/12"), StatusCode::BAD_REQUEST, Some("number"));
+    let audit = d.ok(d.get("admin", "/v1/audit?number=%2B491512345678"));
+    assert!(audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["actor"] == "ivr" && e["source"] == "ivr"));
+
+    // WhatsApp: the 24-hour window at its edges, and templates with a given consent.
+    let check = |last: &str, at: &str| -> Value {
+        let q = format!(
+            "/v1/checks/whatsapp/{n}?last_customer_message_at={}&at={}",
+            urlencode(last),
+            urlencode(at)
+        );
+        d.ok(d.get("viewer", &q))
+    };
+    let last = "2025-03-01T10:00:00Z";
+    assert_eq!(check(last, "2025-03-02T09:59:59.999Z")["freeform"], true, "just inside");
+    assert_eq!(check(last, "2025-03-02T10:00:00Z")["freeform"], false, "exactly 24 h");
+    assert_eq!(check(last, "2025-03-02T10:00:00.001Z")["freeform"], false, "just outside");
+    assert_eq!(
+        check("2025-03-01T11:00:00+01:00", "2025-03-02T11:59:59+02:00")["freeform"],
+        true,
+        "other zones"
+    );
+    assert_eq!(
+        check("2025-03-01T11:00:00+01:00", "2025-03-02T06:00:00-04:00")["freeform"],
+        false,
+        "other zones"
+    );
+    let none = check(last, "2025-03-01T12:00:00Z");
+    assert_eq!(none["template"], false);
+    assert!(none["reason"].as_str().unwrap().contains("no WhatsApp consent"));
+    d.ok(d.post("admin", "/v1/consents", json!({"number": "+491512345678", "usage": "whatsapp"})));
+    let later = check(last, "2025-03-05T12:00:00Z");
+    assert_eq!((later["freeform"].clone(), later["template"].clone()), (json!(false), json!(true)));
+    let r = d.ok(d.get("viewer", &format!("/v1/checks/whatsapp/{n}")));
+    assert_eq!(r["freeform"], false, "no last message: the window is closed");
+    refused(
+        d.get("viewer", &format!("/v1/checks/whatsapp/{n}?last_customer_message_at=yesterday")),
+        StatusCode::BAD_REQUEST,
+        Some("last_customer_message_at"),
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+#[test]
+fn graceful_shutdown_loses_no_acknowledged_write() {
+    let mut d = Daemon::start();
+    let acked = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (d, acked) = (&d, &acked);
+            s.spawn(move || {
+                for i in 0..10_000u64 {
+                    let number = format!("+4916{t}{i:07}");
+                    let r = d
+                        .http
+                        .post(d.url("/v1/consents"))
+                        .bearer_auth("s-admin")
+                        .json(&json!({"number": number, "usage": "whatsapp"}))
+                        .send();
+                    match r {
+                        Ok(r) if r.status() == StatusCode::CREATED => acked.lock().unwrap().push(number),
+                        _ => break,
+                    }
+                }
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        d_stop(&d);
+    });
+    let status = d.child.take().unwrap().wait().unwrap();
+    assert!(status.success(), "the daemon exits 0 on SIGTERM");
+    let acked = acked.into_inner().unwrap();
+    assert!(acked.len() > 10, "some writes were acknowledged before the stop");
+    d.spawn();
+    let all: usize = {
+        let mut n = 0;
+        let mut cursor = String::new();
+        loop {
+            let v = d.ok(d.get("admin", &format!("/v1/consents?usage=whatsapp&limit=1000{cursor}")));
+            n += v["items"].as_array().unwrap().len();
+            match v["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break n,
+            }
+        }
+    };
+    assert!(all >= acked.len(), "held {all}, acknowledged {}", acked.len());
+    for number in acked.iter().step_by(97) {
+        assert_eq!(
+            d.search(&format!("number={}", urlencode(number))).len(),
+            1,
+            "acknowledged write lost"
+        );
+    }
+    let log = d.stop();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Sends SIGTERM without waiting (the writers are still running).
+fn d_stop(d: &Daemon) {
+    let pid = d.child.as_ref().unwrap().id();
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+}
+
+#[test]
+fn start_up_fails_clearly_when_the_port_is_taken_or_the_store_is_held() {
+    let d = Daemon::start();
+    let addr = d.base.trim_start_matches("http://").to_string();
+    // Another store, same port.
+    let other = tempfile::tempdir().unwrap();
+    let out = d
+        .command()
+        .arg("serve")
+        .env("CONSENTD_DATA_DIR", other.path())
+        .env("CONSENTD_LISTEN", &addr)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on"), "{err}");
+    // Same store, another port.
+    let out = d.command().arg("serve").env("CONSENTD_LISTEN", "127.0.0.1:0").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use") && err.contains("--server"), "{err}");
+}
+
+#[test]
+fn the_command_line_works_through_a_running_daemon() {
+    let d = Daemon::start();
+    let cli = |args: &[&str]| {
+        let out = d
+            .command()
+            .args(["--server", &d.base])
+            .args(args)
+            .env("CONSENTD_TOKEN", "s-admin")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = cli(&["import", "--mapping", "generic-csv", fixture("generic.csv").to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("inserted 20"), "{out}");
+    let (code, out, _) = cli(&["add", "0151 2345678", "--usage", "whatsapp"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("+491512345678 whatsapp: added"), "{out}");
+    let (_, out, _) = cli(&["toggle", "+491512345678"]);
+    assert!(out.contains("whatsapp: now false"), "{out}");
+    let (_, out, _) = cli(&["search", "--digits", "5678", "--json"]);
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["consent"], false);
+    let (_, out, _) = cli(&["set", "+491512345678", "--usage", "call_recording", "--consent", "false"]);
+    assert!(out.contains("set to false"), "{out}");
+    let (_, out, _) = cli(&["history", "+491512345678"]);
+    assert_eq!(out.lines().count(), 4, "{out}");
+    let (_, out, _) = cli(&["delete", "+491512345678"]);
+    assert!(
+        out.contains("call_recording: deleted") && out.contains("whatsapp: deleted"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.csv");
+    let (code, _, err) = cli(&["export", "--mapping", "generic-csv", "--output", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 21);
+    // A refused record: exit status 2, as without the daemon.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "phone,channel,consent,created_at,updated_at\n+49 151 X,whatsapp,true,,\n").unwrap();
+    let (code, out, _) = cli(&["import", "--mapping", "generic-csv", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    // The daemon's refusal reaches the user.
+    let out = d
+        .command()
+        .args(["--server", &d.base, "search", "--digits", "5678"])
+        .env("CONSENTD_TOKEN", "s-creator")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lacks the right"));
+}
