@@ -42,7 +42,7 @@ impl Right {
 /// A caller the token identified: its name (the actor in the audit trail) and rights.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub name: String,
+    pub name: Arc<str>,
     rights: u8,
 }
 
@@ -84,7 +84,7 @@ impl Caller {
 /// The configured tokens, by the SHA-256 of their secret.
 #[derive(Default)]
 pub struct Tokens {
-    by_hash: HashMap<[u8; 32], Arc<Caller>>,
+    by_hash: HashMap<[u8; 32], Caller>,
 }
 
 impl Tokens {
@@ -108,10 +108,10 @@ impl Tokens {
             if let Some(h) = hash {
                 by_hash.insert(
                     h,
-                    Arc::new(Caller {
-                        name: t.name.clone(),
+                    Caller {
+                        name: t.name.as_str().into(),
                         rights,
-                    }),
+                    },
                 );
             }
         }
@@ -126,7 +126,7 @@ impl Tokens {
         self.by_hash.is_empty()
     }
 
-    fn find(&self, secret: &str) -> Option<Arc<Caller>> {
+    fn find(&self, secret: &str) -> Option<Caller> {
         let h: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         self.by_hash.get(&h).cloned()
     }
@@ -148,6 +148,6 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .ok_or_else(|| unauthorized("the Authorization header is not Bearer <token>"))?;
         let caller = state.tokens.find(secret).ok_or_else(|| unauthorized("unknown token"))?;
-        Ok(Caller::clone(&caller))
+        Ok(caller)
     }
 }

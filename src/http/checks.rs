@@ -66,7 +66,7 @@ async fn ivr_answer(State(state): State<AppState>, caller: Caller, Body(b): Body
         return Err(ApiError::field("call_id", "at most 200 characters"));
     }
     let ctx = ChangeContext {
-        actor: caller.name.clone(),
+        actor: caller.name.to_string(),
         source: Source::Ivr,
         now: Timestamp::now(),
     };

@@ -100,7 +100,7 @@ async fn purge(State(state): State<AppState>, caller: Caller, Body(b): Body<Purg
     caller.require(Right::Dpo)?;
     let n = number(&state, "number", &b.number)?;
     let store = state.store.clone();
-    let actor = caller.name.clone();
+    let actor = caller.name.to_string();
     let event = blocking(move || Ok(store.purge(n, &actor, Timestamp::now())?)).await?;
     tracing::info!(actor = %caller.name, consents = event.removed.consents, audit_entries = event.removed.audit_entries, "A number was purged.");
     Ok(Json(event))
@@ -123,8 +123,8 @@ async fn reset(State(state): State<AppState>, caller: Caller, Body(b): Body<Rese
     }
     let store = state.store.clone();
     let ctx = ChangeContext {
-        actor: caller.name.clone(),
-        source: Source::Agent(caller.name.clone()),
+        actor: caller.name.to_string(),
+        source: Source::Agent(caller.name.to_string()),
         now: Timestamp::now(),
     };
     let event = blocking(move || Ok(store.reset(&ctx)?)).await?;

@@ -6,18 +6,17 @@ use crate::import::ImportReport;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// (method, route template, status).
-type RequestKey = (String, String, u16);
+/// Per route template: (method, status) → (count, seconds).
+type Requests = HashMap<String, BTreeMap<(String, u16), (u64, f64)>>;
 
 #[derive(Default)]
 pub struct Metrics {
-    /// Requests → (count, seconds).
-    requests: Mutex<BTreeMap<RequestKey, (u64, f64)>>,
+    requests: Mutex<Requests>,
     /// Import runs by outcome (`clean`, `refused`, `failed`, `dry_run`).
     imports: Mutex<BTreeMap<&'static str, u64>>,
     /// Imported records and consents by outcome.
@@ -51,19 +50,29 @@ impl Metrics {
 
 /// Middleware: counts each request by method, route template and status.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
-    let method = req.method().as_str().to_string();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let started = Instant::now();
     let response = next.run(req).await;
-    let key = (method, route, response.status().as_u16());
+    let seconds = started.elapsed().as_secs_f64();
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
+    let key = (method.as_str(), response.status().as_u16());
     let mut m = state.metrics.requests.lock().expect("metrics");
-    let e = m.entry(key).or_default();
-    e.0 += 1;
-    e.1 += started.elapsed().as_secs_f64();
+    // No allocation once a route and status have been seen: this runs on every request.
+    if !m.contains_key(route) {
+        m.insert(route.to_string(), BTreeMap::new());
+    }
+    let by_status = m.get_mut(route).expect("inserted above");
+    match by_status.iter_mut().find(|((m, s), _)| (m.as_str(), *s) == key) {
+        Some((_, e)) => {
+            e.0 += 1;
+            e.1 += seconds;
+        }
+        None => {
+            by_status.insert((key.0.to_string(), key.1), (1, seconds));
+        }
+    }
+    drop(m);
     response
 }
 
@@ -78,7 +87,17 @@ pub async fn render(State(state): State<AppState>) -> Response {
     let mut out = String::new();
     out.push_str("# HELP consentd_http_requests_total HTTP requests by method, route and status.\n");
     out.push_str("# TYPE consentd_http_requests_total counter\n");
-    let requests = state.metrics.requests.lock().expect("metrics").clone();
+    let requests: BTreeMap<_, _> = state
+        .metrics
+        .requests
+        .lock()
+        .expect("metrics")
+        .iter()
+        .flat_map(|(route, m)| {
+            m.iter()
+                .map(move |((method, status), v)| ((method.clone(), route.clone(), *status), *v))
+        })
+        .collect();
     for ((method, route, status), (n, _)) in &requests {
         let _ = writeln!(
             out,

@@ -80,7 +80,7 @@ async fn secure_headers(mut r: axum::response::Response) -> axum::response::Resp
 
 /// `GET /v1/me`: the caller's token name and rights (any valid token).
 async fn me(caller: Caller) -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"name": caller.name, "rights": caller.rights()}))
+    axum::Json(serde_json::json!({"name": &*caller.name, "rights": caller.rights()}))
 }
 
 /// A consent as the API shows it.
@@ -112,8 +112,8 @@ impl From<Consent> for ConsentView {
 /// The change context of a caller: the token's name is the actor, `agent:<name>` the source.
 pub fn agent(caller: &Caller) -> ChangeContext {
     ChangeContext {
-        actor: caller.name.clone(),
-        source: Source::Agent(caller.name.clone()),
+        actor: caller.name.to_string(),
+        source: Source::Agent(caller.name.to_string()),
         now: Timestamp::now(),
     }
 }

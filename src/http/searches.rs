@@ -39,8 +39,8 @@ struct OwnerParam {
 /// The owner a request acts for: the caller, or with `manage` another token (`*`: all, for listing).
 fn owner(caller: &Caller, asked: Option<&str>) -> Result<Option<String>, ApiError> {
     match asked {
-        None => Ok(Some(caller.name.clone())),
-        Some(o) if o == caller.name => Ok(Some(o.to_string())),
+        None => Ok(Some(caller.name.to_string())),
+        Some(o) if o == &*caller.name => Ok(Some(o.to_string())),
         Some(o) => {
             caller.require(Right::Manage)?;
             Ok((o != "*").then(|| o.to_string()))
@@ -66,7 +66,7 @@ async fn save(
     let parsed = parsed.require_one().map_err(|e| ApiError::field("criteria", e))?;
     let s = SavedSearch {
         name: name.to_string(),
-        owner: caller.name.clone(),
+        owner: caller.name.to_string(),
         criteria: b.criteria.normalised(&parsed),
         saved_at: Timestamp::now().to_rfc3339(),
     };

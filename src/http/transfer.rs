@@ -90,7 +90,7 @@ async fn import(
     drop(file);
     let name = p.name.clone().unwrap_or_else(|| "upload".into());
     let ctx = ChangeContext {
-        actor: caller.name.clone(),
+        actor: caller.name.to_string(),
         source: Source::Import(mapping.name.clone()),
         now: Timestamp::now(),
     };
