@@ -226,7 +226,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let stdout = &mut std::io::stdout().lock();
     match cli.command {
         Command::Serve => crate::app::serve(config)?,
-        Command::CheckConfig => writeln!(stdout, "The configuration is valid.")?,
+        Command::CheckConfig => {
+            for w in config.warnings() {
+                writeln!(stdout, "warning: {w}")?;
+            }
+            writeln!(stdout, "The configuration is valid.")?;
+        }
         Command::Import {
             mapping,
             files,
