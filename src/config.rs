@@ -35,6 +35,9 @@ pub struct Config {
     /// Who may call the API, and with which rights.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// External consent systems synced on a schedule.
+    #[serde(default)]
+    pub connectors: Vec<crate::connectors::ConnectorConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -226,6 +229,14 @@ impl Config {
                 if !RIGHTS.contains(&r.as_str()) {
                     problems.push(format!("{at}.rights: unknown right {r:?}, expected one of {}", RIGHTS.join(", ")));
                 }
+            }
+        }
+        let mut connector_names = std::collections::HashSet::new();
+        for (i, c) in self.connectors.iter().enumerate() {
+            let at = format!("{name}: connectors[{i}]");
+            problems.extend(c.problems(&at, &self.mappings_dir));
+            if !connector_names.insert(&c.name) {
+                problems.push(format!("{at}.name: {:?} is used by another connector", c.name));
             }
         }
         if problems.is_empty() {

@@ -1,0 +1,123 @@
+//! Connectors move bytes between consentd and other consent systems: over HTTP ([`http`]) or through
+//! files ([`file`]). They know nothing of consents: the mapping turns the bytes into consents and back.
+//! This module holds the `[[connectors]]` settings and their checks.
+
+pub mod file;
+pub mod http;
+
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// One external system: `[[connectors]]` in the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorConfig {
+    /// Unique; the source of what it pulls is `sync:<name>`.
+    pub name: String,
+    /// `http` or `file`.
+    pub transport: Transport,
+    /// `pull`, `push` or `both`.
+    pub direction: Direction,
+    /// The mapping (`mappings/NAME.toml`) that reads and writes the remote format.
+    pub mapping: String,
+    /// Cron: `sec min hour day-of-month month day-of-week` (or five fields without seconds).
+    pub schedule: String,
+    /// IANA time zone the schedule is read in (default UTC), e.g. `Europe/Berlin`.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Who wins a conflict: `newest` (default: the newer update time), `remote` or `local`.
+    #[serde(default)]
+    pub authority: Authority,
+    /// Run once at start-up when a scheduled run was missed while the daemon was down (default true).
+    #[serde(default = "yes")]
+    pub catch_up: bool,
+    /// Push: what a refused batch (4xx) does: `skip` (default: kept for inspection, later batches go on)
+    /// or `stop` (the run stops there and retries the batch next time).
+    #[serde(default)]
+    pub on_refused: OnRefused,
+    /// Push: changes per batch (default 1000).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default)]
+    pub http: Option<http::HttpOptions>,
+    #[serde(default)]
+    pub file: Option<file::FileOptions>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_batch() -> usize {
+    1000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Http,
+    File,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Pull,
+    Push,
+    Both,
+}
+
+impl Direction {
+    pub fn pulls(self) -> bool {
+        matches!(self, Direction::Pull | Direction::Both)
+    }
+    pub fn pushes(self) -> bool {
+        matches!(self, Direction::Push | Direction::Both)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Authority {
+    #[default]
+    Newest,
+    Remote,
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnRefused {
+    #[default]
+    Skip,
+    Stop,
+}
+
+impl ConnectorConfig {
+    /// Every problem with this connector, each prefixed with `at` (file and key).
+    pub fn problems(&self, at: &str, mappings_dir: &std::path::Path) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            p.push(format!("{at}.name: {:?} must be letters, digits, - and _", self.name));
+        }
+        if let Err(e) = crate::sync::schedule::Schedule::parse(&self.schedule, self.timezone.as_deref()) {
+            p.push(format!("{at}.schedule: {e}"));
+        }
+        if let Err(e) = crate::mapping::Mapping::load(&self.mapping, mappings_dir) {
+            p.push(format!("{at}.mapping: {:?}: {}", self.mapping, e.problems.join("; ")));
+        }
+        if self.batch_size == 0 {
+            p.push(format!("{at}.batch_size: must be at least 1"));
+        }
+        match (self.transport, &self.http, &self.file) {
+            (Transport::Http, Some(h), None) => p.extend(h.problems(&format!("{at}.http"), self.direction)),
+            (Transport::File, None, Some(f)) => p.extend(f.problems(&format!("{at}.file"), self.direction)),
+            (Transport::Http, _, _) => p.push(format!("{at}: transport http needs an [connectors.http] table and no file table")),
+            (Transport::File, _, _) => p.push(format!("{at}: transport file needs a [connectors.file] table and no http table")),
+        }
+        p
+    }
+}
+
+/// A directory option relative to the working directory.
+pub type Dir = PathBuf;
