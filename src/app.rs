@@ -23,13 +23,18 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         for w in config.warnings() {
             tracing::warn!("{w}");
         }
-        let state = AppState::new(store.clone(), config);
+        let config = Arc::new(config);
+        let sync = Arc::new(crate::sync::Sync::new(store.clone(), config.clone()).map_err(anyhow::Error::msg)?);
+        let scheduler = crate::sync::scheduler::Scheduler::start(sync.clone()).await?;
+        let state = AppState::new(store.clone(), config, sync);
         if state.tokens.is_empty() {
             tracing::warn!("No API token is enabled: every /v1 request will be refused. See [[tokens]] in the README.");
         }
         axum::serve(listener, crate::http::app(state))
             .with_graceful_shutdown(stop_signal())
             .await?;
+        // Sync runs finish the page, file or batch in hand, then stop.
+        scheduler.stop().await;
         store.flush()?;
         tracing::info!("consentd stopped; the store is flushed.");
         Ok(())

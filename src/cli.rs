@@ -123,6 +123,19 @@ pub enum Command {
         #[command(subcommand)]
         command: MappingCommand,
     },
+    /// Sync with external consent systems (the `[[connectors]]` of the config).
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCommand {
+    /// Run one connector now (pull and/or push) and print its report.
+    Run { name: String },
+    /// List the connectors with their schedule, next run and last run.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,6 +277,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 strict,
                 rejects,
                 chunk_records: config.import.chunk_records,
+                skip: None,
             };
             let report = crate::import::import(&store, &mapping, &mut inputs, &ctx, &phones, &opts)?;
             if json {
@@ -405,6 +419,42 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             print_history(stdout, history.as_array().map_or(&[][..], |a| a), json)?;
         }
         Command::Mapping { command } => return mapping_command(command, &config, stdout),
+        Command::Sync { command } => {
+            let store = std::sync::Arc::new(open_store()?);
+            let sync = crate::sync::Sync::new(store, std::sync::Arc::new(config.clone())).map_err(anyhow::Error::msg)?;
+            match command {
+                SyncCommand::Run { name } => {
+                    let report = sync.run_once(&name, "manual")?;
+                    serde_json::to_writer_pretty(&mut *stdout, &report)?;
+                    writeln!(stdout)?;
+                    if report.outcome != "ok" {
+                        return Ok(1);
+                    }
+                    if report.rejected > 0 {
+                        return Ok(EXIT_REFUSED);
+                    }
+                }
+                SyncCommand::List => {
+                    let now = Timestamp::now();
+                    for c in &sync.connectors {
+                        let s = sync.state(&c.cfg.name)?;
+                        let last = s
+                            .runs
+                            .last()
+                            .map_or("never".to_string(), |r| format!("{} {}", r.started, r.outcome));
+                        let next = c.schedule.next_after(now).map_or("-".to_string(), |t| t.to_rfc3339());
+                        writeln!(
+                            stdout,
+                            "{}: {:?} next {next}, last {last}, watermark {}, pushed up to #{}",
+                            c.cfg.name,
+                            c.cfg.schedule,
+                            s.watermark.as_deref().unwrap_or("-"),
+                            s.pushed_seq
+                        )?;
+                    }
+                }
+            }
+        }
     }
     Ok(0)
 }
@@ -496,6 +546,24 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
     match command {
         Command::Serve => bail!("serve runs the daemon itself; leave out --server"),
         Command::CheckConfig | Command::Mapping { .. } => unreachable!("run locally"),
+        Command::Sync { command } => match command {
+            SyncCommand::Run { name } => {
+                let report: serde_json::Value = client.json(client.post(&format!("/v1/sync/{name}/run")))?;
+                serde_json::to_writer_pretty(&mut *stdout, &report)?;
+                writeln!(stdout)?;
+                if report["outcome"] != "ok" {
+                    return Ok(1);
+                }
+                if report["rejected"].as_u64().unwrap_or(0) > 0 {
+                    return Ok(EXIT_REFUSED);
+                }
+            }
+            SyncCommand::List => {
+                let list: serde_json::Value = client.json(client.get("/v1/sync"))?;
+                serde_json::to_writer_pretty(&mut *stdout, &list["items"])?;
+                writeln!(stdout)?;
+            }
+        },
         Command::Import {
             mapping,
             files,

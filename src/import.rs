@@ -15,7 +15,10 @@ use std::time::Instant;
 /// Refused records kept in a report; the rest are counted (and all go to the rejects file).
 const REPORT_REJECTS: usize = 1000;
 
-#[derive(Debug, Clone)]
+/// Decides which incoming changes an import leaves out (counted as `skipped`).
+pub type Skip = std::sync::Arc<dyn Fn(&Incoming) -> bool + Send + Sync>;
+
+#[derive(Clone)]
 pub struct ImportOptions {
     /// Decide everything and report, write nothing.
     pub dry_run: bool,
@@ -25,6 +28,8 @@ pub struct ImportOptions {
     pub rejects: Option<PathBuf>,
     /// Consents decided and written together.
     pub chunk_records: usize,
+    /// Changes to leave out (sync: numbers a DPO purged after the remote record was written).
+    pub skip: Option<Skip>,
 }
 
 /// What an import did. Counts of consents, except `read` (records) and `rejected` (records).
@@ -41,6 +46,12 @@ pub struct ImportReport {
     pub unchanged: u64,
     pub deleted: u64,
     pub rejected: u64,
+    /// Changes left out on purpose (sync: purged numbers).
+    #[serde(default)]
+    pub skipped: u64,
+    /// The newest update (else creation) time among the records read: a pull's next watermark.
+    #[serde(skip)]
+    pub newest: Option<crate::domain::Timestamp>,
     /// The first refused records, with where and why.
     pub rejects: Vec<Reject>,
     pub seconds: f64,
@@ -239,7 +250,23 @@ pub fn import(
     };
     for input in inputs.iter_mut() {
         read_input(mapping, input, phones, &mut report, &mut rejects, &mut |incoming, report| {
-            chunk.extend_from_slice(incoming);
+            for i in incoming {
+                let at = match i.op {
+                    crate::domain::Op::Set {
+                        created_at, updated_at, ..
+                    } => updated_at.or(created_at),
+                    crate::domain::Op::Delete { at } => at,
+                    crate::domain::Op::Toggle => None,
+                };
+                if at.is_some() && at > report.newest {
+                    report.newest = at;
+                }
+                if opts.skip.as_ref().is_some_and(|skip| skip(i)) {
+                    report.skipped += 1;
+                } else {
+                    chunk.push(*i);
+                }
+            }
             if chunk.len() >= opts.chunk_records {
                 apply(&mut chunk, report)?;
             }

@@ -28,6 +28,30 @@ pub enum FormatKind {
     Xml,
 }
 
+impl FormatKind {
+    /// The media type of a body in this format.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            FormatKind::Csv => "text/csv",
+            FormatKind::Tsv => "text/tab-separated-values",
+            FormatKind::Json => "application/json",
+            FormatKind::Ndjson => "application/x-ndjson",
+            FormatKind::Xml => "application/xml",
+        }
+    }
+
+    /// The usual file name extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FormatKind::Csv => "csv",
+            FormatKind::Tsv => "tsv",
+            FormatKind::Json => "json",
+            FormatKind::Ndjson => "ndjson",
+            FormatKind::Xml => "xml",
+        }
+    }
+}
+
 /// How a file is laid out: the `[format]` table of a mapping file. [`FormatSpec::problems`] checks it;
 /// [`open_reader`] and [`open_writer`] refuse a spec with problems.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

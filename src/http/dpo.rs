@@ -38,6 +38,9 @@ struct Held {
     /// Every change to its consents (also of deleted ones): the proof of consent.
     history: Vec<AuditEntry>,
     saved_searches: Vec<SavedSearch>,
+    /// Per push connector, whether a purge of this number was delivered (`pending`, `delivered`,
+    /// `refused`, `failed`), found by the number's keyed hash.
+    erasures: Vec<(String, String)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,6 +63,7 @@ async fn report(State(state): State<AppState>, caller: Caller, Query(p): Query<R
         _ => return Err(ApiError::bad_request("give exactly one of number or digits")),
     };
     let store = state.store.clone();
+    let sync = state.sync.clone();
     let numbers = blocking(move || {
         numbers
             .into_iter()
@@ -76,6 +80,7 @@ async fn report(State(state): State<AppState>, caller: Caller, Query(p): Query<R
                         .collect::<Result<_, _>>()?,
                     history: store.history(n)?,
                     saved_searches: store.searches_naming(n)?,
+                    erasures: sync.erasure_status(&store.erasure_hash(n)?)?,
                 })
             })
             .filter(|h: &Result<Held, ApiError>| {
@@ -100,8 +105,23 @@ async fn purge(State(state): State<AppState>, caller: Caller, Body(b): Body<Purg
     caller.require(Right::Dpo)?;
     let n = number(&state, "number", &b.number)?;
     let store = state.store.clone();
+    let sync = state.sync.clone();
     let actor = caller.name.to_string();
-    let event = blocking(move || Ok(store.purge(n, &actor, Timestamp::now())?)).await?;
+    let event = blocking(move || {
+        // Push connectors are told to delete the number; the number is kept only until they are.
+        let held: Vec<_> = store
+            .history(n)?
+            .iter()
+            .map(|e| e.usage)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !held.is_empty() {
+            sync.queue_erasure(n, &held, &store.erasure_hash(n)?)?;
+        }
+        Ok(store.purge(n, &actor, Timestamp::now())?)
+    })
+    .await?;
     tracing::info!(actor = %caller.name, consents = event.removed.consents, audit_entries = event.removed.audit_entries, "A number was purged.");
     Ok(Json(event))
 }

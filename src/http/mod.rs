@@ -10,6 +10,7 @@ pub mod dpo;
 pub mod error;
 pub mod metrics;
 pub mod searches;
+pub mod sync;
 pub mod transfer;
 
 use crate::config::Config;
@@ -31,15 +32,17 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub tokens: Arc<Tokens>,
     pub metrics: Arc<metrics::Metrics>,
+    pub sync: Arc<crate::sync::Sync>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<Store>, config: Config) -> Self {
+    pub fn new(store: Arc<Store>, config: Arc<Config>, sync: Arc<crate::sync::Sync>) -> Self {
         Self {
             tokens: Arc::new(Tokens::from_config(&config)),
             store,
-            config: Arc::new(config),
+            config,
             metrics: Arc::new(metrics::Metrics::default()),
+            sync,
         }
     }
 }
@@ -53,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .merge(audit::router())
         .merge(dpo::router())
         .merge(checks::router())
+        .merge(sync::router())
         .layer(DefaultBodyLimit::max(json_limit))
         // Imports carry their own limit (http.max_import_mb) and stream to disk.
         .merge(transfer::router().layer(DefaultBodyLimit::disable()))

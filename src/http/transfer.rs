@@ -6,7 +6,6 @@ use super::auth::{Caller, Right};
 use super::error::{ApiError, Query};
 use super::{blocking, AppState};
 use crate::domain::{CriteriaText, Source, Timestamp};
-use crate::formats::FormatKind;
 use crate::import::{ImportOptions, ImportReport, Input};
 use crate::mapping::Mapping;
 use crate::store::ChangeContext;
@@ -99,6 +98,7 @@ async fn import(
         strict: p.strict,
         rejects: None,
         chunk_records: state.config.import.chunk_records,
+        skip: None,
     };
     let st = state.clone();
     let result = blocking(move || {
@@ -174,13 +174,8 @@ async fn export(State(state): State<AppState>, caller: Caller, Query(p): Query<E
         created_to: p.created_to,
     }
     .parse(&state.config.phone_parser())?;
-    let (content_type, ext) = match mapping.format().kind {
-        FormatKind::Csv => ("text/csv", "csv"),
-        FormatKind::Tsv => ("text/tab-separated-values", "tsv"),
-        FormatKind::Json => ("application/json", "json"),
-        FormatKind::Ndjson => ("application/x-ndjson", "ndjson"),
-        FormatKind::Xml => ("application/xml", "xml"),
-    };
+    let kind = mapping.format().kind;
+    let (content_type, ext) = (kind.media_type(), kind.extension());
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let store = state.store.clone();
     let name = mapping.name.clone();

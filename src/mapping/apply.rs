@@ -197,6 +197,29 @@ enum Cell<'m> {
 }
 
 pub fn to_out_record(m: &Mapping, consents: &[Consent]) -> OutRecord {
+    out_record(m, consents, None)
+}
+
+/// A record that removes a consent: its number, usage and the delete marker's first value; `None`
+/// when the mapping has no delete marker read from a field.
+pub fn to_out_delete(m: &Mapping, number: crate::domain::PhoneNumber, usage: crate::domain::Usage) -> Option<OutRecord> {
+    let d = m.spec.delete.as_ref()?;
+    let marker = d.values.first()?;
+    if !matches!(d.source.from, From::Field { .. }) {
+        return None;
+    }
+    let gone = Consent {
+        number,
+        usage,
+        consent: false,
+        created_at: Timestamp::from_millis(0),
+        updated_at: Timestamp::from_millis(0),
+        source: crate::domain::Source::Cli,
+    };
+    Some(out_record(m, &[gone], Some(marker)))
+}
+
+fn out_record(m: &Mapping, consents: &[Consent], delete: Option<&str>) -> OutRecord {
     let s = &m.spec;
     let json = matches!(s.format.kind, FormatKind::Json | FormatKind::Ndjson);
     let consent_bool = json && s.consent_values.token(true) == Some("true") && s.consent_values.token(false) == Some("false");
@@ -207,7 +230,11 @@ pub fn to_out_record(m: &Mapping, consents: &[Consent]) -> OutRecord {
         let mut cells: Vec<Option<Cell>> = s.columns.iter().map(|_| None).collect();
         set(&mut cells, &s.number, Cell::Value(OutValue::Text(first.number.to_string())));
         if let Some(d) = &s.delete {
-            set(&mut cells, &d.source, Cell::Value(OutValue::Text(String::new())));
+            set(
+                &mut cells,
+                &d.source,
+                Cell::Value(OutValue::Text(delete.unwrap_or_default().to_string())),
+            );
         }
         for c in group {
             let slot = s.slots.iter().find(|slot| match slot.usage {
@@ -218,6 +245,9 @@ pub fn to_out_record(m: &Mapping, consents: &[Consent]) -> OutRecord {
             if let SlotUsage::Read(src) = &slot.usage {
                 let token = s.usage_values.token(c.usage).unwrap_or(c.usage.as_str());
                 set(&mut cells, src, Cell::Value(OutValue::Text(token.to_string())));
+            }
+            if delete.is_some() {
+                continue;
             }
             let consent = match s.consent_values.token(c.consent) {
                 Some(t) if !consent_bool => OutValue::Text(t.to_string()),

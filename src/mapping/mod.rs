@@ -75,6 +75,12 @@ impl Mapping {
         apply::to_incoming(self, record, phones, out)
     }
 
+    /// A record that tells the remote system to remove a consent (the delete marker set); `None` when
+    /// the mapping has no delete marker column.
+    pub fn to_out_delete(&self, number: crate::domain::PhoneNumber, usage: crate::domain::Usage) -> Option<OutRecord> {
+        apply::to_out_delete(self, number, usage)
+    }
+
     /// Whether records group the consents of one number (wide or nested layouts); export then hands
     /// [`Mapping::to_out_record`] all consents of a number at once.
     pub fn groups_by_number(&self) -> bool {

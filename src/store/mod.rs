@@ -16,6 +16,8 @@
 //! - tree `searches` ([`searches`]): `owner · 0x00 · name` → a saved search (JSON, format byte first).
 //! - tree `events` ([`dpo`]): `seq (u64 BE)` → an administrative event without personal data (a purge,
 //!   a reset): when, who, what, how many (JSON, format byte first).
+//! - tree `sync` ([`sync`]): `connector · 0x00 · kind · 0x00 · id` → what sync keeps per connector
+//!   (state, imported files, dead letters, refused batches, erasures to push); JSON, format byte first.
 //! - tree `meta`: `format` → store format version; `applied` → the last seq applied to the maps;
 //!   `erasure_key` → the secret of the keyed hashes that recognise purged numbers; `purging` → a purge
 //!   in progress (finished on open).
@@ -33,6 +35,7 @@ pub mod dpo;
 mod keys;
 mod pages;
 pub mod searches;
+pub mod sync;
 
 use crate::domain::{Consent, Criteria, Decision, Incoming, PhoneNumber, Source, Timestamp, Usage};
 use keys::{RawChange, Stored};
@@ -212,6 +215,7 @@ pub struct Store {
     names: Names,
     searches: sled::Tree,
     events: sled::Tree,
+    sync: sled::Tree,
     /// One writer at a time.
     writer: Mutex<Writer>,
 }
@@ -272,6 +276,7 @@ impl Store {
             names: Names::open(db.open_tree("names")?)?,
             searches: db.open_tree("searches")?,
             events: db.open_tree("events")?,
+            sync: db.open_tree("sync")?,
             journal,
             meta,
             db,

@@ -1,5 +1,293 @@
-//! Scheduled sync with external consent systems: [`schedule`] (cron in a time zone), [`run`]
-//! (`run_once`: one pull and/or push of one connector), [`scheduler`] (tokio-cron-scheduler jobs that
-//! never overlap per connector). Connectors move bytes; mappings turn them into consents.
+//! Scheduled sync with external consent systems: [`schedule`] (cron in a time zone), [`run`] (one pull
+//! and/or push of one connector), [`scheduler`] (tokio-cron-scheduler timers; runs of one connector
+//! never overlap). Connectors move bytes; mappings turn them into consents and back.
 
+pub mod run;
 pub mod schedule;
+pub mod scheduler;
+
+use crate::config::Config;
+use crate::connectors::ConnectorConfig;
+use crate::domain::{Consent, PhoneNumber, Timestamp, Usage};
+use crate::mapping::Mapping;
+use crate::store::Store;
+use schedule::Schedule;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Runs kept per connector.
+const KEPT_RUNS: usize = 20;
+
+/// Where a connector stands, kept in the store after every page, file and batch.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectorState {
+    /// Pull: the newest update time seen by the last successful pull (RFC 3339).
+    pub watermark: Option<String>,
+    /// Push: the last change (sequence number) delivered or deliberately skipped.
+    pub pushed_seq: u64,
+    /// Scheduled ticks skipped because the previous run was still going.
+    pub skipped_ticks: u64,
+    /// The latest runs, oldest first.
+    pub runs: Vec<RunReport>,
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunReport {
+    /// `schedule`, `catch_up`, `manual`.
+    pub trigger: String,
+    pub started: String,
+    pub finished: Option<String>,
+    /// `ok`, `failed`, or `running`.
+    pub outcome: String,
+    pub pulled: u64,
+    pub inserted: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    pub rejected: u64,
+    pub skipped: u64,
+    pub pushed: u64,
+    pub push_refused: u64,
+    pub error: Option<String>,
+    pub watermark: Option<String>,
+}
+
+/// A purged number still to be deleted at one push connector. The number is kept only until then.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Erasure {
+    pub number: PhoneNumber,
+    pub usages: Vec<Usage>,
+    pub at: String,
+    #[serde(default)]
+    pub status: String,
+}
+
+/// Whether a purge reached a connector, by the number's keyed hash (no number).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErasureStatus {
+    /// `delivered`, `refused` or `failed` (retried next run).
+    pub status: String,
+    pub at: String,
+}
+
+impl From<&Erasure> for ErasureStatus {
+    fn from(e: &Erasure) -> Self {
+        Self {
+            status: e.status.clone(),
+            at: e.at.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PhoneNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PhoneNumber::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One record to push.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Set(Consent),
+    Delete(PhoneNumber, Usage),
+}
+
+/// Writes records in the mapping's format.
+pub fn encode(mapping: &Mapping, records: &[Outgoing]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    {
+        let mut w =
+            crate::formats::open_writer(mapping.format(), &mapping.out_columns(), None, Box::new(&mut body)).map_err(|e| e.to_string())?;
+        for r in records {
+            let rec = match r {
+                Outgoing::Set(c) => mapping.to_out_record(std::slice::from_ref(c)),
+                Outgoing::Delete(n, u) => match mapping.to_out_delete(*n, *u) {
+                    Some(rec) => rec,
+                    None => continue,
+                },
+            };
+            w.write(&rec).map_err(|e| e.to_string())?;
+        }
+        w.finish().map_err(|e| e.to_string())?;
+    }
+    Ok(body)
+}
+
+/// A connector ready to run: its settings, mapping and schedule.
+pub struct Connector {
+    pub cfg: ConnectorConfig,
+    pub mapping: Mapping,
+    pub schedule: Schedule,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("no connector named {0:?}")]
+    Unknown(String),
+    #[error("connector {0:?} is already running")]
+    Busy(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// All connectors, and which are running.
+pub struct Sync {
+    pub store: Arc<Store>,
+    pub config: Arc<Config>,
+    pub connectors: Vec<Arc<Connector>>,
+    running: Mutex<HashMap<String, Timestamp>>,
+    /// Set at shutdown: runs finish the page, file or batch in hand and stop.
+    pub stopping: AtomicBool,
+}
+
+impl Sync {
+    /// Loads every connector of the (checked) config.
+    pub fn new(store: Arc<Store>, config: Arc<Config>) -> Result<Self, String> {
+        let mut connectors = Vec::new();
+        for c in &config.connectors {
+            if let Some(f) = &c.file {
+                // Made up front, so people (and scripts) can drop files in before the first run.
+                for dir in f.dir.iter().chain(&f.out_dir) {
+                    std::fs::create_dir_all(dir).map_err(|e| format!("connector {}: cannot create {}: {e}", c.name, dir.display()))?;
+                }
+            }
+            connectors.push(Arc::new(Connector {
+                mapping: Mapping::load(&c.mapping, &config.mappings_dir).map_err(|e| e.to_string())?,
+                schedule: Schedule::parse(&c.schedule, c.timezone.as_deref())?,
+                cfg: c.clone(),
+            }));
+        }
+        Ok(Self {
+            store,
+            config,
+            connectors,
+            running: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    pub fn connector(&self, name: &str) -> Result<Arc<Connector>, SyncError> {
+        self.connectors
+            .iter()
+            .find(|c| c.cfg.name == name)
+            .cloned()
+            .ok_or_else(|| SyncError::Unknown(name.to_string()))
+    }
+
+    pub fn state(&self, name: &str) -> Result<ConnectorState, SyncError> {
+        Ok(self.store.sync_get(name, "state", b"")?.unwrap_or_default())
+    }
+
+    pub fn is_running(&self, name: &str) -> bool {
+        self.running.lock().expect("running").contains_key(name)
+    }
+
+    /// Counts a scheduled tick that found the previous run still going.
+    pub fn skipped_tick(&self, name: &str) -> Result<(), SyncError> {
+        let mut state = self.state(name)?;
+        state.skipped_ticks += 1;
+        self.store.sync_put(name, "state", b"", &state)?;
+        Ok(())
+    }
+
+    /// One pull and/or push of a connector (blocking). `Busy` if a run of it is going.
+    pub fn run_once(&self, name: &str, trigger: &str) -> Result<RunReport, SyncError> {
+        let c = self.connector(name)?;
+        {
+            let mut running = self.running.lock().expect("running");
+            if running.contains_key(name) {
+                return Err(SyncError::Busy(name.to_string()));
+            }
+            running.insert(name.to_string(), Timestamp::now());
+        }
+        let result = self.run_locked(&c, trigger);
+        self.running.lock().expect("running").remove(name);
+        result
+    }
+
+    fn run_locked(&self, c: &Connector, trigger: &str) -> Result<RunReport, SyncError> {
+        let name = &c.cfg.name;
+        let mut state = self.state(name)?;
+        let mut run = RunReport {
+            trigger: trigger.to_string(),
+            started: Timestamp::now().to_rfc3339(),
+            outcome: "running".into(),
+            ..Default::default()
+        };
+        state.runs.push(run.clone());
+        self.store.sync_put(name, "state", b"", &state)?;
+        tracing::info!(connector = %name, trigger, "Sync run started.");
+        let mut result = Ok(());
+        if c.cfg.direction.pulls() {
+            result = self.pull(c, &mut run, &mut state);
+        }
+        if result.is_ok() && c.cfg.direction.pushes() {
+            result = self.push(c, &mut run, &mut state);
+        }
+        // The push saved its position as it went; keep it, add this run.
+        let saved = self.state(name)?;
+        state.pushed_seq = state.pushed_seq.max(saved.pushed_seq);
+        state.skipped_ticks = saved.skipped_ticks;
+        run.finished = Some(Timestamp::now().to_rfc3339());
+        match result {
+            Ok(()) => run.outcome = "ok".into(),
+            Err(e) => {
+                tracing::warn!(connector = %name, error = %e, "Sync run failed.");
+                run.outcome = "failed".into();
+                run.error = Some(e);
+            }
+        }
+        state.runs.pop();
+        state.runs.push(run.clone());
+        let excess = state.runs.len().saturating_sub(KEPT_RUNS);
+        state.runs.drain(..excess);
+        self.store.sync_put(name, "state", b"", &state)?;
+        tracing::info!(
+            connector = %name,
+            outcome = %run.outcome,
+            pulled = run.pulled,
+            inserted = run.inserted,
+            updated = run.updated,
+            rejected = run.rejected,
+            pushed = run.pushed,
+            "Sync run finished."
+        );
+        Ok(run)
+    }
+
+    /// Queues a purged number's deletion for every push connector.
+    pub fn queue_erasure(&self, number: PhoneNumber, usages: &[Usage], hash: &str) -> Result<(), SyncError> {
+        for c in self.connectors.iter().filter(|c| c.cfg.direction.pushes()) {
+            let e = Erasure {
+                number,
+                usages: usages.to_vec(),
+                at: Timestamp::now().to_rfc3339(),
+                status: "pending".into(),
+            };
+            self.store.sync_put(&c.cfg.name, "erase", hash.as_bytes(), &e)?;
+        }
+        Ok(())
+    }
+
+    /// Per push connector: whether a purge (by the number's keyed hash) was delivered.
+    pub fn erasure_status(&self, hash: &str) -> Result<Vec<(String, String)>, SyncError> {
+        let mut out = Vec::new();
+        for c in self.connectors.iter().filter(|c| c.cfg.direction.pushes()) {
+            let name = &c.cfg.name;
+            if let Some(s) = self.store.sync_get::<ErasureStatus>(name, "erased", hash.as_bytes())? {
+                out.push((name.clone(), s.status));
+            } else if self.store.sync_get::<Erasure>(name, "erase", hash.as_bytes())?.is_some() {
+                out.push((name.clone(), "pending".into()));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,66 @@
+//! What sync keeps per connector: its state (watermark, pushed position, recent runs), the files it
+//! has imported, refused records (dead letters) and refused push batches, and erasures still to push.
+//! Values are JSON (format byte first); the sync module owns their shape, the store only keeps them.
+
+use super::{Result, Store, StoreError};
+use serde::{de::DeserializeOwned, Serialize};
+
+const SYNC_FORMAT: u8 = 1;
+
+fn key(connector: &str, kind: &str, id: &[u8]) -> Vec<u8> {
+    [connector.as_bytes(), &[0], kind.as_bytes(), &[0], id].concat()
+}
+
+fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T> {
+    match v.split_first() {
+        Some((&SYNC_FORMAT, json)) => serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(format!("sync entry: {e}"))),
+        _ => Err(StoreError::Corrupt("sync entry format".into())),
+    }
+}
+
+impl Store {
+    /// A connector's entry of one kind (`state`, `file`, `dead`, `refused`, `erase`) and id.
+    pub fn sync_get<T: DeserializeOwned>(&self, connector: &str, kind: &str, id: &[u8]) -> Result<Option<T>> {
+        self.sync.get(key(connector, kind, id))?.map(|v| decode(&v)).transpose()
+    }
+
+    /// Writes an entry and flushes: what sync records must survive a crash.
+    pub fn sync_put<T: Serialize>(&self, connector: &str, kind: &str, id: &[u8], value: &T) -> Result<()> {
+        let mut v = vec![SYNC_FORMAT];
+        serde_json::to_writer(&mut v, value).expect("serialisable");
+        self.sync.insert(key(connector, kind, id), v)?;
+        self.sync.flush()?;
+        Ok(())
+    }
+
+    pub fn sync_remove(&self, connector: &str, kind: &str, id: &[u8]) -> Result<bool> {
+        let found = self.sync.remove(key(connector, kind, id))?.is_some();
+        self.sync.flush()?;
+        Ok(found)
+    }
+
+    /// A connector's entries of one kind, by id: `(id, value)`.
+    pub fn sync_list<T: DeserializeOwned>(&self, connector: &str, kind: &str) -> Result<Vec<(Vec<u8>, T)>> {
+        let prefix = key(connector, kind, &[]);
+        self.sync
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k[prefix.len()..].to_vec(), decode(&v)?))
+            })
+            .collect()
+    }
+
+    /// The next id for a connector's entries of one kind (ascending, big-endian u64).
+    pub fn sync_next_id(&self, connector: &str, kind: &str) -> Result<u64> {
+        let prefix = key(connector, kind, &[]);
+        Ok(self
+            .sync
+            .scan_prefix(&prefix)
+            .keys()
+            .next_back()
+            .transpose()?
+            .and_then(|k| k[prefix.len()..].try_into().ok())
+            .map_or(1, |b| u64::from_be_bytes(b) + 1))
+    }
+}
