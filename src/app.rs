@@ -16,6 +16,8 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let config = Arc::new(config);
+        let sync = Arc::new(crate::sync::Sync::new(store.clone(), config.clone()).map_err(anyhow::Error::msg)?);
         let addr = listener.local_addr()?;
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "consentd is listening.");
         // Tests and scripts read the bound address (port 0 picks one) from this line.
@@ -23,8 +25,6 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         for w in config.warnings() {
             tracing::warn!("{w}");
         }
-        let config = Arc::new(config);
-        let sync = Arc::new(crate::sync::Sync::new(store.clone(), config.clone()).map_err(anyhow::Error::msg)?);
         let scheduler = crate::sync::scheduler::Scheduler::start(sync.clone()).await?;
         let state = AppState::new(store.clone(), config, sync);
         if state.tokens.is_empty() {

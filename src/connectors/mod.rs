@@ -100,8 +100,15 @@ impl ConnectorConfig {
         if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             p.push(format!("{at}.name: {:?} must be letters, digits, - and _", self.name));
         }
-        if let Err(e) = crate::sync::schedule::Schedule::parse(&self.schedule, self.timezone.as_deref()) {
+        if let Err(e) = crate::sync::schedule::Schedule::parse(&self.schedule, None) {
             p.push(format!("{at}.schedule: {e}"));
+        }
+        if let Some(Err(e)) = self
+            .timezone
+            .as_deref()
+            .map(|z| crate::sync::schedule::Schedule::parse("0 0 * * * *", Some(z)))
+        {
+            p.push(format!("{at}.timezone: {e}"));
         }
         if let Err(e) = crate::mapping::Mapping::load(&self.mapping, mappings_dir) {
             p.push(format!("{at}.mapping: {:?}: {}", self.mapping, e.problems.join("; ")));

@@ -85,7 +85,7 @@ async fn report(State(state): State<AppState>, caller: Caller, Query(p): Query<R
             })
             .filter(|h: &Result<Held, ApiError>| {
                 h.as_ref().map_or(true, |h| {
-                    !(h.consents.is_empty() && h.history.is_empty() && h.saved_searches.is_empty())
+                    !(h.consents.is_empty() && h.history.is_empty() && h.saved_searches.is_empty() && h.erasures.is_empty())
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()

@@ -125,8 +125,8 @@ async fn replay(
             now: Timestamp::now(),
         };
         let input = Input::once(&letter.origin, Box::new(std::io::Cursor::new(bytes)));
-        let report = crate::import::import(&st.store, &mapping, &mut [input], &ctx, &st.config.phone_parser(), &opts)
-            .map_err(ApiError::internal)?;
+        let report =
+            crate::import::import(&st.store, &mapping, &mut [input], &ctx, &st.config.phone_parser(), &opts).map_err(ApiError::internal)?;
         if report.rejected == 0 {
             st.store.sync_remove(&name, "dead", &key)?;
         } else {
