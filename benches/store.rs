@@ -41,6 +41,7 @@ fn main() {
         actor: "bench".into(),
         source: Source::Import("bench".into()),
         now: Timestamp::now(),
+        prefer: consentd::domain::Prefer::Newest,
     };
     let started = Instant::now();
     let mut batch = Vec::with_capacity(chunk);

@@ -235,6 +235,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         actor: format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "local".into())),
         source: Source::Cli,
         now: Timestamp::now(),
+        prefer: crate::domain::Prefer::Newest,
     };
     let stdout = &mut std::io::stdout().lock();
     match cli.command {

@@ -144,6 +144,18 @@ pub struct Incoming {
     pub op: Op,
 }
 
+/// Who wins when an incoming change meets a consent we hold (a sync connector's `authority`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Prefer {
+    /// The newer update time wins (the conflict rule of [`Incoming::decide`]).
+    #[default]
+    Newest,
+    /// The incoming side wins whatever the times (a remote system that is the authority).
+    Theirs,
+    /// What we hold stays; incoming changes only add consents we do not hold.
+    Ours,
+}
+
 /// What an incoming change does to the consent we hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -161,6 +173,36 @@ impl Incoming {
     /// times counts as `now`) does not overwrite it; the same value changes nothing; a new value is a new
     /// decision, so its creation time is the record's (or now).
     pub fn decide(&self, held: Option<&Consent>, source: &Source, now: Timestamp) -> Decision {
+        self.decide_preferring(held, source, now, Prefer::Newest)
+    }
+
+    /// [`Incoming::decide`] with another side preferred in a conflict.
+    pub fn decide_preferring(&self, held: Option<&Consent>, source: &Source, now: Timestamp, prefer: Prefer) -> Decision {
+        match (prefer, held, self.op) {
+            (Prefer::Ours, Some(_), Op::Set { .. } | Op::Delete { .. }) => return Decision::Unchanged,
+            (
+                Prefer::Theirs,
+                Some(h),
+                Op::Set {
+                    consent,
+                    created_at,
+                    updated_at,
+                },
+            ) if consent != h.consent => {
+                let at = updated_at.or(created_at).unwrap_or(now).max(h.updated_at);
+                let created = created_at.unwrap_or(at);
+                return Decision::Update(Consent {
+                    number: self.number,
+                    usage: self.usage,
+                    consent,
+                    created_at: created,
+                    updated_at: at.max(created),
+                    source: source.clone(),
+                });
+            }
+            (Prefer::Theirs, Some(_), Op::Delete { .. }) => return Decision::Delete,
+            _ => {}
+        }
         let make = |consent: bool, created: Timestamp, updated: Timestamp| Consent {
             number: self.number,
             usage: self.usage,
@@ -255,6 +297,20 @@ mod tests {
             set(true, "2024-03-01T00:00:00Z").decide(Some(&held()), &src, now),
             Decision::Unchanged
         );
+    }
+
+    #[test]
+    fn a_preferred_side_wins_whatever_the_times() {
+        let now = ts("2025-01-01T00:00:00Z");
+        let src = Source::Sync("crm".into());
+        let older = set(false, "2024-01-15T00:00:00Z");
+        assert!(matches!(older.decide_preferring(Some(&held()), &src, now, Prefer::Theirs), Decision::Update(c) if !c.consent));
+        let newer = set(false, "2024-06-01T00:00:00Z");
+        assert_eq!(newer.decide_preferring(Some(&held()), &src, now, Prefer::Ours), Decision::Unchanged);
+        assert!(matches!(
+            newer.decide_preferring(None, &src, now, Prefer::Ours),
+            Decision::Insert(_)
+        ));
     }
 
     #[test]

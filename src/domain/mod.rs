@@ -8,7 +8,7 @@ pub mod search;
 pub mod time;
 pub mod usage;
 
-pub use consent::{BadConsentId, Consent, ConsentId, Decision, Incoming, Op, Source};
+pub use consent::{BadConsentId, Consent, ConsentId, Decision, Incoming, Op, Prefer, Source};
 pub use phone::{Digits, PhoneError, PhoneNumber, PhoneParser};
 pub use search::{BadCriterion, Criteria, CriteriaError, CriteriaText};
 pub use time::Timestamp;

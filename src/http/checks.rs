@@ -69,6 +69,7 @@ async fn ivr_answer(State(state): State<AppState>, caller: Caller, Body(b): Body
         actor: caller.name.to_string(),
         source: Source::Ivr,
         now: Timestamp::now(),
+        prefer: crate::domain::Prefer::Newest,
     };
     let answer = Incoming {
         number: n,

@@ -146,6 +146,7 @@ async fn reset(State(state): State<AppState>, caller: Caller, Body(b): Body<Rese
         actor: caller.name.to_string(),
         source: Source::Agent(caller.name.to_string()),
         now: Timestamp::now(),
+        prefer: crate::domain::Prefer::Newest,
     };
     let event = blocking(move || Ok(store.reset(&ctx)?)).await?;
     tracing::warn!(actor = %caller.name, consents = event.removed.consents, "The consent store was reset.");

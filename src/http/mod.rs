@@ -119,6 +119,7 @@ pub fn agent(caller: &Caller) -> ChangeContext {
         actor: caller.name.to_string(),
         source: Source::Agent(caller.name.to_string()),
         now: Timestamp::now(),
+        prefer: crate::domain::Prefer::Newest,
     }
 }
 

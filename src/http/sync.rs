@@ -123,6 +123,7 @@ async fn replay(
             actor: caller.name.to_string(),
             source: crate::domain::Source::Sync(name.clone()),
             now: Timestamp::now(),
+            prefer: c.prefer(),
         };
         let input = Input::once(&letter.origin, Box::new(std::io::Cursor::new(bytes)));
         let report =

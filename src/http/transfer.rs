@@ -92,6 +92,7 @@ async fn import(
         actor: caller.name.to_string(),
         source: Source::Import(mapping.name.clone()),
         now: Timestamp::now(),
+        prefer: crate::domain::Prefer::Newest,
     };
     let opts = ImportOptions {
         dry_run: p.dry_run,

@@ -89,6 +89,8 @@ pub struct ChangeContext {
     pub actor: String,
     pub source: Source,
     pub now: Timestamp,
+    /// Who wins a conflict (sync connectors' `authority`; everything else: the newest).
+    pub prefer: crate::domain::Prefer,
 }
 
 /// What one incoming change did.
@@ -376,7 +378,7 @@ impl Store {
                 held = Some((*key, stored.map(|s| (s, self.consent(inc.number, inc.usage, &s)))));
             }
             let slot = &mut held.as_mut().expect("set above").1;
-            let (outcome, after) = match inc.decide(slot.as_ref().map(|(_, c)| c), &ctx.source, ctx.now) {
+            let (outcome, after) = match inc.decide_preferring(slot.as_ref().map(|(_, c)| c), &ctx.source, ctx.now, ctx.prefer) {
                 Decision::Insert(c) => (Outcome::Inserted, Some(Some(c))),
                 Decision::Update(c) => (Outcome::Updated, Some(Some(c))),
                 Decision::Delete => (Outcome::Deleted, Some(None)),
@@ -820,6 +822,7 @@ mod tests {
             actor: "cli:test".into(),
             source: Source::Import("generic-csv".into()),
             now: ts("2025-01-01T00:00:00Z"),
+            prefer: crate::domain::Prefer::Newest,
         }
     }
 

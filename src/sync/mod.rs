@@ -124,6 +124,17 @@ pub struct Connector {
     pub schedule: Schedule,
 }
 
+impl Connector {
+    /// Who wins a conflict in what this connector pulls.
+    pub fn prefer(&self) -> crate::domain::Prefer {
+        match self.cfg.authority {
+            crate::connectors::Authority::Newest => crate::domain::Prefer::Newest,
+            crate::connectors::Authority::Remote => crate::domain::Prefer::Theirs,
+            crate::connectors::Authority::Local => crate::domain::Prefer::Ours,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("no connector named {0:?}")]

@@ -160,6 +160,7 @@ impl Sync {
             actor: format!("sync:{}", c.cfg.name),
             source: Source::Sync(c.cfg.name.clone()),
             now: Timestamp::now(),
+            prefer: c.prefer(),
         };
         let report = crate::import::import(
             &self.store,
