@@ -198,6 +198,19 @@ file_name = "consents-{{seq}}.tsv"
     let files_c = list["items"].as_array().unwrap().iter().find(|c| c["name"] == "files").unwrap();
     assert!(files_c["runs"].as_array().unwrap().len() >= 5);
     assert!(files_c["next_run"].as_str().unwrap().ends_with("-01-01T00:00:00Z"), "{files_c}");
+    let metrics = d.http.get(d.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(
+        metrics.contains("consentd_sync_runs_total{connector=\"files\",outcome=\"ok\"} 6"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("consentd_sync_records_total{connector=\"files\",outcome=\"inserted\"} 21"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("consentd_sync_records_total{connector=\"files\",outcome=\"skipped\"} 1"),
+        "{metrics}"
+    );
     common::refused(
         d.post("viewer", "/v1/sync/files/run", Value::Null),
         reqwest::StatusCode::FORBIDDEN,

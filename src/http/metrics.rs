@@ -125,5 +125,44 @@ pub async fn render(State(state): State<AppState>) -> Response {
     for (k, n) in state.metrics.import_records.lock().expect("metrics").iter() {
         let _ = writeln!(out, "consentd_import_records_total{{outcome=\"{k}\"}} {n}");
     }
+    out.push_str("# HELP consentd_sync_runs_total Sync runs since start-up, by connector and outcome.\n");
+    out.push_str("# TYPE consentd_sync_runs_total counter\n");
+    let counters = state.sync.counters();
+    for ((connector, what), n) in &counters {
+        if let Some(outcome) = what.strip_prefix("run_") {
+            let _ = writeln!(
+                out,
+                "consentd_sync_runs_total{{connector=\"{connector}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+    out.push_str("# HELP consentd_sync_records_total Records pulled and pushed since start-up, by connector and outcome.\n");
+    out.push_str("# TYPE consentd_sync_records_total counter\n");
+    for ((connector, what), n) in &counters {
+        if !what.starts_with("run_") {
+            let _ = writeln!(
+                out,
+                "consentd_sync_records_total{{connector=\"{connector}\",outcome=\"{what}\"}} {n}"
+            );
+        }
+    }
+    out.push_str("# HELP consentd_sync_skipped_ticks_total Scheduled ticks skipped because a run was still going.\n");
+    out.push_str("# TYPE consentd_sync_skipped_ticks_total counter\n");
+    out.push_str("# HELP consentd_sync_watermark_seconds The pull watermark (newest update time pulled), Unix seconds.\n");
+    out.push_str("# TYPE consentd_sync_watermark_seconds gauge\n");
+    out.push_str("# HELP consentd_sync_pushed_seq The last change pushed, by connector.\n# TYPE consentd_sync_pushed_seq gauge\n");
+    for c in &state.sync.connectors {
+        let name = &c.cfg.name;
+        let Ok(s) = state.sync.state(name) else { continue };
+        let _ = writeln!(out, "consentd_sync_skipped_ticks_total{{connector=\"{name}\"}} {}", s.skipped_ticks);
+        if let Some(t) = s.watermark.as_deref().and_then(|w| crate::domain::Timestamp::parse_rfc3339(w).ok()) {
+            let _ = writeln!(
+                out,
+                "consentd_sync_watermark_seconds{{connector=\"{name}\"}} {}",
+                t.millis() as f64 / 1000.0
+            );
+        }
+        let _ = writeln!(out, "consentd_sync_pushed_seq{{connector=\"{name}\"}} {}", s.pushed_seq);
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

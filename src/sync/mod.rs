@@ -96,25 +96,35 @@ pub enum Outgoing {
     Delete(PhoneNumber, Usage),
 }
 
-/// Writes records in the mapping's format.
+/// Writes records in the mapping's format into a body.
 pub fn encode(mapping: &Mapping, records: &[Outgoing]) -> Result<Vec<u8>, String> {
     let mut body = Vec::new();
     {
-        let mut w =
-            crate::formats::open_writer(mapping.format(), &mapping.out_columns(), None, Box::new(&mut body)).map_err(|e| e.to_string())?;
-        for r in records {
-            let rec = match r {
-                Outgoing::Set(c) => mapping.to_out_record(std::slice::from_ref(c)),
-                Outgoing::Delete(n, u) => match mapping.to_out_delete(*n, *u) {
-                    Some(rec) => rec,
-                    None => continue,
-                },
-            };
-            w.write(&rec).map_err(|e| e.to_string())?;
-        }
+        let out = Box::new(&mut body);
+        let mut w = crate::formats::open_writer(mapping.format(), &mapping.out_columns(), None, out).map_err(|e| e.to_string())?;
+        write_records(mapping, &mut *w, records)?;
         w.finish().map_err(|e| e.to_string())?;
     }
     Ok(body)
+}
+
+/// Writes records through a writer; a deletion the mapping cannot express (no delete marker) is left
+/// out with a warning.
+pub fn write_records(mapping: &Mapping, w: &mut dyn crate::formats::RecordWriter, records: &[Outgoing]) -> Result<(), String> {
+    for r in records {
+        let rec = match r {
+            Outgoing::Set(c) => mapping.to_out_record(std::slice::from_ref(c)),
+            Outgoing::Delete(n, u) => match mapping.to_out_delete(*n, *u) {
+                Some(rec) => rec,
+                None => {
+                    tracing::warn!(mapping = %mapping.name, "A deletion is not pushed: the mapping has no delete marker.");
+                    continue;
+                }
+            },
+        };
+        w.write(&rec).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// A connector ready to run: its settings, mapping and schedule.
@@ -153,6 +163,8 @@ pub struct Sync {
     running: Mutex<HashMap<String, Timestamp>>,
     /// Set at shutdown: runs finish the page, file or batch in hand and stop.
     pub stopping: AtomicBool,
+    /// Since start-up, per (connector, what): runs by outcome and records by outcome, for `/metrics`.
+    counters: Mutex<std::collections::BTreeMap<(String, String), u64>>,
 }
 
 impl Sync {
@@ -178,6 +190,7 @@ impl Sync {
             connectors,
             running: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            counters: Mutex::new(Default::default()),
         })
     }
 
@@ -252,6 +265,24 @@ impl Sync {
                 run.error = Some(e);
             }
         }
+        {
+            let mut counters = self.counters.lock().expect("counters");
+            let mut add = |what: String, n: u64| *counters.entry((name.clone(), what)).or_default() += n;
+            add(format!("run_{}", run.outcome), 1);
+            for (what, n) in [
+                ("pulled", run.pulled),
+                ("inserted", run.inserted),
+                ("updated", run.updated),
+                ("unchanged", run.unchanged),
+                ("deleted", run.deleted),
+                ("rejected", run.rejected),
+                ("skipped", run.skipped),
+                ("pushed", run.pushed),
+                ("push_refused", run.push_refused),
+            ] {
+                add(what.to_string(), n);
+            }
+        }
         state.runs.pop();
         state.runs.push(run.clone());
         let excess = state.runs.len().saturating_sub(KEPT_RUNS);
@@ -296,6 +327,16 @@ impl Sync {
             }
         }
         Ok(out)
+    }
+
+    /// The counters since start-up: ((connector, what), count).
+    pub fn counters(&self) -> Vec<((String, String), u64)> {
+        self.counters
+            .lock()
+            .expect("counters")
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 
     pub fn stop(&self) {

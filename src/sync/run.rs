@@ -278,7 +278,8 @@ impl Sync {
             }
             outcome?;
         }
-        let mut file_records: Vec<super::Outgoing> = Vec::new();
+        // Files: one file per run with every change, written as the batches come (memory stays flat).
+        let mut file: Option<OutFile> = None;
         let (mut file_first, mut file_last) = (None, state.pushed_seq);
         loop {
             if self.stopping.load(Ordering::SeqCst) {
@@ -295,7 +296,13 @@ impl Sync {
             let records: Vec<super::Outgoing> = changes.iter().filter(|e| e.source != own).map(outgoing).collect();
             if http.is_none() {
                 // Files: one file per run with every change; written at the end.
-                file_records.extend(records);
+                if !records.is_empty() {
+                    if file.is_none() {
+                        file = Some(OutFile::create(c)?);
+                    }
+                    file.as_mut().expect("opened above").write(c, &records)?;
+                    run.pushed += records.len() as u64;
+                }
                 file_first.get_or_insert(first);
                 file_last = last;
                 continue;
@@ -336,9 +343,8 @@ impl Sync {
             self.save_state(name, state)?;
         }
         if http.is_none() && file_first.is_some() {
-            if !file_records.is_empty() {
-                self.deliver(c, None, &file_records, &format!("{}", file_last), file_last)?;
-                run.pushed += file_records.len() as u64;
+            if let Some(f) = file {
+                f.finish(c, file_last)?;
             }
             state.pushed_seq = file_last;
             self.save_state(name, state)?;
@@ -397,6 +403,44 @@ impl Sync {
         }
         let sets: Vec<super::Outgoing> = sets.into_iter().cloned().collect();
         self.deliver(c, Some(h), &sets, key, 0)
+    }
+}
+
+/// A push file being written: a hidden temporary name in the out directory, renamed when complete.
+struct OutFile {
+    tmp: PathBuf,
+    writer: Box<dyn crate::formats::RecordWriter>,
+}
+
+impl OutFile {
+    fn create(c: &super::Connector) -> Result<Self, String> {
+        let dir = c
+            .cfg
+            .file
+            .as_ref()
+            .and_then(|f| f.out_dir.as_ref())
+            .expect("checked: push needs out_dir");
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let tmp = dir.join(format!(".{}.partial", c.cfg.name));
+        let f = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        let out = Box::new(std::io::BufWriter::with_capacity(1 << 16, f));
+        let writer = crate::formats::open_writer(c.mapping.format(), &c.mapping.out_columns(), None, out).map_err(|e| e.to_string())?;
+        Ok(Self { tmp, writer })
+    }
+
+    fn write(&mut self, c: &super::Connector, records: &[super::Outgoing]) -> Result<(), String> {
+        super::write_records(&c.mapping, &mut *self.writer, records)
+    }
+
+    fn finish(self, c: &super::Connector, seq: u64) -> Result<(), String> {
+        let opts = c.cfg.file.as_ref().expect("checked");
+        let dir = opts.out_dir.as_ref().expect("checked");
+        self.writer.finish().map_err(|e| e.to_string())?;
+        std::fs::File::open(&self.tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| e.to_string())?;
+        let name = file_name(&opts.file_name, seq, c.mapping.format().kind.extension());
+        std::fs::rename(&self.tmp, dir.join(&name)).map_err(|e| format!("cannot rename {}: {e}", self.tmp.display()))
     }
 }
 
