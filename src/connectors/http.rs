@@ -193,6 +193,61 @@ impl HttpOptions {
         if self.read_timeout_secs == 0 || self.connect_timeout_secs == 0 {
             p.push(format!("{at}: timeouts must be at least 1 second"));
         }
+        for (name, value) in &self.headers {
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p.push(format!("{at}.headers: {name:?} is not a valid header name"));
+            } else if HeaderValue::from_str(value).is_err() {
+                p.push(format!("{at}.headers.{name}: {value:?} is not a valid header value"));
+            }
+        }
+        if let Some(Auth::Header { name, .. }) = &self.auth {
+            if HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p.push(format!("{at}.auth.name: {name:?} is not a valid header name"));
+            }
+        }
+        let at = format!("{at}.pagination");
+        match &self.pagination {
+            Pagination::None | Pagination::LinkHeader => {}
+            Pagination::Page {
+                param, size_param, size, ..
+            } => {
+                if param.is_empty() {
+                    p.push(format!("{at}.param: must not be empty"));
+                }
+                match (size_param, size) {
+                    (Some(_), Some(0)) => p.push(format!("{at}.size: must be at least 1")),
+                    (Some(sp), _) if sp.is_empty() => p.push(format!("{at}.size_param: must not be empty")),
+                    (Some(_), Some(_)) | (None, None) => {}
+                    (Some(_), None) => p.push(format!("{at}: size_param needs a size")),
+                    (None, Some(_)) => p.push(format!("{at}: size needs a size_param to be sent as")),
+                }
+            }
+            Pagination::Offset {
+                offset_param,
+                limit_param,
+                size,
+            } => {
+                if offset_param.is_empty() || limit_param.is_empty() {
+                    p.push(format!("{at}: offset_param and limit_param must not be empty"));
+                }
+                if *size == 0 {
+                    p.push(format!("{at}.size: must be at least 1"));
+                }
+            }
+            Pagination::Token { path, param } => {
+                if path.split('.').any(str::is_empty) {
+                    p.push(format!("{at}.path: {path:?} is not a dotted path such as \"meta.next_token\""));
+                }
+                if param.is_empty() {
+                    p.push(format!("{at}.param: must not be empty"));
+                }
+            }
+            Pagination::NextUrl { path } => {
+                if path.split('.').any(str::is_empty) {
+                    p.push(format!("{at}.path: {path:?} is not a dotted path such as \"links.next\""));
+                }
+            }
+        }
         p
     }
 }
@@ -1209,6 +1264,42 @@ mod tests {
         assert_eq!(without_query(&u), "https://me@x.test/c");
         assert_eq!(strip_userinfo("https://me:pw@x.test/c/{number}"), "https://x.test/c/{number}");
         assert_eq!(strip_userinfo("https://x.test/a@b"), "https://x.test/a@b");
+    }
+
+    #[test]
+    fn option_problems_name_the_key() {
+        let problems = |text: &str| {
+            let opts: HttpOptions = toml::from_str(&format!("url = \"https://x.test/c\"\n{text}")).unwrap();
+            opts.problems("c.toml: connectors[0].http", Direction::Pull)
+        };
+        assert!(problems("pagination = { style = \"token\", path = \"meta.next\", param = \"t\" }").is_empty());
+        assert!(problems("pagination = { style = \"page\", size_param = \"per\", size = 50 }").is_empty());
+        assert_eq!(
+            problems("pagination = { style = \"token\", path = \"meta..next\", param = \"\" }"),
+            [
+                "c.toml: connectors[0].http.pagination.path: \"meta..next\" is not a dotted path such as \"meta.next_token\"",
+                "c.toml: connectors[0].http.pagination.param: must not be empty"
+            ]
+        );
+        assert_eq!(
+            problems("pagination = { style = \"offset\", size = 0 }"),
+            ["c.toml: connectors[0].http.pagination.size: must be at least 1"]
+        );
+        assert_eq!(
+            problems("pagination = { style = \"page\", size = 10 }"),
+            ["c.toml: connectors[0].http.pagination: size needs a size_param to be sent as"]
+        );
+        assert_eq!(
+            problems("pagination = { style = \"next_url\", path = \"\" }"),
+            ["c.toml: connectors[0].http.pagination.path: \"\" is not a dotted path such as \"links.next\""]
+        );
+        assert_eq!(
+            problems("headers = { \"Bad Name\" = \"x\", X-Ok = \"line\\nbreak\" }"),
+            [
+                "c.toml: connectors[0].http.headers: \"Bad Name\" is not a valid header name",
+                "c.toml: connectors[0].http.headers.X-Ok: \"line\\nbreak\" is not a valid header value"
+            ]
+        );
     }
 
     #[test]
