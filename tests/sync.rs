@@ -269,3 +269,281 @@ deletes = "request"
         assert!(err.contains(expected), "{expected} missing from:\n{err}");
     }
 }
+
+/// A remote consent system on 127.0.0.1: serves its consents as JSON (`data.consents`), in pages with a
+/// next-page token, newer than `updated_since`; takes pushed batches, remembering them by idempotency
+/// key; can be told to fail pushes first or to answer slowly.
+#[derive(Default)]
+struct Remote {
+    consents: Vec<Value>,
+    page_size: usize,
+    /// (idempotency key, body) of every push received, including repeats.
+    pushes: Vec<(String, Value)>,
+    /// Pushes to answer with 500 before accepting.
+    fail_pushes: usize,
+    /// Pushes to refuse with 422.
+    refuse_pushes: usize,
+    page_delay_ms: u64,
+    /// `updated_since` of each GET.
+    since_seen: Vec<Option<String>>,
+}
+
+fn remote(state: std::sync::Arc<std::sync::Mutex<Remote>>) -> String {
+    use axum::extract::{Query, State};
+    use axum::routing::get;
+    type Shared = std::sync::Arc<std::sync::Mutex<Remote>>;
+    async fn pull(State(s): State<Shared>, Query(q): Query<std::collections::HashMap<String, String>>) -> axum::Json<Value> {
+        let delay = s.lock().unwrap().page_delay_ms;
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        let mut r = s.lock().unwrap();
+        let since = q.get("updated_since").cloned();
+        if q.get("page_token").is_none() {
+            r.since_seen.push(since.clone());
+        }
+        let mut items: Vec<&Value> = r
+            .consents
+            .iter()
+            .filter(|c| since.as_deref().is_none_or(|s| c["changed_at"].as_str().unwrap() >= s))
+            .collect();
+        items.sort_by_key(|c| c["changed_at"].as_str().unwrap().to_string());
+        let from: usize = q.get("page_token").map_or(0, |t| t.parse().unwrap());
+        let page: Vec<Value> = items.iter().skip(from).take(r.page_size).map(|v| (*v).clone()).collect();
+        let next = (from + page.len() < items.len()).then(|| (from + page.len()).to_string());
+        axum::Json(json!({"data": {"consents": page}, "next": next}))
+    }
+    async fn push(State(s): State<Shared>, headers: axum::http::HeaderMap, body: String) -> axum::http::StatusCode {
+        let mut r = s.lock().unwrap();
+        let key = headers
+            .get("idempotency-key")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        r.pushes.push((key, serde_json::from_str(&body).unwrap()));
+        if r.fail_pushes > 0 {
+            r.fail_pushes -= 1;
+            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+        }
+        if r.refuse_pushes > 0 {
+            r.refuse_pushes -= 1;
+            return axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+        }
+        axum::http::StatusCode::NO_CONTENT
+    }
+    let app = axum::Router::new().route("/consents", get(pull).post(push)).with_state(state);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+const REMOTE_MAPPING: &str = r#"
+[format]
+type = "json"
+records = "data.consents"
+[fields]
+number = { path = "msisdn" }
+usage = { path = "purpose" }
+consent = { path = "granted" }
+created = { path = "given_at", format = "rfc3339" }
+updated = { path = "changed_at", format = "rfc3339" }
+delete = { path = "status", values = ["deleted"] }
+[values]
+usage = { call_recording = ["recording"], whatsapp = ["whatsapp"] }
+"#;
+
+fn remote_consent(i: usize, granted: bool, changed: &str) -> Value {
+    json!({"msisdn": format!("+4915{:08}", 10_000_000 + i), "purpose": if i % 2 == 0 { "recording" } else { "whatsapp" },
+           "granted": granted, "given_at": "2024-01-01T00:00:00Z", "changed_at": changed})
+}
+
+fn remote_daemon(url: &str, extra: &str) -> (Daemon, tempfile::TempDir) {
+    let mappings = tempfile::tempdir().unwrap();
+    std::fs::write(mappings.path().join("remote-json.toml"), REMOTE_MAPPING).unwrap();
+    let config = format!(
+        r#"
+[[connectors]]
+name = "crm"
+transport = "http"
+direction = "both"
+mapping = "remote-json"
+schedule = "{NEVER}"
+catch_up = false
+batch_size = 3
+{extra}
+[connectors.http]
+url = "{url}/consents"
+auth = {{ type = "bearer", token_env = "CRM_TOKEN" }}
+pagination = {{ style = "token", path = "next", param = "page_token" }}
+since_param = "updated_since"
+retries = 3
+backoff_ms = 1
+max_backoff_ms = 5
+"#
+    );
+    std::env::set_var("CRM_TOKEN", "crm-secret");
+    (Daemon::start_with_mappings(&config, mappings.path()), mappings)
+}
+
+#[test]
+fn an_http_connector_pulls_pages_incrementally_and_pushes_our_changes_once() {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
+        page_size: 4,
+        ..Default::default()
+    }));
+    state.lock().unwrap().consents = (0..10)
+        .map(|i| remote_consent(i, i % 3 != 0, &format!("2025-01-01T00:00:{i:02}Z")))
+        .collect();
+    let url = remote(state.clone());
+    let (d, _m) = remote_daemon(&url, "");
+    let r = run(&d, "crm");
+    assert_eq!(
+        (r["outcome"].as_str(), r["pulled"].as_u64(), r["inserted"].as_u64()),
+        (Some("ok"), Some(10), Some(10)),
+        "{r}"
+    );
+    assert_eq!(r["watermark"], "2025-01-01T00:00:09Z");
+    assert_eq!(r["pushed"], 0, "pulled consents are not echoed back");
+    // Incremental: the next pull asks from the watermark; the record at the watermark comes again, unchanged.
+    state
+        .lock()
+        .unwrap()
+        .consents
+        .push(remote_consent(10, true, "2025-01-02T00:00:00Z"));
+    let r = run(&d, "crm");
+    assert_eq!(
+        (r["pulled"].as_u64(), r["inserted"].as_u64(), r["unchanged"].as_u64()),
+        (Some(2), Some(1), Some(1)),
+        "{r}"
+    );
+    assert_eq!(state.lock().unwrap().since_seen, [None, Some("2025-01-01T00:00:09Z".to_string())]);
+    // Our changes go out in batches of 3, with the mapping's format; a 500 is retried with the same key.
+    for i in 0..4 {
+        d.ok(d.post(
+            "admin",
+            "/v1/consents",
+            json!({"number": format!("+4917{:08}", 20_000_000 + i), "usage": "whatsapp"}),
+        ));
+    }
+    let id = d.search("number=%2B491720000000")[0]["id"].as_str().unwrap().to_string();
+    d.ok(d.post("admin", "/v1/consents/delete", json!({"ids": [id]})));
+    state.lock().unwrap().fail_pushes = 1;
+    let r = run(&d, "crm");
+    assert_eq!((r["outcome"].as_str(), r["pushed"].as_u64()), (Some("ok"), Some(5)), "{r}");
+    let pushes = state.lock().unwrap().pushes.clone();
+    assert_eq!(pushes.len(), 3, "two batches, the first sent twice: {pushes:?}");
+    assert_eq!(pushes[0].0, pushes[1].0, "a batch sent again carries the same idempotency key");
+    assert_ne!(pushes[1].0, pushes[2].0);
+    let sent: Vec<Value> = pushes[1..]
+        .iter()
+        .flat_map(|(_, b)| b["data"]["consents"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(sent.len(), 5);
+    assert!(
+        sent[..4].iter().all(|c| c["purpose"] == "whatsapp" && c["granted"] == true),
+        "{sent:?}"
+    );
+    assert_eq!(
+        (sent[4]["msisdn"].as_str(), sent[4]["status"].as_str()),
+        (Some("+491720000000"), Some("deleted")),
+        "{sent:?}"
+    );
+    // Nothing new: nothing sent.
+    let r = run(&d, "crm");
+    assert_eq!(r["pushed"], 0);
+    assert_eq!(state.lock().unwrap().pushes.len(), 3);
+    // A refused batch is kept with the answer and skipped.
+    d.ok(d.post("admin", "/v1/consents", json!({"number": "+491730000000", "usage": "whatsapp"})));
+    state.lock().unwrap().refuse_pushes = 1;
+    let r = run(&d, "crm");
+    assert_eq!((r["outcome"].as_str(), r["push_refused"].as_u64()), (Some("ok"), Some(1)), "{r}");
+    let refused = d.ok(d.get("importer", "/v1/sync/crm/refused"));
+    assert_eq!(refused["items"][0]["status"], 422);
+    assert_eq!(d.ok(d.get("importer", "/v1/sync"))["items"][0]["refused_batches"], 1);
+}
+
+#[test]
+fn a_failing_remote_fails_the_run_and_keeps_the_watermark() {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
+        page_size: 4,
+        ..Default::default()
+    }));
+    state.lock().unwrap().consents = (0..3).map(|i| remote_consent(i, true, "2025-01-01T00:00:00Z")).collect();
+    let url = remote(state.clone());
+    let (d, _m) = remote_daemon(&url, "");
+    run(&d, "crm");
+    drop(state);
+    // A remote that is gone: the run fails with the reason after its retries; nothing moves.
+    let (d2, _m2) = remote_daemon("http://127.0.0.1:9", "");
+    let r = run(&d2, "crm");
+    assert_eq!(r["outcome"], "failed");
+    assert!(r["error"].as_str().unwrap().contains("attempt"), "{r}");
+    assert_eq!(d2.ok(d2.get("importer", "/v1/sync"))["items"][0]["watermark"], Value::Null);
+    assert_eq!(d.ok(d.get("importer", "/v1/sync"))["items"][0]["watermark"], "2025-01-01T00:00:00Z");
+}
+
+#[test]
+fn a_daemon_killed_during_a_pull_and_a_push_finishes_on_restart_without_duplicates() {
+    let n = 3000;
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
+        page_size: 100,
+        page_delay_ms: 20,
+        ..Default::default()
+    }));
+    state.lock().unwrap().consents = (0..n)
+        .map(|i| remote_consent(i, i % 2 == 0, &format!("2025-01-01T00:{:02}:{:02}Z", i / 60 % 60, i % 60)))
+        .collect();
+    let url = remote(state.clone());
+    let (mut d, _m) = remote_daemon(&url, "");
+    // Start a run and kill the daemon while pages are still coming.
+    let base = d.base.clone();
+    let runner = std::thread::spawn(move || {
+        let _ = reqwest::blocking::Client::new()
+            .post(format!("{base}/v1/sync/crm/run"))
+            .bearer_auth("s-importer")
+            .send();
+    });
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let pid = d.child.as_ref().unwrap().id();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = d.child.take().unwrap().wait();
+    runner.join().unwrap();
+    d.spawn();
+    let before = count_all(&d);
+    assert!(before < n, "the kill came during the pull ({before} of {n} stored)");
+    state.lock().unwrap().page_delay_ms = 0;
+    let r = run(&d, "crm");
+    assert_eq!(r["outcome"], "ok", "{r}");
+    assert_eq!(count_all(&d), n, "every remote consent is held once");
+    // Each consent was inserted once: the audit trail holds exactly one change per consent.
+    let audit = d.ok(d.get("admin", "/v1/audit?limit=1000&actor=sync:crm"));
+    let mut changes = audit["items"].as_array().unwrap().len();
+    let mut next = audit["next_cursor"].as_str().map(str::to_string);
+    while let Some(c) = next {
+        let page = d.ok(d.get("admin", &format!("/v1/audit?limit=1000&actor=sync:crm&cursor={c}")));
+        changes += page["items"].as_array().unwrap().len();
+        next = page["next_cursor"].as_str().map(str::to_string);
+    }
+    assert_eq!(changes, n, "no consent applied twice");
+}
+
+/// Every consent held, paging through the search.
+fn count_all(d: &Daemon) -> usize {
+    let mut all = 0;
+    let mut cursor = String::new();
+    loop {
+        let page = d.ok(d.get("admin", &format!("/v1/consents?created_from=1970-01-01&limit=1000{cursor}")));
+        all += page["items"].as_array().unwrap().len();
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return all,
+        }
+    }
+}
