@@ -297,7 +297,7 @@ fn remote(state: std::sync::Arc<std::sync::Mutex<Remote>>) -> String {
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         let mut r = s.lock().unwrap();
         let since = q.get("updated_since").cloned();
-        if q.get("page_token").is_none() {
+        if !q.contains_key("page_token") {
             r.since_seen.push(since.clone());
         }
         let mut items: Vec<&Value> = r
@@ -357,7 +357,7 @@ usage = { call_recording = ["recording"], whatsapp = ["whatsapp"] }
 "#;
 
 fn remote_consent(i: usize, granted: bool, changed: &str) -> Value {
-    json!({"msisdn": format!("+4915{:08}", 10_000_000 + i), "purpose": if i % 2 == 0 { "recording" } else { "whatsapp" },
+    json!({"msisdn": format!("+4915{:08}", 10_000_000 + i), "purpose": if i.is_multiple_of(2) { "recording" } else { "whatsapp" },
            "granted": granted, "given_at": "2024-01-01T00:00:00Z", "changed_at": changed})
 }
 
@@ -495,7 +495,7 @@ fn a_daemon_killed_during_a_pull_and_a_push_finishes_on_restart_without_duplicat
         ..Default::default()
     }));
     state.lock().unwrap().consents = (0..n)
-        .map(|i| remote_consent(i, i % 2 == 0, &format!("2025-01-01T00:{:02}:{:02}Z", i / 60 % 60, i % 60)))
+        .map(|i| remote_consent(i, i.is_multiple_of(2), &format!("2025-01-01T00:{:02}:{:02}Z", i / 60 % 60, i % 60)))
         .collect();
     let url = remote(state.clone());
     let (mut d, _m) = remote_daemon(&url, "");
