@@ -362,6 +362,10 @@ fn remote_consent(i: usize, granted: bool, changed: &str) -> Value {
 }
 
 fn remote_daemon(url: &str, extra: &str) -> (Daemon, tempfile::TempDir) {
+    remote_daemon_on(url, extra, NEVER)
+}
+
+fn remote_daemon_on(url: &str, extra: &str, schedule: &str) -> (Daemon, tempfile::TempDir) {
     let mappings = tempfile::tempdir().unwrap();
     std::fs::write(mappings.path().join("remote-json.toml"), REMOTE_MAPPING).unwrap();
     let config = format!(
@@ -371,7 +375,7 @@ name = "crm"
 transport = "http"
 direction = "both"
 mapping = "remote-json"
-schedule = "{NEVER}"
+schedule = "{schedule}"
 catch_up = false
 batch_size = 3
 {extra}
@@ -545,5 +549,32 @@ fn count_all(d: &Daemon) -> usize {
             Some(c) => cursor = format!("&cursor={c}"),
             None => return all,
         }
+    }
+}
+
+#[test]
+fn runs_of_one_connector_never_overlap_and_skipped_ticks_are_counted() {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
+        page_size: 1,
+        page_delay_ms: 700,
+        ..Default::default()
+    }));
+    state.lock().unwrap().consents = (0..4).map(|i| remote_consent(i, true, "2025-01-01T00:00:00Z")).collect();
+    let url = remote(state.clone());
+    // Every second, while one run takes about three.
+    let (d, _m) = remote_daemon_on(&url, "", "* * * * * *");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let c = d.ok(d.get("importer", "/v1/sync"))["items"][0].clone();
+        if c["skipped_ticks"].as_u64().unwrap_or(0) >= 1 && c["runs"].as_array().unwrap().iter().any(|r| r["outcome"] == "ok") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no tick was skipped: {c}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // A run by hand while one is going is refused, not started twice.
+    let r = d.post("importer", "/v1/sync/crm/run", Value::Null);
+    if r.status() != reqwest::StatusCode::OK {
+        common::refused(r, reqwest::StatusCode::CONFLICT, None);
     }
 }
