@@ -229,57 +229,135 @@ pub fn import(
         }
         rejects = RejectsFile::new(mapping, None);
     }
-    let mut chunk: Vec<Incoming> = Vec::with_capacity(opts.chunk_records.min(1 << 20));
-    let apply = |chunk: &mut Vec<Incoming>, report: &mut ImportReport| -> Result<(), ImportError> {
-        for o in store.apply(chunk, ctx, opts.dry_run)? {
-            match o {
-                Outcome::Inserted => report.inserted += 1,
-                Outcome::Updated => report.updated += 1,
-                Outcome::Deleted => report.deleted += 1,
-                Outcome::Unchanged | Outcome::NotFound => report.unchanged += 1,
-            }
-        }
-        chunk.clear();
-        tracing::info!(
-            read = report.read,
-            inserted = report.inserted,
-            updated = report.updated,
-            "Import chunk written."
-        );
-        Ok(())
+    let mut session = Importer {
+        store,
+        mapping,
+        ctx,
+        phones,
+        opts,
+        report,
+        rejects,
+        chunk: Vec::with_capacity(opts.chunk_records.min(1 << 20)),
+        started,
     };
     for input in inputs.iter_mut() {
-        read_input(mapping, input, phones, &mut report, &mut rejects, &mut |incoming, report| {
-            for i in incoming {
-                let at = match i.op {
-                    crate::domain::Op::Set {
-                        created_at, updated_at, ..
-                    } => updated_at.or(created_at),
-                    crate::domain::Op::Delete { at } => at,
-                    crate::domain::Op::Toggle => None,
-                };
-                if at.is_some() && at > report.newest {
-                    report.newest = at;
-                }
-                if opts.skip.as_ref().is_some_and(|skip| skip(i)) {
-                    report.skipped += 1;
-                } else {
-                    chunk.push(*i);
-                }
-            }
-            if chunk.len() >= opts.chunk_records {
-                apply(&mut chunk, report)?;
-            }
-            Ok(())
-        })?;
+        session.add(input)?;
     }
-    if !chunk.is_empty() {
-        apply(&mut chunk, &mut report)?;
+    session.finish()
+}
+
+/// An import fed one input at a time (a sync pull's pages): changes of all inputs share chunks, so
+/// many small inputs cost what one large one does.
+pub struct Importer<'a> {
+    store: &'a Store,
+    mapping: &'a Mapping,
+    ctx: &'a ChangeContext,
+    phones: &'a PhoneParser,
+    opts: &'a ImportOptions,
+    report: ImportReport,
+    rejects: RejectsFile<'a>,
+    chunk: Vec<Incoming>,
+    started: Instant,
+}
+
+impl<'a> Importer<'a> {
+    /// A session without `strict` (which needs every input twice); `opts.strict` is ignored.
+    pub fn new(store: &'a Store, mapping: &'a Mapping, ctx: &'a ChangeContext, phones: &'a PhoneParser, opts: &'a ImportOptions) -> Self {
+        Importer {
+            store,
+            mapping,
+            ctx,
+            phones,
+            opts,
+            report: ImportReport {
+                mapping: mapping.name.clone(),
+                dry_run: opts.dry_run,
+                ..Default::default()
+            },
+            rejects: RejectsFile::new(mapping, opts.rejects.as_deref()),
+            chunk: Vec::with_capacity(opts.chunk_records.min(1 << 20)),
+            started: Instant::now(),
+        }
     }
-    rejects.finish()?;
-    report.applied = !opts.dry_run;
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+
+    /// The report so far (changes still in the chunk are not counted yet).
+    pub fn report(&self) -> &ImportReport {
+        &self.report
+    }
+
+    /// Reads one more input; its changes join the chunk, which is written whenever it is full.
+    pub fn add(&mut self, input: &mut Input) -> Result<(), ImportError> {
+        if !self.report.files.contains(&input.name) {
+            self.report.files.push(input.name.clone());
+        }
+        let (store, ctx, opts, chunk) = (self.store, self.ctx, self.opts, &mut self.chunk);
+        read_input(
+            self.mapping,
+            input,
+            self.phones,
+            &mut self.report,
+            &mut self.rejects,
+            &mut |incoming, report| {
+                for i in incoming {
+                    let at = match i.op {
+                        crate::domain::Op::Set {
+                            created_at, updated_at, ..
+                        } => updated_at.or(created_at),
+                        crate::domain::Op::Delete { at } => at,
+                        crate::domain::Op::Toggle => None,
+                    };
+                    if at.is_some() && at > report.newest {
+                        report.newest = at;
+                    }
+                    if opts.skip.as_ref().is_some_and(|skip| skip(i)) {
+                        report.skipped += 1;
+                    } else {
+                        chunk.push(*i);
+                    }
+                }
+                if chunk.len() >= opts.chunk_records {
+                    apply_chunk(store, ctx, opts, chunk, report)?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// Writes what is left and returns the report.
+    pub fn finish(mut self) -> Result<ImportReport, ImportError> {
+        if !self.chunk.is_empty() {
+            apply_chunk(self.store, self.ctx, self.opts, &mut self.chunk, &mut self.report)?;
+        }
+        self.rejects.finish()?;
+        self.report.applied = !self.opts.dry_run;
+        self.report.seconds = self.started.elapsed().as_secs_f64();
+        Ok(self.report)
+    }
+}
+
+fn apply_chunk(
+    store: &Store,
+    ctx: &ChangeContext,
+    opts: &ImportOptions,
+    chunk: &mut Vec<Incoming>,
+    report: &mut ImportReport,
+) -> Result<(), ImportError> {
+    for o in store.apply(chunk, ctx, opts.dry_run)? {
+        match o {
+            Outcome::Inserted => report.inserted += 1,
+            Outcome::Updated => report.updated += 1,
+            Outcome::Deleted => report.deleted += 1,
+            Outcome::Unchanged | Outcome::NotFound => report.unchanged += 1,
+        }
+    }
+    chunk.clear();
+    tracing::info!(
+        read = report.read,
+        inserted = report.inserted,
+        updated = report.updated,
+        "Import chunk written."
+    );
+    Ok(())
 }
 
 type Sink<'a> = dyn FnMut(&[Incoming], &mut ImportReport) -> Result<(), ImportError> + 'a;

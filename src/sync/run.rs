@@ -8,7 +8,7 @@ use super::{ConnectorState, Erasure, RunReport, Sync};
 use crate::connectors::http::{DeleteMode, Delivery, HttpConnector, Page};
 use crate::connectors::{OnRefused, Transport};
 use crate::domain::{Source, Timestamp};
-use crate::import::{ImportOptions, ImportReport, Input, Skip};
+use crate::import::{ImportOptions, ImportReport, Importer, Input, Skip};
 use crate::store::{AuditEntry, ChangeContext};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -59,17 +59,28 @@ impl Sync {
                 let http = HttpConnector::new(opts).map_err(|e| e.to_string())?;
                 let since = state.watermark.clone().or_else(|| opts.start_from.clone());
                 let mut newest = since.as_deref().and_then(|s| Timestamp::parse_rfc3339(s).ok());
+                // All pages go through one import session, so they share chunks: pulling a page of
+                // 10,000 costs what importing 10,000 rows of a big file does.
+                let rejects = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+                let (import_opts, ctx) = self.pull_setup(c, skip, rejects.path());
+                let phones = self.config.phone_parser();
+                let mut session = Importer::new(&self.store, &c.mapping, &ctx, &phones, &import_opts);
                 let result = http.pull(since.as_deref(), &mut |page: Page| {
                     if self.stopping.load(Ordering::SeqCst) {
                         return Err("the daemon is stopping".into());
                     }
-                    let report = self.import_body(c, &page.url, page.body, run, skip.clone())?;
-                    if report.newest > newest {
-                        newest = report.newest;
-                    }
-                    Ok(report.read)
+                    let before = session.report().read;
+                    session.add(&mut Input::once(&page.url, page.body)).map_err(|e| e.to_string())?;
+                    Ok(session.report().read - before)
                 });
+                // What was read is applied even when a later page failed: the watermark stays, so
+                // the next run reads it again and finds it unchanged.
+                let report = session.finish().map_err(|e| e.to_string())?;
+                self.account(c, &opts.url, &report, rejects.path(), run)?;
                 result.map_err(|e| e.to_string())?;
+                if report.newest > newest {
+                    newest = report.newest;
+                }
                 // The watermark moves only after the whole pull succeeded; records at exactly the
                 // watermark come again next time and are unchanged, so none is skipped.
                 state.watermark = newest.map(|t| t.to_rfc3339());
@@ -149,19 +160,7 @@ impl Sync {
         skip: Option<Skip>,
     ) -> Result<ImportReport, String> {
         let rejects = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-        let opts = ImportOptions {
-            dry_run: false,
-            strict: false,
-            rejects: Some(rejects.path().to_path_buf()),
-            chunk_records: self.config.import.chunk_records,
-            skip,
-        };
-        let ctx = ChangeContext {
-            actor: format!("sync:{}", c.cfg.name),
-            source: Source::Sync(c.cfg.name.clone()),
-            now: Timestamp::now(),
-            prefer: c.prefer(),
-        };
+        let (opts, ctx) = self.pull_setup(c, skip, rejects.path());
         let report = crate::import::import(
             &self.store,
             &c.mapping,
@@ -171,6 +170,37 @@ impl Sync {
             &opts,
         )
         .map_err(|e| e.to_string())?;
+        self.account(c, origin, &report, rejects.path(), run)?;
+        Ok(report)
+    }
+
+    /// How a pull imports: into the store as `sync:<name>`, refused records written to `rejects`.
+    fn pull_setup(&self, c: &super::Connector, skip: Option<Skip>, rejects: &Path) -> (ImportOptions, ChangeContext) {
+        let opts = ImportOptions {
+            dry_run: false,
+            strict: false,
+            rejects: Some(rejects.to_path_buf()),
+            chunk_records: self.config.import.chunk_records,
+            skip,
+        };
+        let ctx = ChangeContext {
+            actor: format!("sync:{}", c.cfg.name),
+            source: Source::Sync(c.cfg.name.clone()),
+            now: Timestamp::now(),
+            prefer: c.prefer(),
+        };
+        (opts, ctx)
+    }
+
+    /// Adds an import's figures to the run; its refused records become a dead letter.
+    fn account(
+        &self,
+        c: &super::Connector,
+        origin: &str,
+        report: &ImportReport,
+        rejects: &Path,
+        run: &mut RunReport,
+    ) -> Result<(), String> {
         run.pulled += report.read;
         run.inserted += report.inserted;
         run.updated += report.updated;
@@ -186,13 +216,13 @@ impl Sync {
                 origin: origin.to_string(),
                 rejected: report.rejected,
                 rejects: report.rejects.clone(),
-                records: hex::encode(std::fs::read(rejects.path()).unwrap_or_default()),
+                records: hex::encode(std::fs::read(rejects).unwrap_or_default()),
             };
             self.store
                 .sync_put(&c.cfg.name, "dead", &id.to_be_bytes(), &letter)
                 .map_err(|e| e.to_string())?;
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Leaves out records of purged numbers unless they are newer than the purge.
