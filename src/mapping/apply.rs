@@ -89,7 +89,6 @@ impl TimeFormat {
 
     /// Writes a time as the mapping reads it; epoch times are JSON numbers when `numbers`.
     fn write(&self, t: Timestamp, numbers: bool) -> OutValue {
-        let dt = t.to_datetime().with_timezone(&self.tz);
         let mut s = String::new();
         let pattern = match &self.kind {
             TimeKind::EpochS | TimeKind::EpochMs => {
@@ -106,7 +105,7 @@ impl TimeFormat {
             TimeKind::WithOffset(p) | TimeKind::Local(p) | TimeKind::Date(p) => p,
         };
         // The pattern was tried when the mapping was loaded, so writing it cannot fail.
-        let _ = write!(s, "{}", dt.format(pattern));
+        let _ = write!(s, "{}", t.to_datetime().with_timezone(&self.tz).format(pattern));
         OutValue::Text(s)
     }
 }
