@@ -86,9 +86,10 @@ impl Mapping {
         apply::out_columns(self)
     }
 
-    /// One record to write from consents of one number (one consent unless `groups_by_number`).
-    pub fn to_out_record(&self, consents: &[Consent]) -> OutRecord {
-        apply::to_out_record(self, consents)
+    /// Fills `out` with the record to write for consents of one number (one consent unless
+    /// `groups_by_number`). Values name their column by its index in [`Mapping::out_columns`].
+    pub fn to_out_record(&self, consents: &[Consent], out: &mut OutRecord) {
+        apply::to_out_record(self, consents, out)
     }
 
     /// A refused record, to write back in the input's format (`--rejects`).
