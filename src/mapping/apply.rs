@@ -252,9 +252,7 @@ pub fn to_out_record(m: &Mapping, consents: &[Consent], out: &mut OutRecord) {
             }
             match *cell {
                 None => {}
-                Some(Cell::Number(number)) => out.push_text_with(part, i, |t| {
-                    let _ = write!(t, "{number}");
-                }),
+                Some(Cell::Number(number)) => out.push_text_with(part, i, |t| number.push_to(t)),
                 Some(Cell::Value(v)) => out.push(part, i, v),
                 Some(Cell::Time(t, format)) => match format.number(t) {
                     Some(n) if json => out.push(part, i, OutValue::Int(n)),
