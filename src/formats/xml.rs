@@ -330,7 +330,12 @@ fn escape(s: &str, attr: bool) -> Cow<'_, str> {
         ' ' => attr || !(i == 0 || i + 1 == s.len()),
         _ => true,
     };
-    if s.char_indices().all(|(i, c)| keep(i, c)) {
+    // Most values have nothing to escape; bytes are quicker to look at than chars.
+    let plain = s
+        .bytes()
+        .all(|b| !matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'' | b'\r' | b'\n' | b'\t'))
+        && (attr || !(s.starts_with(' ') || s.ends_with(' ')));
+    if plain || s.char_indices().all(|(i, c)| keep(i, c)) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
