@@ -8,14 +8,14 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter};
 
-/// An element as read or to be written: local name, attributes, own text, child elements.
+/// An element as read: local name, attributes, own text, child elements.
 #[derive(Debug, Default)]
 struct Elem {
     name: String,
     attrs: Vec<(String, String)>,
     text: String,
     children: Vec<Elem>,
-    /// The line its start tag ends on (reading only).
+    /// The line its start tag ends on.
     line: u64,
 }
 
