@@ -55,35 +55,33 @@ impl Timestamp {
     /// RFC 3339 in UTC with `Z`, milliseconds only when there are some. Export writes one or two per
     /// record, so years 0-9999 are written digit by digit rather than through `fmt`.
     pub fn write_rfc3339(self, out: &mut String) {
-        let days = self.0.div_euclid(86_400_000);
-        let ms_of_day = self.0.rem_euclid(86_400_000);
-        let (y, mo, d) = civil_from_days(days);
-        if !(0..=9999).contains(&y) {
+        let (y, mo, d) = civil_from_days(self.0.div_euclid(86_400_000));
+        let Ok(y @ 0..=9999) = u32::try_from(y) else {
             return self.write_rfc3339_fmt(out);
-        }
-        let s = ms_of_day / 1000;
-        let mut b = *b"0000-00-00T00:00:00.000Z";
-        let mut put = |at: usize, n: i64, width: usize| {
-            let mut n = n;
-            for i in (at..at + width).rev() {
-                b[i] = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
         };
-        put(0, y, 4);
-        put(5, mo, 2);
-        put(8, d, 2);
-        put(11, s / 3600, 2);
-        put(14, s / 60 % 60, 2);
-        put(17, s % 60, 2);
-        let ms = ms_of_day % 1000;
-        if ms == 0 {
+        let ms_of_day = self.0.rem_euclid(86_400_000) as u32;
+        let (s, ms) = (ms_of_day / 1000, ms_of_day % 1000);
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        let mut two = |at: usize, n: u32| {
+            b[at] = b'0' + (n / 10) as u8;
+            b[at + 1] = b'0' + (n % 10) as u8;
+        };
+        two(0, y / 100);
+        two(2, y % 100);
+        two(5, mo);
+        two(8, d);
+        two(11, s / 3600);
+        two(14, s / 60 % 60);
+        two(17, s % 60);
+        two(21, ms % 100);
+        let len = if ms == 0 {
             b[19] = b'Z';
-            out.push_str(std::str::from_utf8(&b[..20]).expect("ASCII digits"));
+            20
         } else {
-            put(20, ms, 3);
-            out.push_str(std::str::from_utf8(&b).expect("ASCII digits"));
-        }
+            b[20] = b'0' + (ms / 100) as u8;
+            24
+        };
+        out.push_str(std::str::from_utf8(&b[..len]).expect("ASCII digits"));
     }
 
     /// [`Self::write_rfc3339`] through chrono and `fmt`, for any year.
@@ -109,16 +107,16 @@ impl Timestamp {
 
 /// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's
 /// `civil_from_days`, <https://howardhinnant.github.io/date_algorithms.html>).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
+    let doe = z.rem_euclid(146_097) as u32;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    (i64::from(yoe) + era * 400 + i64::from(m <= 2), m, d)
 }
 
 impl fmt::Display for Timestamp {

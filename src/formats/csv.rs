@@ -274,22 +274,29 @@ impl<'w> CsvWriter<'w> {
     }
 }
 
+impl CsvWriter<'_> {
+    /// Appends each value to its place in the row.
+    fn fill(&mut self, values: OutValues<'_>) -> Result<(), FormatError> {
+        for (column, value) in values.iter() {
+            let place = self.places.get(column).ok_or_else(|| no_column(column, self.places.len()))?;
+            value.push_to(&mut self.row[*place]);
+        }
+        Ok(())
+    }
+}
+
 impl RecordWriter for CsvWriter<'_> {
     fn write(&mut self, record: &OutRecord) -> Result<(), FormatError> {
-        let parent = record.parent();
-        let columns = self.places.len();
-        let mut row = |child: Option<OutValues>| -> Result<(), FormatError> {
+        let children = record.children();
+        // A record without children is written as a row of its parent's values.
+        let parent_only = (children.len() == 0).then(OutValues::default);
+        for child in children.chain(parent_only) {
             self.row.iter_mut().for_each(String::clear);
-            for (column, value) in parent.iter().chain(child.into_iter().flat_map(OutValues::iter)) {
-                let place = self.places.get(column).ok_or_else(|| no_column(column, columns))?;
-                value.push_to(&mut self.row[*place]);
-            }
-            self.out.write_record(&self.row).map_err(write_error)
-        };
-        if record.children().len() == 0 {
-            return row(None);
+            self.fill(record.parent())?;
+            self.fill(child)?;
+            self.out.write_record(&self.row).map_err(write_error)?;
         }
-        record.children().try_for_each(|child| row(Some(child)))
+        Ok(())
     }
 
     fn write_raw(&mut self, row: &[String]) -> Result<(), FormatError> {

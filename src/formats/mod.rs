@@ -340,7 +340,7 @@ impl OutRecord {
 }
 
 /// The values of a parent or of one child: (column, value) pairs in the order they were pushed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct OutValues<'r> {
     text: &'r str,
     fields: &'r [OutField],
@@ -357,17 +357,20 @@ impl<'r> OutValues<'r> {
 
     /// The `i`-th value.
     pub fn get(&self, i: usize) -> (usize, OutValue<'r>) {
-        let f = self.fields[i];
+        self.value(&self.fields[i])
+    }
+
+    pub fn iter(self) -> impl ExactSizeIterator<Item = (usize, OutValue<'r>)> {
+        self.fields.iter().map(move |f| self.value(f))
+    }
+
+    fn value(&self, f: &OutField) -> (usize, OutValue<'r>) {
         let value = match f.value {
             Stored::Text(start, end) => OutValue::Text(&self.text[start..end]),
             Stored::Bool(b) => OutValue::Bool(b),
             Stored::Int(i) => OutValue::Int(i),
         };
         (f.column, value)
-    }
-
-    pub fn iter(self) -> impl ExactSizeIterator<Item = (usize, OutValue<'r>)> {
-        (0..self.fields.len()).map(move |i| self.get(i))
     }
 
     /// The columns, in order: what decides how a writer lays the values out.
