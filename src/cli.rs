@@ -270,7 +270,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 })
                 .collect();
             let ctx = ChangeContext {
-                source: Source::Import(mapping.name.clone()),
+                source: Source::Import(mapping.name.as_str().into()),
                 ..ctx()
             };
             let opts = ImportOptions {

@@ -1,7 +1,7 @@
 //! Exports: consents matching any criteria (none: all) written through a mapping, streamed.
 
 use crate::domain::{Consent, Criteria};
-use crate::formats::{self, FormatError};
+use crate::formats::{self, FormatError, OutRecord};
 use crate::mapping::Mapping;
 use crate::store::{Store, StoreError};
 use std::io::Write;
@@ -19,23 +19,28 @@ pub enum ExportError {
 pub fn export<'w>(store: &Store, mapping: &Mapping, criteria: &Criteria, out: Box<dyn Write + 'w>) -> Result<u64, ExportError> {
     let mut writer = formats::open_writer(mapping.format(), &mapping.out_columns(), None, out)?;
     let mut written = 0u64;
+    // One record, filled again for each: its buffers are reused.
+    let mut record = OutRecord::default();
     if mapping.groups_by_number() {
         let mut group: Vec<Consent> = Vec::with_capacity(2);
         for c in store.scan_by_number(criteria)? {
             let c = c?;
             if group.first().is_some_and(|g| g.number != c.number) {
-                writer.write(&mapping.to_out_record(&group))?;
+                mapping.to_out_record(&group, &mut record);
+                writer.write(&record)?;
                 group.clear();
             }
             group.push(c);
             written += 1;
         }
         if !group.is_empty() {
-            writer.write(&mapping.to_out_record(&group))?;
+            mapping.to_out_record(&group, &mut record);
+            writer.write(&record)?;
         }
     } else {
         for c in store.scan(criteria)? {
-            writer.write(&mapping.to_out_record(std::slice::from_ref(&c?)))?;
+            mapping.to_out_record(std::slice::from_ref(&c?), &mut record);
+            writer.write(&record)?;
             written += 1;
         }
     }

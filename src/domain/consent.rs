@@ -2,6 +2,7 @@
 
 use super::{PhoneNumber, Timestamp, Usage};
 use std::fmt;
+use std::sync::Arc;
 
 /// One consent: identified by number and usage, one per pair.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -70,12 +71,14 @@ impl Consent {
 }
 
 /// Where a consent or a change came from: `ivr`, `agent:<name>`, `import:<mapping>`, `sync:<connector>`, `cli`.
+/// Names are shared (`Arc<str>`): the many consents read from one source point at one text, and
+/// cloning a source does not allocate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Source {
     Ivr,
-    Agent(String),
-    Import(String),
-    Sync(String),
+    Agent(Arc<str>),
+    Import(Arc<str>),
+    Sync(Arc<str>),
     Cli,
 }
 
@@ -85,11 +88,11 @@ pub struct BadSource(pub String);
 
 impl Source {
     pub fn parse(s: &str) -> Result<Self, BadSource> {
-        let named = |rest: &str, f: fn(String) -> Source| {
+        let named = |rest: &str, f: fn(Arc<str>) -> Source| {
             if rest.is_empty() || rest.len() > 200 || rest.chars().any(char::is_control) {
                 Err(BadSource(s.to_string()))
             } else {
-                Ok(f(rest.to_string()))
+                Ok(f(rest.into()))
             }
         };
         match s.split_once(':') {

@@ -52,6 +52,24 @@ impl PhoneNumber {
         self.0.to_string()
     }
 
+    /// Appends the number as `Display` writes it (`+491512345678`), without going through `fmt`:
+    /// an export writes one per record.
+    pub fn push_to(self, out: &mut String) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = self.0;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.push('+');
+        out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+    }
+
     /// The digits last to first, as ASCII: the key under which trailing digits are found.
     pub fn reversed_digits(self, out: &mut Vec<u8>) {
         let mut n = self.0;
@@ -255,6 +273,9 @@ mod tests {
             p.reversed_digits(&mut rev);
             prop_assert_eq!(PhoneNumber::from_reversed_digits(&rev), Some(p));
             prop_assert_eq!(PhoneNumber::parse(&p.to_string()), Ok(p));
+            let mut pushed = String::new();
+            p.push_to(&mut pushed);
+            prop_assert_eq!(pushed, p.to_string());
         }
     }
 }

@@ -52,8 +52,40 @@ impl Timestamp {
         ))
     }
 
-    /// RFC 3339 in UTC with `Z`, milliseconds only when there are some.
+    /// RFC 3339 in UTC with `Z`, milliseconds only when there are some. Export writes one or two per
+    /// record, so years 0-9999 are written digit by digit rather than through `fmt`.
     pub fn write_rfc3339(self, out: &mut String) {
+        let (y, mo, d) = civil_from_days(self.0.div_euclid(86_400_000));
+        let Ok(y @ 0..=9999) = u32::try_from(y) else {
+            return self.write_rfc3339_fmt(out);
+        };
+        let ms_of_day = self.0.rem_euclid(86_400_000) as u32;
+        let (s, ms) = (ms_of_day / 1000, ms_of_day % 1000);
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        let mut two = |at: usize, n: u32| {
+            b[at] = b'0' + (n / 10) as u8;
+            b[at + 1] = b'0' + (n % 10) as u8;
+        };
+        two(0, y / 100);
+        two(2, y % 100);
+        two(5, mo);
+        two(8, d);
+        two(11, s / 3600);
+        two(14, s / 60 % 60);
+        two(17, s % 60);
+        two(21, ms % 100);
+        let len = if ms == 0 {
+            b[19] = b'Z';
+            20
+        } else {
+            b[20] = b'0' + (ms / 100) as u8;
+            24
+        };
+        out.push_str(std::str::from_utf8(&b[..len]).expect("ASCII digits"));
+    }
+
+    /// [`Self::write_rfc3339`] through chrono and `fmt`, for any year.
+    fn write_rfc3339_fmt(self, out: &mut String) {
         use chrono::{Datelike, Timelike};
         use std::fmt::Write;
         let dt = self.to_datetime();
@@ -71,6 +103,20 @@ impl Timestamp {
         self.write_rfc3339(&mut s);
         s
     }
+}
+
+/// The proleptic Gregorian (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, <https://howardhinnant.github.io/date_algorithms.html>).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097) as u32;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (i64::from(yoe) + era * 400 + i64::from(m <= 2), m, d)
 }
 
 impl fmt::Display for Timestamp {
@@ -106,5 +152,17 @@ mod tests {
             (Timestamp::parse_rfc3339("2024-05-01T00:00:00Z").unwrap(), true)
         );
         assert!(Timestamp::parse_bound("2024-02-30").is_err());
+    }
+
+    proptest::proptest! {
+        /// From year -250 to 10200: by hand in years 0-9999, through chrono outside them.
+        #[test]
+        fn rfc3339_by_hand_is_what_chrono_writes(ms in -70_000_000_000_000i64..260_000_000_000_000, whole: bool) {
+            let t = Timestamp::from_millis(if whole { ms - ms.rem_euclid(1000) } else { ms });
+            let (mut by_hand, mut chrono) = (String::new(), String::new());
+            t.write_rfc3339(&mut by_hand);
+            t.write_rfc3339_fmt(&mut chrono);
+            proptest::prop_assert_eq!(by_hand, chrono);
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! exact match first, then ignoring case) or by 1-based position; every row keeps its raw fields so a
 //! rejected row can be written back as it came.
 use super::*;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 fn delimiter(spec: &FormatSpec) -> u8 {
     let default = if spec.kind == FormatKind::Tsv { b'\t' } else { b',' };
@@ -218,11 +218,8 @@ impl RecordReader for CsvReader {
 
 pub struct CsvWriter<'w> {
     out: ::csv::Writer<Box<dyn Write + 'w>>,
-    /// Column of each field (paths without `../`).
-    index: HashMap<FieldRef, usize>,
-    /// The column found for the n-th field of the last record: records of one mapping carry their
-    /// fields in the same order, so a comparison usually replaces a hash lookup.
-    last: Vec<(FieldRef, usize)>,
+    /// The position in a row of each column.
+    places: Vec<usize>,
     row: Vec<String>,
 }
 
@@ -243,62 +240,60 @@ impl<'w> CsvWriter<'w> {
             .terminator(terminator)
             .flexible(true)
             .from_writer(out);
-        let mut index = HashMap::new();
-        for (i, c) in columns.iter().enumerate() {
-            index.entry(c.without_parent()).or_insert(i);
-        }
-        let names: Vec<String> = columns.iter().map(|c| c.without_parent().to_string()).collect();
-        if let Some(header) = header_row {
-            // Rejects keep the input's header; fields map to its columns by name where they can.
-            for (i, h) in header.iter().enumerate() {
-                index.insert(FieldRef::Name(h.trim().to_string()), i);
-            }
-        }
+        let names: Vec<FieldRef> = columns.iter().map(FieldRef::without_parent).collect();
+        let places = columns
+            .iter()
+            .zip(&names)
+            .map(|(column, name)| {
+                // Rejects keep the input's header: a column goes where the header names it, if it does.
+                let in_header = |f: &FieldRef| header_row?.iter().rposition(|h| FieldRef::Name(h.trim().to_string()) == *f);
+                match name {
+                    FieldRef::Position(0) => Err(write_error("column positions start at 1, not 0")),
+                    FieldRef::Position(p) => Ok(p - 1),
+                    _ => Ok(in_header(column)
+                        .or_else(|| in_header(name))
+                        .or_else(|| names.iter().position(|n| n == name))
+                        .expect("a name is among the names")),
+                }
+            })
+            .collect::<Result<Vec<usize>, _>>()?;
         if spec.header != Some(false) {
-            out.write_record(header_row.unwrap_or(&names)).map_err(write_error)?;
+            match header_row {
+                Some(header) => out.write_record(header),
+                None => out.write_record(names.iter().map(ToString::to_string)),
+            }
+            .map_err(write_error)?;
         }
         let width = header_row.map_or(columns.len(), <[String]>::len);
+        let width = places.iter().map(|p| p + 1).fold(width, usize::max);
         Ok(CsvWriter {
             out,
-            index,
-            last: Vec::new(),
+            places,
             row: vec![String::new(); width],
         })
     }
 }
 
+impl CsvWriter<'_> {
+    /// Appends each value to its place in the row.
+    fn fill(&mut self, values: OutValues<'_>) -> Result<(), FormatError> {
+        for (column, value) in values.iter() {
+            let place = self.places.get(column).ok_or_else(|| no_column(column, self.places.len()))?;
+            value.push_to(&mut self.row[*place]);
+        }
+        Ok(())
+    }
+}
+
 impl RecordWriter for CsvWriter<'_> {
     fn write(&mut self, record: &OutRecord) -> Result<(), FormatError> {
-        let no_child: &[Vec<(FieldRef, OutValue)>] = &[Vec::new()];
-        let children = if record.children.is_empty() { no_child } else { &record.children };
-        for child in children {
+        let children = record.children();
+        // A record without children is written as a row of its parent's values.
+        let parent_only = (children.len() == 0).then(OutValues::default);
+        for child in children.chain(parent_only) {
             self.row.iter_mut().for_each(String::clear);
-            for (n, (field, value)) in record.parent.iter().chain(child).enumerate() {
-                if let Some(&(_, i)) = self.last.get(n).filter(|(f, _)| f == field) {
-                    self.row[i].push_str(&value.as_text());
-                    continue;
-                }
-                let i = match field {
-                    FieldRef::Position(0) => return Err(write_error("column positions start at 1, not 0")),
-                    FieldRef::Position(p) => p - 1,
-                    name => match self.index.get(name) {
-                        Some(&i) => i,
-                        None => {
-                            let name = name.without_parent();
-                            *self
-                                .index
-                                .get(&name)
-                                .ok_or_else(|| write_error(format!("no column for field {name}")))?
-                        }
-                    },
-                };
-                if i >= self.row.len() {
-                    self.row.resize(i + 1, String::new());
-                }
-                self.last.truncate(n);
-                self.last.push((field.clone(), i));
-                self.row[i].push_str(&value.as_text());
-            }
+            self.fill(record.parent())?;
+            self.fill(child)?;
             self.out.write_record(&self.row).map_err(write_error)?;
         }
         Ok(())
@@ -435,25 +430,20 @@ mod tests {
         let mut csv = spec(FormatKind::Csv);
         csv.line_ending = Some(LineEnding::Crlf);
         let cols = names(&["phone", "consent"]);
-        let rec = OutRecord {
-            parent: vec![],
-            children: vec![vec![
-                (FieldRef::Name("consent".into()), OutValue::Bool(true)),
-                (cols[0].clone(), OutValue::Text("a,b".into())),
-            ]],
-        };
+        // Values come in any order; each goes to its column.
+        let rec = out_record(&[], &[&[(1, OutValue::Bool(true)), (0, OutValue::Text("a,b"))]]);
         let mut out = Vec::new();
         let mut w = open_writer(&csv, &cols, None, Box::new(&mut out)).unwrap();
         w.write(&rec).unwrap();
         w.write_raw(&["x".into(), "y".into(), "z".into()]).unwrap();
         w.finish().unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "phone,consent\r\n\"a,b\",true\r\nx,y,z\r\n");
-        let bad = OutRecord {
-            parent: vec![],
-            children: vec![vec![(FieldRef::Name("nope".into()), OutValue::Int(1))]],
-        };
+        let bad = out_record(&[], &[&[(2, OutValue::Int(1))]]);
         let mut w = open_writer(&csv, &cols, None, Box::new(std::io::sink())).unwrap();
-        assert_eq!(w.write(&bad).unwrap_err().to_string(), "-: cannot write: no column for field nope");
+        assert_eq!(
+            w.write(&bad).unwrap_err().to_string(),
+            "-: cannot write: a value for column 2, but the writer has 2 columns"
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! whose elements are then parsed one at a time with serde_json, so memory holds one element; arrays
 //! below it (nested records) are expanded from the parsed element. NDJSON parses one line at a time.
 use super::*;
-use serde_json::{Map, Value};
-use std::collections::VecDeque;
+use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, BufWriter};
 
 /// Splits a dotted path; empty or `.` is the value itself.
@@ -447,51 +447,137 @@ impl RecordReader for NdjsonReader {
     }
 }
 
-fn json_value(v: &OutValue) -> Value {
-    match v {
-        OutValue::Text(s) => Value::String(s.clone()),
-        OutValue::Bool(b) => Value::Bool(*b),
-        OutValue::Int(i) => Value::from(*i),
-    }
+/// Where the values of a parent or a child go, worked out from the columns it carries as a serde_json
+/// object would be built from their dotted paths: keys sorted, a later value at a key replacing the
+/// earlier one (and a path through a key that holds a value replacing the value with an object).
+#[derive(Debug)]
+enum Node {
+    /// The value with this index among the parent's or child's values.
+    Value(usize),
+    /// Each key, written as JSON with its colon (`"phone":`), and what it holds.
+    Object(Vec<(String, Node)>),
+    /// The array of the children, in a nested record's parent.
+    Children,
 }
 
-/// An object built from dotted paths (`contact.phone` makes `{"contact":{"phone":..}}`).
-fn object(fields: &[(FieldRef, OutValue)]) -> Map<String, Value> {
-    let mut root = Map::new();
-    for (field, value) in fields {
-        let path = steps(&field.without_parent().to_string());
-        let Some((last, parents)) = path.split_last() else {
-            continue;
-        };
-        let mut m = &mut root;
-        for step in parents {
-            let slot = m.entry(step.clone()).or_insert_with(|| Value::Object(Map::new()));
-            if !slot.is_object() {
-                *slot = Value::Object(Map::new());
-            }
-            let Value::Object(inner) = slot else {
-                unreachable!("made an object just above")
+/// A [`Node`] being built.
+enum Tree {
+    Value(usize),
+    Object(BTreeMap<String, Tree>),
+    Children,
+}
+
+impl Node {
+    /// The object of `values`; `children` is the key of the children's array in a parent.
+    fn of(paths: &[Vec<String>], values: OutValues<'_>, children: Option<&str>) -> Result<Node, FormatError> {
+        let mut root = BTreeMap::new();
+        for (i, column) in values.columns().enumerate() {
+            let path = paths.get(column).ok_or_else(|| no_column(column, paths.len()))?;
+            let Some((last, parents)) = path.split_last() else {
+                continue;
             };
-            m = inner;
+            let mut m = &mut root;
+            for step in parents {
+                let slot = m.entry(step.clone()).or_insert_with(|| Tree::Object(BTreeMap::new()));
+                if !matches!(slot, Tree::Object(_)) {
+                    *slot = Tree::Object(BTreeMap::new());
+                }
+                let Tree::Object(inner) = slot else {
+                    unreachable!("made an object just above")
+                };
+                m = inner;
+            }
+            m.insert(last.clone(), Tree::Value(i));
         }
-        m.insert(last.clone(), json_value(value));
+        if let Some(key) = children {
+            root.insert(key.to_string(), Tree::Children);
+        }
+        Ok(Node::from(Tree::Object(root)))
     }
-    root
+
+    /// Writes the node with `values`; `children` writes the children's array.
+    fn write<W: Write>(
+        &self,
+        out: &mut W,
+        values: OutValues<'_>,
+        children: &mut dyn FnMut(&mut W) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        match self {
+            Node::Value(i) => match values.get(*i).1 {
+                OutValue::Text(s) => serde_json::to_writer(&mut *out, s).map_err(std::io::Error::from),
+                OutValue::Bool(b) => out.write_all(if b { b"true" } else { b"false" }),
+                OutValue::Int(n) => write!(out, "{n}"),
+            },
+            Node::Object(entries) => {
+                out.write_all(b"{")?;
+                for (n, (key, node)) in entries.iter().enumerate() {
+                    if n > 0 {
+                        out.write_all(b",")?;
+                    }
+                    out.write_all(key.as_bytes())?;
+                    node.write(out, values, children)?;
+                }
+                out.write_all(b"}")
+            }
+            Node::Children => children(out),
+        }
+    }
 }
 
-/// How records are laid out on output: the records path and whether records are nested.
+impl From<Tree> for Node {
+    fn from(t: Tree) -> Node {
+        match t {
+            Tree::Value(i) => Node::Value(i),
+            Tree::Children => Node::Children,
+            Tree::Object(m) => Node::Object(
+                m.into_iter()
+                    .map(|(k, t)| (format!("{}:", json_string(&k)), Node::from(t)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    Value::from(s).to_string()
+}
+
+/// How records are laid out on output: the records path, whether records are nested, and where each
+/// column goes in an object.
 struct Layout {
     path: Vec<String>,
     /// Decided by the first record: nested when it has parent fields.
     nested: Option<bool>,
+    /// Each column's dotted path, without `../`.
+    paths: Vec<Vec<String>>,
+    parents: Layouts<Node>,
+    children: Layouts<Node>,
 }
 
 impl Layout {
-    fn new(spec: &FormatSpec) -> Self {
+    fn new(spec: &FormatSpec, columns: &[FieldRef]) -> Self {
         Layout {
             path: steps(spec.records.as_deref().unwrap_or("")),
             nested: None,
+            paths: columns.iter().map(|c| steps(&c.without_parent().to_string())).collect(),
+            parents: Layouts::new(),
+            children: Layouts::new(),
         }
+    }
+
+    /// Decides from the first record whether records are nested; true when it just did.
+    fn decide(&mut self, r: &OutRecord) -> Result<bool, FormatError> {
+        if self.nested.is_some() {
+            return Ok(false);
+        }
+        let nested = !r.parent().is_empty();
+        if nested && self.path.is_empty() {
+            return Err(write_error(
+                "records with parent fields need format.records to name the inner array, such as customers.consents",
+            ));
+        }
+        self.nested = Some(nested);
+        Ok(true)
     }
 
     /// The path of the outer array: the records path, less its last step when nested.
@@ -502,20 +588,60 @@ impl Layout {
         }
     }
 
-    /// The values of one record: its children (flat), or one parent holding its children.
-    fn units(&mut self, r: &OutRecord) -> Result<Vec<Value>, FormatError> {
-        let nested = *self.nested.get_or_insert(!r.parent.is_empty());
+    /// The objects opened around the outer array or a line (`{"data":{"consents":`), and how many.
+    fn open_outer(&self) -> (String, usize) {
+        let keys: String = self.outer().iter().map(|step| format!("{{{}:", json_string(step))).collect();
+        (keys, self.outer().len())
+    }
+
+    /// Writes the units of one record: its children (flat), or one parent holding its children
+    /// (nested); `before` is called before each, `after` written after each.
+    fn write_units<W: Write>(
+        &mut self,
+        r: &OutRecord,
+        out: &mut W,
+        mut before: impl FnMut(&mut W) -> std::io::Result<()>,
+        after: &[u8],
+    ) -> Result<(), FormatError> {
+        let nested = self.nested == Some(true);
+        let Layout {
+            path,
+            paths,
+            parents,
+            children,
+            ..
+        } = self;
         if !nested {
-            return Ok(r.children.iter().map(|c| Value::Object(object(c))).collect());
+            for child in r.children() {
+                let node = children.get(child, || Node::of(paths, child, None))?;
+                before(out).map_err(write_error)?;
+                node.write(out, child, &mut |_| Ok(())).map_err(write_error)?;
+                out.write_all(after).map_err(write_error)?;
+            }
+            return Ok(());
         }
-        let Some(inner) = self.path.last() else {
-            return Err(write_error(
-                "records with parent fields need format.records to name the inner array, such as customers.consents",
-            ));
+        let inner = path.last().expect("decide refuses nested records without a records path");
+        let parent = r.parent();
+        let node = parents.get(parent, || Node::of(paths, parent, Some(inner)))?;
+        // A child's layout is made while the parent is being written: a problem making it is kept here.
+        let mut failed = None;
+        let mut array = |out: &mut W| {
+            out.write_all(b"[")?;
+            for (n, child) in r.children().enumerate() {
+                if n > 0 {
+                    out.write_all(b",")?;
+                }
+                match children.get(child, || Node::of(paths, child, None)) {
+                    Ok(node) => node.write(out, child, &mut |_| Ok(()))?,
+                    Err(e) => return Err(std::io::Error::other(failed.insert(e).message.clone())),
+                }
+            }
+            out.write_all(b"]")
         };
-        let mut parent = object(&r.parent);
-        parent.insert(inner.clone(), r.children.iter().map(|c| Value::Object(object(c))).collect());
-        Ok(vec![Value::Object(parent)])
+        before(out).map_err(write_error)?;
+        let written = node.write(out, parent, &mut array);
+        written.map_err(|e| failed.take().unwrap_or_else(|| write_error(e)))?;
+        out.write_all(after).map_err(write_error)
     }
 }
 
@@ -526,39 +652,33 @@ pub struct JsonWriter<'w> {
 }
 
 impl<'w> JsonWriter<'w> {
-    pub fn new(spec: &FormatSpec, out: Box<dyn Write + 'w>) -> Result<Self, FormatError> {
+    pub fn new(spec: &FormatSpec, columns: &[FieldRef], out: Box<dyn Write + 'w>) -> Result<Self, FormatError> {
         Ok(JsonWriter {
             out: BufWriter::new(out),
-            layout: Layout::new(spec),
+            layout: Layout::new(spec, columns),
             written: 0,
         })
     }
 
     /// Opens the objects on the outer path and the array.
     fn start(&mut self) -> Result<(), FormatError> {
-        for step in self.layout.outer() {
-            let key = serde_json::to_string(step).map_err(write_error)?;
-            write!(self.out, "{{{key}:").map_err(write_error)?;
-        }
+        let (open, _) = self.layout.open_outer();
+        self.out.write_all(open.as_bytes()).map_err(write_error)?;
         self.out.write_all(b"[").map_err(write_error)
     }
 }
 
-impl RecordWriter for JsonWriter<'_> {
+impl<'w> RecordWriter for JsonWriter<'w> {
     fn write(&mut self, record: &OutRecord) -> Result<(), FormatError> {
-        let first = self.layout.nested.is_none();
-        let units = self.layout.units(record)?;
-        if first {
+        if self.layout.decide(record)? {
             self.start()?;
         }
-        for unit in units {
-            self.out
-                .write_all(if self.written == 0 { b"\n" } else { b",\n" })
-                .map_err(write_error)?;
-            serde_json::to_writer(&mut self.out, &unit).map_err(write_error)?;
-            self.written += 1;
-        }
-        Ok(())
+        let JsonWriter { out, layout, written } = self;
+        let before = |out: &mut BufWriter<Box<dyn Write + 'w>>| {
+            *written += 1;
+            out.write_all(if *written == 1 { b"\n" } else { b",\n" })
+        };
+        layout.write_units(record, out, before, b"")
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), FormatError> {
@@ -575,30 +695,30 @@ impl RecordWriter for JsonWriter<'_> {
 pub struct NdjsonWriter<'w> {
     out: BufWriter<Box<dyn Write + 'w>>,
     layout: Layout,
+    /// What opens each line, and what closes it (with the line break).
+    around: (String, Vec<u8>),
 }
 
 impl<'w> NdjsonWriter<'w> {
-    pub fn new(spec: &FormatSpec, out: Box<dyn Write + 'w>) -> Result<Self, FormatError> {
+    pub fn new(spec: &FormatSpec, columns: &[FieldRef], out: Box<dyn Write + 'w>) -> Result<Self, FormatError> {
         Ok(NdjsonWriter {
             out: BufWriter::new(out),
-            layout: Layout::new(spec),
+            layout: Layout::new(spec, columns),
+            around: (String::new(), Vec::new()),
         })
     }
 }
 
 impl RecordWriter for NdjsonWriter<'_> {
     fn write(&mut self, record: &OutRecord) -> Result<(), FormatError> {
-        for unit in self.layout.units(record)? {
-            let line = self
-                .layout
-                .outer()
-                .iter()
-                .rev()
-                .fold(unit, |v, step| Value::Object(Map::from_iter([(step.clone(), v)])));
-            serde_json::to_writer(&mut self.out, &line).map_err(write_error)?;
-            self.out.write_all(b"\n").map_err(write_error)?;
+        if self.layout.decide(record)? {
+            let (open, n) = self.layout.open_outer();
+            let mut close = vec![b'}'; n];
+            close.push(b'\n');
+            self.around = (open, close);
         }
-        Ok(())
+        let NdjsonWriter { out, layout, around } = self;
+        layout.write_units(record, out, |out| out.write_all(around.0.as_bytes()), &around.1)
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), FormatError> {
@@ -705,25 +825,48 @@ mod tests {
     }
 
     #[test]
+    fn each_combination_of_columns_is_laid_out_on_its_own() {
+        // `contact` holding a value and `contact.phone` an object: the later value wins, as when
+        // serde_json builds the object.
+        let columns = names(&["contact.phone", "contact", "z"]);
+        let (phone, contact) = ((0, OutValue::Text("+49")), (1, OutValue::Text("x")));
+        let records = [
+            out_record(&[], &[&[phone, contact]]),
+            out_record(&[], &[&[phone, (2, OutValue::Int(1))]]),
+            out_record(&[], &[&[contact, phone]]),
+            out_record(&[], &[&[]]),
+            out_record(&[], &[&[phone, contact]]),
+        ];
+        let out = write_all(&spec(FormatKind::Ndjson), &columns, &records);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"contact\":\"x\"}\n{\"contact\":{\"phone\":\"+49\"},\"z\":1}\n{\"contact\":{\"phone\":\"+49\"}}\n{}\n{\"contact\":\"x\"}\n"
+        );
+        let mut w = open_writer(&spec(FormatKind::Json), &columns, None, Box::new(std::io::sink())).unwrap();
+        let e = w.write(&out_record(&[], &[&[(3, OutValue::Int(1))]])).unwrap_err();
+        assert_eq!(e.to_string(), "-: cannot write: a value for column 3, but the writer has 3 columns");
+        let mut w = open_writer(&json("a.b"), &names(&["../p", "u"]), None, Box::new(std::io::sink())).unwrap();
+        let e = w
+            .write(&out_record(&[(0, OutValue::Int(1))], &[&[(2, OutValue::Int(1))]]))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "-: cannot write: a value for column 2, but the writer has 2 columns");
+    }
+
+    #[test]
     fn writes_nested_objects_and_layouts() {
-        let f = |n: &str| FieldRef::Name(n.to_string());
-        let rec = OutRecord {
-            parent: vec![(f("phone"), OutValue::Text("+49".into()))],
-            children: vec![
-                vec![(f("usage"), OutValue::Text("a".into())), (f("c.v"), OutValue::Bool(true))],
-                vec![(f("usage"), OutValue::Text("b".into())), (f("n"), OutValue::Int(3))],
-            ],
-        };
-        let out = write_all(&json("customers.consents"), &[], std::slice::from_ref(&rec));
+        let columns = names(&["../phone", "usage", "c.v", "n"]);
+        let children: [&[(usize, OutValue)]; 2] = [
+            &[(1, OutValue::Text("a")), (2, OutValue::Bool(true))],
+            &[(1, OutValue::Text("b")), (3, OutValue::Int(3))],
+        ];
+        let rec = out_record(&[(0, OutValue::Text("+49"))], &children);
+        let out = write_all(&json("customers.consents"), &columns, std::slice::from_ref(&rec));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"customers\":[\n{\"consents\":[{\"c\":{\"v\":true},\"usage\":\"a\"},{\"n\":3,\"usage\":\"b\"}],\"phone\":\"+49\"}\n]}\n"
         );
-        let flat = OutRecord {
-            parent: vec![],
-            children: rec.children.clone(),
-        };
-        let out = write_all(&json("data.consents"), &[], std::slice::from_ref(&flat));
+        let flat = out_record(&[], &children);
+        let out = write_all(&json("data.consents"), &columns, std::slice::from_ref(&flat));
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"data\":{\"consents\":[\n{\"c\":{\"v\":true},\"usage\":\"a\"},\n{\"n\":3,\"usage\":\"b\"}\n]}}\n"
@@ -731,7 +874,7 @@ mod tests {
         assert_eq!(String::from_utf8(write_all(&json(""), &[], &[])).unwrap(), "[\n]\n");
         let mut nd = spec(FormatKind::Ndjson);
         nd.records = Some("consents".into());
-        let out = write_all(&nd, &[], &[rec]);
+        let out = write_all(&nd, &columns, &[rec]);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"consents\":[{\"c\":{\"v\":true},\"usage\":\"a\"},{\"n\":3,\"usage\":\"b\"}],\"phone\":\"+49\"}\n"

@@ -252,28 +252,218 @@ pub struct FormatError {
     pub message: String,
 }
 
-/// A record to write. Flat layouts have no parent fields and one child; a nested layout (fields read
-/// with `../`) writes one parent holding its children.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// A record to write. Each value names its column by its index in the `columns` a writer was opened
+/// with, so a writer works out once where a column goes (CSV position, JSON or XML path), not per
+/// record. Flat layouts have no parent values and one child; a nested layout (columns read with `../`)
+/// writes one parent holding its children.
+///
+/// An export fills one `OutRecord` again for each record ([`OutRecord::clear`], then
+/// [`OutRecord::push`] and [`OutRecord::start_child`]); its buffers are kept, so this allocates nothing
+/// once they have grown to a record's size.
+#[derive(Debug, Clone, Default)]
 pub struct OutRecord {
-    /// Parent fields, paths without the `../`.
-    pub parent: Vec<(FieldRef, OutValue)>,
-    pub children: Vec<Vec<(FieldRef, OutValue)>>,
+    /// The text of every value, back to back.
+    text: String,
+    parent: Vec<OutField>,
+    /// The values of every child, back to back; child `i` ends at `ends[i]`.
+    fields: Vec<OutField>,
+    ends: Vec<usize>,
 }
 
-/// A value to write: text, or a JSON boolean or number where the format has them.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OutValue {
-    Text(String),
+/// One value of an [`OutRecord`]: its column, and the value (text as a range of the record's text).
+#[derive(Debug, Clone, Copy)]
+struct OutField {
+    column: usize,
+    value: Stored,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Stored {
+    Text(usize, usize),
     Bool(bool),
     Int(i64),
 }
 
-impl OutValue {
+/// Which part of a record a value belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The parent of a nested record (columns read with `../`).
+    Parent,
+    /// The child being filled (see [`OutRecord::start_child`]).
+    Child,
+}
+
+impl OutRecord {
+    /// Empties the record, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.parent.clear();
+        self.fields.clear();
+        self.ends.clear();
+    }
+
+    /// Starts the next child; values pushed to [`Part::Child`] after it belong to it.
+    pub fn start_child(&mut self) {
+        self.ends.push(self.fields.len());
+    }
+
+    /// Adds a value for `column` (pushing to a child starts one if none is).
+    pub fn push(&mut self, part: Part, column: usize, value: OutValue<'_>) {
+        let value = match value {
+            OutValue::Text(t) => {
+                let start = self.text.len();
+                self.text.push_str(t);
+                Stored::Text(start, self.text.len())
+            }
+            OutValue::Bool(b) => Stored::Bool(b),
+            OutValue::Int(i) => Stored::Int(i),
+        };
+        self.add(part, OutField { column, value });
+    }
+
+    /// Adds a text value for `column` that `write` appends to the buffer it is given, so it needs no
+    /// string of its own.
+    pub fn push_text_with(&mut self, part: Part, column: usize, write: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        write(&mut self.text);
+        let value = Stored::Text(start, self.text.len());
+        self.add(part, OutField { column, value });
+    }
+
+    fn add(&mut self, part: Part, field: OutField) {
+        match part {
+            Part::Parent => self.parent.push(field),
+            Part::Child => {
+                self.fields.push(field);
+                match self.ends.last_mut() {
+                    Some(end) => *end = self.fields.len(),
+                    None => self.ends.push(self.fields.len()),
+                }
+            }
+        }
+    }
+
+    /// The parent's values (none in a flat layout).
+    pub fn parent(&self) -> OutValues<'_> {
+        OutValues {
+            text: &self.text,
+            fields: &self.parent,
+        }
+    }
+
+    /// The children's values, child by child.
+    pub fn children(&self) -> impl ExactSizeIterator<Item = OutValues<'_>> + '_ {
+        self.ends.iter().enumerate().map(|(i, &end)| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1] };
+            OutValues {
+                text: &self.text,
+                fields: &self.fields[start..end],
+            }
+        })
+    }
+}
+
+/// The values of a parent or of one child: (column, value) pairs in the order they were pushed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutValues<'r> {
+    text: &'r str,
+    fields: &'r [OutField],
+}
+
+impl<'r> OutValues<'r> {
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The `i`-th value.
+    pub fn get(&self, i: usize) -> (usize, OutValue<'r>) {
+        self.value(&self.fields[i])
+    }
+
+    pub fn iter(self) -> impl ExactSizeIterator<Item = (usize, OutValue<'r>)> {
+        self.fields.iter().map(move |f| self.value(f))
+    }
+
+    fn value(&self, f: &OutField) -> (usize, OutValue<'r>) {
+        let value = match f.value {
+            Stored::Text(start, end) => OutValue::Text(&self.text[start..end]),
+            Stored::Bool(b) => OutValue::Bool(b),
+            Stored::Int(i) => OutValue::Int(i),
+        };
+        (f.column, value)
+    }
+
+    /// The columns, in order: what decides how a writer lays the values out.
+    fn columns(self) -> impl ExactSizeIterator<Item = usize> + 'r {
+        self.fields.iter().map(|f| f.column)
+    }
+}
+
+/// How a writer lays out the values of a parent or a child, worked out per combination of columns:
+/// the records of one export nearly always carry the same columns in the same order, so each
+/// combination is worked out once.
+struct Layouts<T> {
+    made: Vec<(Vec<usize>, T)>,
+}
+
+impl<T> Layouts<T> {
+    /// Combinations kept; past this many (a mapping with many optional columns) they are made afresh.
+    const KEEP: usize = 64;
+
+    fn new() -> Self {
+        Layouts { made: Vec::new() }
+    }
+
+    /// The layout of `values`, made by `make` if their combination of columns is new.
+    fn get(&mut self, values: OutValues<'_>, make: impl FnOnce() -> Result<T, FormatError>) -> Result<&T, FormatError> {
+        let found = self
+            .made
+            .iter()
+            .position(|(columns, _)| columns.iter().copied().eq(values.columns()));
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let made = make()?;
+                if self.made.len() >= Self::KEEP {
+                    self.made.clear();
+                }
+                self.made.push((values.columns().collect(), made));
+                self.made.len() - 1
+            }
+        };
+        Ok(&self.made[i].1)
+    }
+}
+
+/// A value to write: text, or a JSON boolean or number where the format has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutValue<'a> {
+    Text(&'a str),
+    Bool(bool),
+    Int(i64),
+}
+
+impl OutValue<'_> {
+    /// Appends the value as text (`true`, `12`).
+    pub fn push_to(&self, out: &mut String) {
+        match self {
+            OutValue::Text(s) => out.push_str(s),
+            OutValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            OutValue::Int(i) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "{i}");
+            }
+        }
+    }
+
     pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            OutValue::Text(s) => s.as_str().into(),
-            OutValue::Bool(b) => b.to_string().into(),
+            OutValue::Text(s) => (*s).into(),
+            OutValue::Bool(b) => (if *b { "true" } else { "false" }).into(),
             OutValue::Int(i) => i.to_string().into(),
         }
     }
@@ -287,6 +477,11 @@ fn non_empty(s: &str) -> Option<String> {
 /// An I/O error while writing; writers have no input location, so `-` names the output.
 fn write_error(e: impl fmt::Display) -> FormatError {
     Location::in_file("-", None).error(format!("cannot write: {e}"))
+}
+
+/// A record named a column the writer was not given: a bug in the caller, not in the data.
+fn no_column(column: usize, columns: usize) -> FormatError {
+    write_error(format!("a value for column {column}, but the writer has {columns} columns"))
 }
 
 /// Reads records one at a time; memory does not grow with the file.
@@ -329,9 +524,10 @@ pub fn open_reader(
     }
 }
 
-/// Opens a writer for `spec`. `columns` is the CSV header order (all fields a record may carry, parent
-/// fields first); `header_row` replaces it when writing rejects of a CSV file with its own header.
-/// Errors name the output `-`; the caller knows which file it is writing.
+/// Opens a writer for `spec`. `columns` are the fields a record may carry, as the mapping reads them
+/// (parent fields with their `../`); a record's values name them by index. They are also the CSV header
+/// (without the `../`); `header_row` replaces it when writing rejects of a CSV file with its own
+/// header. Errors name the output `-`; the caller knows which file it is writing.
 pub fn open_writer<'w>(
     spec: &FormatSpec,
     columns: &[FieldRef],
@@ -342,9 +538,9 @@ pub fn open_writer<'w>(
     let out = encoding::encode(spec.encoding, spec.bom, out);
     match spec.kind {
         FormatKind::Csv | FormatKind::Tsv => Ok(Box::new(csv::CsvWriter::new(spec, columns, header_row, out)?)),
-        FormatKind::Json => Ok(Box::new(json::JsonWriter::new(spec, out)?)),
-        FormatKind::Ndjson => Ok(Box::new(json::NdjsonWriter::new(spec, out)?)),
-        FormatKind::Xml => Ok(Box::new(xml::XmlWriter::new(spec, out)?)),
+        FormatKind::Json => Ok(Box::new(json::JsonWriter::new(spec, columns, out)?)),
+        FormatKind::Ndjson => Ok(Box::new(json::NdjsonWriter::new(spec, columns, out)?)),
+        FormatKind::Xml => Ok(Box::new(xml::XmlWriter::new(spec, columns, out)?)),
     }
 }
 

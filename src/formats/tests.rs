@@ -45,6 +45,21 @@ pub fn row(values: &[&str]) -> Vec<Option<String>> {
     values.iter().map(|v| (!v.is_empty()).then(|| v.to_string())).collect()
 }
 
+/// A record to write: parent values and children's values, each value with its column's index.
+pub fn out_record(parent: &[(usize, OutValue)], children: &[&[(usize, OutValue)]]) -> OutRecord {
+    let mut r = OutRecord::default();
+    for &(column, value) in parent {
+        r.push(Part::Parent, column, value);
+    }
+    for child in children {
+        r.start_child();
+        for &(column, value) in *child {
+            r.push(Part::Child, column, value);
+        }
+    }
+    r
+}
+
 /// Writes `records` with `spec`, giving the bytes.
 pub fn write_all(spec: &FormatSpec, columns: &[FieldRef], records: &[OutRecord]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -110,17 +125,35 @@ mod round_trip {
         Encoding::Utf16Be,
     ];
 
+    /// A value to write, owned (an [`OutValue`] borrows its text).
+    #[derive(Debug, Clone)]
+    enum Value {
+        Text(String),
+        Bool(bool),
+        Int(i64),
+    }
+
+    impl Value {
+        fn out(&self) -> OutValue<'_> {
+            match self {
+                Value::Text(s) => OutValue::Text(s),
+                Value::Bool(b) => OutValue::Bool(*b),
+                Value::Int(i) => OutValue::Int(*i),
+            }
+        }
+    }
+
     /// Awkward values: delimiters, quotes, line breaks, markup, spaces at the ends, non-ASCII.
-    fn value(cp1252: bool) -> BoxedStrategy<OutValue> {
+    fn value(cp1252: bool) -> BoxedStrategy<Value> {
         let text = if cp1252 {
             "[a-z0-9 ,;\t\n\r\"'<>&/.äé€]{0,10}"
         } else {
             "[\\PC\t\n\r ,;\"'<>&]{0,10}"
         };
         prop_oneof![
-            4 => text.prop_map(OutValue::Text),
-            1 => any::<bool>().prop_map(OutValue::Bool),
-            1 => any::<i64>().prop_map(OutValue::Int),
+            4 => text.prop_map(Value::Text),
+            1 => any::<bool>().prop_map(Value::Bool),
+            1 => any::<i64>().prop_map(Value::Int),
         ]
         .boxed()
     }
@@ -132,7 +165,7 @@ mod round_trip {
         prop::collection::vec((prop::collection::vec(value(cp1252), parents), children), 0..6)
     }
 
-    type Recs = Vec<(Vec<OutValue>, Vec<Vec<OutValue>>)>;
+    type Recs = Vec<(Vec<Value>, Vec<Vec<Value>>)>;
 
     /// An encoding (index into `ENCODINGS`) and records it can represent.
     fn encoded(parents: usize, fields: usize) -> impl Strategy<Value = (usize, Recs)> {
@@ -140,40 +173,39 @@ mod round_trip {
     }
 
     /// Writes the records, reads them back, and compares the values.
-    fn check(
-        spec: &FormatSpec,
-        parent_fields: &[&str],
-        fields: &[&str],
-        records: &[(Vec<OutValue>, Vec<Vec<OutValue>>)],
-    ) -> Result<(), TestCaseError> {
-        let refs = |names: &[&str]| names.iter().map(|n| FieldRef::Name(n.to_string())).collect::<Vec<_>>();
-        let (parent_refs, child_refs) = (refs(parent_fields), refs(fields));
-        let out: Vec<OutRecord> = records
-            .iter()
-            .map(|(parent, children)| OutRecord {
-                parent: parent_refs.iter().cloned().zip(parent.iter().cloned()).collect(),
-                children: children
-                    .iter()
-                    .map(|c| child_refs.iter().cloned().zip(c.iter().cloned()).collect())
-                    .collect(),
-            })
-            .collect();
-        let wanted: Vec<FieldRef> = parent_fields
+    fn check(spec: &FormatSpec, parent_fields: &[&str], fields: &[&str], records: &Recs) -> Result<(), TestCaseError> {
+        // Columns as a mapping reads them: parent fields first, with their `../`.
+        let columns: Vec<FieldRef> = parent_fields
             .iter()
             .map(|p| FieldRef::Name(format!("../{p}")))
-            .chain(child_refs.iter().cloned())
+            .chain(fields.iter().map(|f| FieldRef::Name(f.to_string())))
             .collect();
-        let columns: Vec<FieldRef> = parent_refs.iter().chain(&child_refs).cloned().collect();
+        let out: Vec<OutRecord> = records
+            .iter()
+            .map(|(parent, children)| {
+                let mut r = OutRecord::default();
+                for (column, v) in parent.iter().enumerate() {
+                    r.push(Part::Parent, column, v.out());
+                }
+                for child in children {
+                    r.start_child();
+                    for (k, v) in child.iter().enumerate() {
+                        r.push(Part::Child, parent_fields.len() + k, v.out());
+                    }
+                }
+                r
+            })
+            .collect();
         let bytes = write_all(spec, &columns, &out);
         let expected: Vec<Vec<Option<String>>> = records
             .iter()
             .flat_map(|(parent, children)| {
                 children
                     .iter()
-                    .map(move |c| parent.iter().chain(c).map(|v| non_empty(&v.as_text())).collect())
+                    .map(move |c| parent.iter().chain(c).map(|v| non_empty(&v.out().as_text())).collect())
             })
             .collect();
-        let got = read_all(spec, &wanted, bytes.clone()).map_err(|e| TestCaseError::fail(format!("{e}")))?;
+        let got = read_all(spec, &columns, bytes.clone()).map_err(|e| TestCaseError::fail(format!("{e}")))?;
         let got: Vec<_> = got.into_iter().map(|r| r.values).collect();
         prop_assert_eq!(got, expected, "written: {}", String::from_utf8_lossy(&bytes));
         Ok(())

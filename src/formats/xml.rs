@@ -8,14 +8,14 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter};
 
-/// An element as read or to be written: local name, attributes, own text, child elements.
+/// An element as read: local name, attributes, own text, child elements.
 #[derive(Debug, Default)]
 struct Elem {
     name: String,
     attrs: Vec<(String, String)>,
     text: String,
     children: Vec<Elem>,
-    /// The line its start tag ends on (reading only).
+    /// The line its start tag ends on.
     line: u64,
 }
 
@@ -330,7 +330,12 @@ fn escape(s: &str, attr: bool) -> Cow<'_, str> {
         ' ' => attr || !(i == 0 || i + 1 == s.len()),
         _ => true,
     };
-    if s.char_indices().all(|(i, c)| keep(i, c)) {
+    // Most values have nothing to escape; bytes are quicker to look at than chars.
+    let plain = s
+        .bytes()
+        .all(|b| !matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'' | b'\r' | b'\n' | b'\t'))
+        && (attr || !(s.starts_with(' ') || s.ends_with(' ')));
+    if plain || s.char_indices().all(|(i, c)| keep(i, c)) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
@@ -348,64 +353,102 @@ fn escape(s: &str, attr: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The element `name` holding `fields` at their paths (`phone`, `contact/phone`, `@id`, `.`).
-fn build(name: &str, fields: &[(FieldRef, OutValue)]) -> Elem {
-    let mut root = Elem {
-        name: name.to_string(),
-        ..Elem::default()
-    };
-    for (field, value) in fields {
-        let path = steps(&field.without_parent().to_string());
-        let value = value.as_text().into_owned();
-        let Some((last, parents)) = path.split_last() else {
-            root.text = value;
-            continue;
+/// Where the values of a parent or a child go, worked out from the columns it carries: the element
+/// holding them at their paths (`phone`, `contact/phone`, `@id`, `contact/@id`, `.`). A path makes its
+/// elements in the order the values come, below the first element of each name on the way.
+#[derive(Debug, Default)]
+struct Shape {
+    name: String,
+    /// Attribute names and the index of their value among the values.
+    attrs: Vec<(String, usize)>,
+    text: Option<usize>,
+    children: Vec<Shape>,
+}
+
+impl Shape {
+    fn of(name: &str, paths: &[Vec<String>], values: OutValues<'_>) -> Result<Shape, FormatError> {
+        let mut root = Shape {
+            name: name.to_string(),
+            ..Shape::default()
         };
-        let mut e = &mut root;
-        for step in parents {
-            let i = match e.children.iter().position(|c| &c.name == step) {
-                Some(i) => i,
-                None => {
-                    e.children.push(Elem {
-                        name: step.clone(),
-                        ..Elem::default()
-                    });
-                    e.children.len() - 1
-                }
+        for (i, column) in values.columns().enumerate() {
+            let path = paths.get(column).ok_or_else(|| no_column(column, paths.len()))?;
+            let Some((last, parents)) = path.split_last() else {
+                root.text = Some(i);
+                continue;
             };
-            e = &mut e.children[i];
+            let mut e = &mut root;
+            for step in parents {
+                let i = match e.children.iter().position(|c| &c.name == step) {
+                    Some(i) => i,
+                    None => {
+                        e.children.push(Shape {
+                            name: step.clone(),
+                            ..Shape::default()
+                        });
+                        e.children.len() - 1
+                    }
+                };
+                e = &mut e.children[i];
+            }
+            match last.strip_prefix('@') {
+                Some(attr) => e.attrs.push((attr.to_string(), i)),
+                None if last == "." => e.text = Some(i),
+                None => e.children.push(Shape {
+                    name: last.clone(),
+                    text: Some(i),
+                    ..Shape::default()
+                }),
+            }
         }
-        match last.strip_prefix('@') {
-            Some(attr) => e.attrs.push((attr.to_string(), value)),
-            None if last == "." => e.text = value,
-            None => e.children.push(Elem {
-                name: last.clone(),
-                text: value,
-                ..Elem::default()
-            }),
+        Ok(root)
+    }
+
+    fn text<'v>(&self, values: OutValues<'v>) -> Cow<'v, str> {
+        match self.text.map(|i| values.get(i).1) {
+            Some(OutValue::Text(s)) => Cow::Borrowed(s),
+            Some(v) => Cow::Owned(v.as_text().into_owned()),
+            None => Cow::Borrowed(""),
         }
     }
-    root
-}
 
-fn open_tag(out: &mut impl Write, e: &Elem) -> std::io::Result<()> {
-    write!(out, "<{}", e.name)?;
-    for (k, v) in &e.attrs {
-        write!(out, " {k}=\"{}\"", escape(v, true))?;
+    /// Writes the start tag and attributes, without the closing `>`.
+    fn open_tag(&self, out: &mut impl Write, values: OutValues<'_>) -> std::io::Result<()> {
+        out.write_all(b"<")?;
+        out.write_all(self.name.as_bytes())?;
+        for (k, i) in &self.attrs {
+            write!(out, " {k}=\"{}\"", escape(&values.get(*i).1.as_text(), true))?;
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-fn write_elem(out: &mut impl Write, e: &Elem) -> std::io::Result<()> {
-    open_tag(out, e)?;
-    if e.text.is_empty() && e.children.is_empty() {
-        return out.write_all(b"/>");
+    /// Writes a nested record's parent up to its children, a line each: its start tag with its own text,
+    /// then its own elements.
+    fn write_start(&self, out: &mut impl Write, values: OutValues<'_>) -> std::io::Result<()> {
+        self.open_tag(out, values)?;
+        writeln!(out, ">{}", escape(&self.text(values), false))?;
+        for c in &self.children {
+            c.write(out, values)?;
+            out.write_all(b"\n")?;
+        }
+        Ok(())
     }
-    write!(out, ">{}", escape(&e.text, false))?;
-    for c in &e.children {
-        write_elem(out, c)?;
+
+    fn write(&self, out: &mut impl Write, values: OutValues<'_>) -> std::io::Result<()> {
+        self.open_tag(out, values)?;
+        let text = self.text(values);
+        if text.is_empty() && self.children.is_empty() {
+            return out.write_all(b"/>");
+        }
+        out.write_all(b">")?;
+        out.write_all(escape(&text, false).as_bytes())?;
+        for c in &self.children {
+            c.write(out, values)?;
+        }
+        out.write_all(b"</")?;
+        out.write_all(self.name.as_bytes())?;
+        out.write_all(b">")
     }
-    write!(out, "</{}>", e.name)
 }
 
 pub struct XmlWriter<'w> {
@@ -413,14 +456,25 @@ pub struct XmlWriter<'w> {
     path: Vec<String>,
     /// Decided by the first record: nested when it has parent fields.
     nested: Option<bool>,
+    /// Each column's slash path, without `../`.
+    paths: Vec<Vec<String>>,
+    parents: Layouts<Shape>,
+    children: Layouts<Shape>,
 }
 
 impl<'w> XmlWriter<'w> {
-    pub fn new(spec: &FormatSpec, out: Box<dyn Write + 'w>) -> Result<Self, FormatError> {
+    pub fn new(spec: &FormatSpec, columns: &[FieldRef], out: Box<dyn Write + 'w>) -> Result<Self, FormatError> {
         let mut out = BufWriter::new(out);
         writeln!(out, "<?xml version=\"1.0\" encoding=\"{}\"?>", spec.encoding.xml_name()).map_err(write_error)?;
         let path = spec.record.as_deref().map(steps).unwrap_or_default();
-        Ok(XmlWriter { out, path, nested: None })
+        Ok(XmlWriter {
+            out,
+            path,
+            nested: None,
+            paths: columns.iter().map(|c| steps(&c.without_parent().to_string())).collect(),
+            parents: Layouts::new(),
+            children: Layouts::new(),
+        })
     }
 
     /// How many elements of the path are around the records (or around their parents, when nested).
@@ -437,28 +491,34 @@ impl<'w> XmlWriter<'w> {
         Ok(())
     }
 
-    fn write_record(&mut self, r: &OutRecord) -> std::io::Result<()> {
+    fn write_record(&mut self, r: &OutRecord) -> Result<(), FormatError> {
         if self.nested.is_none() {
-            self.start(!r.parent.is_empty())?;
+            self.start(!r.parent().is_empty()).map_err(write_error)?;
         }
-        let Some(name) = self.path.last() else {
+        let XmlWriter {
+            out,
+            path,
+            nested,
+            paths,
+            parents,
+            children,
+        } = self;
+        let Some(name) = path.last() else {
             return Ok(());
         };
-        if self.nested == Some(true) {
-            let parent = build(&self.path[self.path.len() - 2], &r.parent);
-            open_tag(&mut self.out, &parent)?;
-            writeln!(self.out, ">{}", escape(&parent.text, false))?;
-            for c in &parent.children {
-                write_elem(&mut self.out, c)?;
-                self.out.write_all(b"\n")?;
-            }
+        let parent_name = (*nested == Some(true)).then(|| &path[path.len() - 2]);
+        if let Some(parent_name) = parent_name {
+            let values = r.parent();
+            let parent = parents.get(values, || Shape::of(parent_name, paths, values))?;
+            parent.write_start(out, values).map_err(write_error)?;
         }
-        for child in &r.children {
-            write_elem(&mut self.out, &build(name, child))?;
-            self.out.write_all(b"\n")?;
+        for values in r.children() {
+            let child = children.get(values, || Shape::of(name, paths, values))?;
+            child.write(out, values).map_err(write_error)?;
+            out.write_all(b"\n").map_err(write_error)?;
         }
-        if self.nested == Some(true) {
-            writeln!(self.out, "</{}>", self.path[self.path.len() - 2])?;
+        if let Some(parent_name) = parent_name {
+            writeln!(out, "</{parent_name}>").map_err(write_error)?;
         }
         Ok(())
     }
@@ -466,7 +526,7 @@ impl<'w> XmlWriter<'w> {
 
 impl RecordWriter for XmlWriter<'_> {
     fn write(&mut self, record: &OutRecord) -> Result<(), FormatError> {
-        self.write_record(record).map_err(write_error)
+        self.write_record(record)
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), FormatError> {
@@ -562,26 +622,41 @@ mod tests {
     }
 
     #[test]
+    fn each_combination_of_columns_is_laid_out_on_its_own() {
+        // Elements are made in the order values come; an attribute goes on the first element of its name.
+        let columns = names(&["info/@v", "info", "."]);
+        let (v, info, text) = ((0, OutValue::Text("t")), (1, OutValue::Text("d")), (2, OutValue::Text("w")));
+        let records = [
+            out_record(&[], &[&[v, info, text]]),
+            out_record(&[], &[&[info]]),
+            out_record(&[], &[&[info, v]]),
+            out_record(&[], &[&[]]),
+            out_record(&[], &[&[v, info, text]]),
+        ];
+        let out = String::from_utf8(write_all(&xml("c"), &columns, &records)).unwrap();
+        assert_eq!(
+            out,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<c>w<info v=\"t\"/><info>d</info></c>\n<c><info>d</info></c>\n\
+             <c><info v=\"t\">d</info></c>\n<c/>\n<c>w<info v=\"t\"/><info>d</info></c>\n"
+        );
+    }
+
+    #[test]
     fn writes_flat_and_nested() {
-        let f = |n: &str| FieldRef::Name(n.to_string());
-        let rec = OutRecord {
-            parent: vec![(f("@id"), OutValue::Int(7)), (f("phone"), OutValue::Text("+49".into()))],
-            children: vec![vec![(f("usage"), OutValue::Text("a<&>".into())), (f("@on"), OutValue::Bool(true))]],
-        };
-        let out = String::from_utf8(write_all(&xml("subjects/subject/consent"), &[], std::slice::from_ref(&rec))).unwrap();
+        let columns = names(&["../@id", "../phone", "usage", "@on"]);
+        let rec = out_record(
+            &[(0, OutValue::Int(7)), (1, OutValue::Text("+49"))],
+            &[&[(2, OutValue::Text("a<&>")), (3, OutValue::Bool(true))]],
+        );
+        let out = String::from_utf8(write_all(&xml("subjects/subject/consent"), &columns, std::slice::from_ref(&rec))).unwrap();
         assert_eq!(
             out,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<subjects>\n<subject id=\"7\">\n<phone>+49</phone>\n\
              <consent on=\"true\"><usage>a&lt;&amp;&gt;</usage></consent>\n</subject>\n</subjects>\n"
         );
-        let flat = OutRecord {
-            parent: vec![],
-            children: vec![vec![
-                (f("contact/phone"), OutValue::Text(" x\n".into())),
-                (f("contact/@id"), OutValue::Int(1)),
-            ]],
-        };
-        let out = String::from_utf8(write_all(&xml("consents/consent"), &[], &[flat])).unwrap();
+        let columns = names(&["contact/phone", "contact/@id"]);
+        let flat = out_record(&[], &[&[(0, OutValue::Text(" x\n")), (1, OutValue::Int(1))]]);
+        let out = String::from_utf8(write_all(&xml("consents/consent"), &columns, &[flat])).unwrap();
         assert_eq!(
             out,
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<consents>\n<consent><contact id=\"1\"><phone>&#32;x&#10;</phone></contact></consent>\n</consents>\n"

@@ -144,7 +144,7 @@ async fn reset(State(state): State<AppState>, caller: Caller, Body(b): Body<Rese
     let store = state.store.clone();
     let ctx = ChangeContext {
         actor: caller.name.to_string(),
-        source: Source::Agent(caller.name.to_string()),
+        source: Source::Agent(caller.name.clone()),
         now: Timestamp::now(),
         prefer: crate::domain::Prefer::Newest,
     };

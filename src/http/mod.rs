@@ -117,7 +117,7 @@ impl From<Consent> for ConsentView {
 pub fn agent(caller: &Caller) -> ChangeContext {
     ChangeContext {
         actor: caller.name.to_string(),
-        source: Source::Agent(caller.name.to_string()),
+        source: Source::Agent(caller.name.clone()),
         now: Timestamp::now(),
         prefer: crate::domain::Prefer::Newest,
     }

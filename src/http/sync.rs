@@ -121,7 +121,7 @@ async fn replay(
         };
         let ctx = ChangeContext {
             actor: caller.name.to_string(),
-            source: crate::domain::Source::Sync(name.clone()),
+            source: crate::domain::Source::Sync(name.as_str().into()),
             now: Timestamp::now(),
             prefer: c.prefer(),
         };

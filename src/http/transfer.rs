@@ -90,7 +90,7 @@ async fn import(
     let name = p.name.clone().unwrap_or_else(|| "upload".into());
     let ctx = ChangeContext {
         actor: caller.name.to_string(),
-        source: Source::Import(mapping.name.clone()),
+        source: Source::Import(mapping.name.as_str().into()),
         now: Timestamp::now(),
         prefer: crate::domain::Prefer::Newest,
     };

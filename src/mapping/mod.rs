@@ -75,10 +75,10 @@ impl Mapping {
         apply::to_incoming(self, record, phones, out)
     }
 
-    /// A record that tells the remote system to remove a consent (the delete marker set); `None` when
-    /// the mapping has no delete marker column.
-    pub fn to_out_delete(&self, number: crate::domain::PhoneNumber, usage: crate::domain::Usage) -> Option<OutRecord> {
-        apply::to_out_delete(self, number, usage)
+    /// Fills `out` with a record that tells the remote system to remove a consent (the delete marker
+    /// set); false when the mapping has no delete marker column.
+    pub fn to_out_delete(&self, number: crate::domain::PhoneNumber, usage: crate::domain::Usage, out: &mut OutRecord) -> bool {
+        apply::to_out_delete(self, number, usage, out)
     }
 
     /// Whether records group the consents of one number (wide or nested layouts); export then hands
@@ -92,9 +92,10 @@ impl Mapping {
         apply::out_columns(self)
     }
 
-    /// One record to write from consents of one number (one consent unless `groups_by_number`).
-    pub fn to_out_record(&self, consents: &[Consent]) -> OutRecord {
-        apply::to_out_record(self, consents)
+    /// Fills `out` with the record to write for consents of one number (one consent unless
+    /// `groups_by_number`). Values name their column by its index in [`Mapping::out_columns`].
+    pub fn to_out_record(&self, consents: &[Consent], out: &mut OutRecord) {
+        apply::to_out_record(self, consents, out)
     }
 
     /// A refused record, to write back in the input's format (`--rejects`).

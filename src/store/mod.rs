@@ -157,7 +157,7 @@ impl Names {
             if id as usize != names.len() {
                 return Err(StoreError::Corrupt(format!("name id {id} out of order")));
             }
-            names.push((name.clone(), Source::parse(&name).unwrap_or(Source::Agent(name.clone()))));
+            names.push((name.clone(), Source::parse(&name).unwrap_or(Source::Agent(name.as_str().into()))));
             ids.insert(name, id);
         }
         Ok(Self {
@@ -178,7 +178,7 @@ impl Names {
         self.tree.insert([b"i".as_slice(), &id.to_be_bytes()].concat(), name.as_bytes())?;
         cache
             .1
-            .push((name.to_string(), Source::parse(name).unwrap_or(Source::Agent(name.to_string()))));
+            .push((name.to_string(), Source::parse(name).unwrap_or(Source::Agent(name.into()))));
         cache.0.insert(name.to_string(), id);
         Ok(id)
     }

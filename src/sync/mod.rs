@@ -111,17 +111,17 @@ pub fn encode(mapping: &Mapping, records: &[Outgoing]) -> Result<Vec<u8>, String
 /// Writes records through a writer; a deletion the mapping cannot express (no delete marker) is left
 /// out with a warning.
 pub fn write_records(mapping: &Mapping, w: &mut dyn crate::formats::RecordWriter, records: &[Outgoing]) -> Result<(), String> {
+    let mut rec = crate::formats::OutRecord::default();
     for r in records {
-        let rec = match r {
-            Outgoing::Set(c) => mapping.to_out_record(std::slice::from_ref(c)),
-            Outgoing::Delete(n, u) => match mapping.to_out_delete(*n, *u) {
-                Some(rec) => rec,
-                None => {
+        match r {
+            Outgoing::Set(c) => mapping.to_out_record(std::slice::from_ref(c), &mut rec),
+            Outgoing::Delete(n, u) => {
+                if !mapping.to_out_delete(*n, *u, &mut rec) {
                     tracing::warn!(mapping = %mapping.name, "A deletion is not pushed: the mapping has no delete marker.");
                     continue;
                 }
-            },
-        };
+            }
+        }
         w.write(&rec).map_err(|e| e.to_string())?;
     }
     Ok(())

@@ -185,7 +185,7 @@ impl Sync {
         };
         let ctx = ChangeContext {
             actor: format!("sync:{}", c.cfg.name),
-            source: Source::Sync(c.cfg.name.clone()),
+            source: Source::Sync(c.cfg.name.as_str().into()),
             now: Timestamp::now(),
             prefer: c.prefer(),
         };
@@ -322,7 +322,7 @@ impl Sync {
             let (Some(first), Some(last)) = (changes.first().map(|e| e.seq), changes.last().map(|e| e.seq)) else {
                 break;
             };
-            let own = Source::Sync(name.clone());
+            let own = Source::Sync(name.as_str().into());
             let records: Vec<super::Outgoing> = changes.iter().filter(|e| e.source != own).map(outgoing).collect();
             if http.is_none() {
                 // Files: one file per run with every change; written at the end.
