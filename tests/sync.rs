@@ -193,6 +193,22 @@ file_name = "consents-{{seq}}.tsv"
     let r = run(&d, "files");
     assert_eq!(r["inserted"], 1, "{r}");
 
+    // Refused pulled records that hold a number are personal data too: reported, and purged.
+    std::fs::write(
+        dir.join("strict-inbox/y.csv"),
+        "phone,channel,consent\n0151 9999911,whatsapp,maybe\n",
+    )
+    .unwrap();
+    assert_eq!(run(&d, "strict")["rejected"], 1);
+    let report = d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491519999911"));
+    assert_eq!(report["numbers"][0]["dead_letters"][0][0], "strict", "{report}");
+    d.ok(d.post("dpo-office", "/v1/dpo/purge", json!({"number": "+491519999911"})));
+    assert_eq!(d.ok(d.get("importer", "/v1/sync/strict/dead-letters"))["items"], json!([]));
+    assert_eq!(
+        d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491519999911"))["numbers"],
+        json!([])
+    );
+
     // The listing shows each connector with its runs.
     let list = d.ok(d.get("importer", "/v1/sync"));
     let files_c = list["items"].as_array().unwrap().iter().find(|c| c["name"] == "files").unwrap();

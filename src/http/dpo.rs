@@ -41,6 +41,8 @@ struct Held {
     /// Per push connector, whether a purge of this number was delivered (`pending`, `delivered`,
     /// `refused`, `failed`), found by the number's keyed hash.
     erasures: Vec<(String, String)>,
+    /// Refused records of sync pulls that may hold the number: (connector, dead letter).
+    dead_letters: Vec<(String, crate::sync::run::DeadLetter)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -81,11 +83,16 @@ async fn report(State(state): State<AppState>, caller: Caller, Query(p): Query<R
                     history: store.history(n)?,
                     saved_searches: store.searches_naming(n)?,
                     erasures: sync.erasure_status(&store.erasure_hash(n)?)?,
+                    dead_letters: sync.dead_letters_naming(n)?,
                 })
             })
             .filter(|h: &Result<Held, ApiError>| {
                 h.as_ref().map_or(true, |h| {
-                    !(h.consents.is_empty() && h.history.is_empty() && h.saved_searches.is_empty() && h.erasures.is_empty())
+                    !(h.consents.is_empty()
+                        && h.history.is_empty()
+                        && h.saved_searches.is_empty()
+                        && h.erasures.is_empty()
+                        && h.dead_letters.is_empty())
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()
@@ -118,6 +125,10 @@ async fn purge(State(state): State<AppState>, caller: Caller, Body(b): Body<Purg
             .collect();
         if !held.is_empty() {
             sync.queue_erasure(n, &held, &store.erasure_hash(n)?)?;
+        }
+        let dead_letters = sync.purge_dead_letters(n)?;
+        if dead_letters > 0 {
+            tracing::info!(dead_letters, "Dead letters that held a purged number were removed.");
         }
         Ok(store.purge(n, &actor, Timestamp::now())?)
     })

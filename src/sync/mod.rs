@@ -339,6 +339,40 @@ impl Sync {
             .collect()
     }
 
+    /// Dead letters (refused pulled records) that may hold the number: any line of their records whose
+    /// digits contain the number's, international or national (a leading 0 for the default country).
+    pub fn dead_letters_naming(&self, number: PhoneNumber) -> Result<Vec<(String, run::DeadLetter)>, SyncError> {
+        let digits = number.digits();
+        let national = self
+            .config
+            .default_country_code
+            .and_then(|cc| digits.strip_prefix(&cc.to_string()))
+            .map(|rest| format!("0{rest}"));
+        let mut out = Vec::new();
+        for c in &self.connectors {
+            for (_, d) in self.store.sync_list::<run::DeadLetter>(&c.cfg.name, "dead")? {
+                let text = hex::decode(&d.records).unwrap_or_default();
+                let names = String::from_utf8_lossy(&text).lines().any(|line| {
+                    let line_digits: String = line.chars().filter(char::is_ascii_digit).collect();
+                    line_digits.contains(&digits) || national.as_ref().is_some_and(|n| line_digits.contains(n))
+                }) || d.rejects.iter().any(|r| r.value.as_deref().is_some_and(|v| v.contains(&digits)));
+                if names {
+                    out.push((c.cfg.name.clone(), d));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the dead letters that may hold the number (a DPO purge); returns how many.
+    pub fn purge_dead_letters(&self, number: PhoneNumber) -> Result<usize, SyncError> {
+        let found = self.dead_letters_naming(number)?;
+        for (connector, d) in &found {
+            self.store.sync_remove(connector, "dead", &d.id.to_be_bytes())?;
+        }
+        Ok(found.len())
+    }
+
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
     }
