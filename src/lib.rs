@@ -7,6 +7,9 @@
 //! - [`formats`]: bytes <-> flat records (CSV/TSV, JSON, NDJSON, XML, text encodings).
 //! - [`mapping`]: flat records <-> consents, as `mappings/*.toml` describe them.
 //! - [`import`] and [`export`]: streaming one-off moves between files and the store.
+//! - [`connectors`]: move bytes to and from other consent systems (HTTP, files); [`sync`]: scheduled
+//!   pulls and pushes through mappings, with state, dead letters and erasures.
+//! - [`client`]: the command line's way to a running daemon (`--server`).
 //! - [`http`]: the admin HTTP API (rights, consents, saved searches, imports/exports, audit, DPO, checks, metrics).
 //! - [`config`]: the settings file, validated at once; [`cli`]: the command line; [`app`]: the daemon.
 
