@@ -26,12 +26,16 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("{w}");
         }
         let scheduler = crate::sync::scheduler::Scheduler::start(sync.clone()).await?;
-        let state = AppState::new(store.clone(), config, sync);
+        let state = AppState::new(store.clone(), config, sync.clone());
         if state.tokens.is_empty() {
             tracing::warn!("No API token is enabled: every /v1 request will be refused. See [[tokens]] in the README.");
         }
         axum::serve(listener, crate::http::app(state))
-            .with_graceful_shutdown(stop_signal())
+            .with_graceful_shutdown(async move {
+                stop_signal().await;
+                // Sync runs (scheduled or started over HTTP) stop after the page, file or batch in hand.
+                sync.stop();
+            })
             .await?;
         // Sync runs finish the page, file or batch in hand, then stop.
         scheduler.stop().await;
