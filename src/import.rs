@@ -5,7 +5,7 @@
 use crate::domain::{Incoming, PhoneParser};
 use crate::formats::{self, FormatError, RecordReader, RecordWriter};
 use crate::mapping::{Mapping, RecordError};
-use crate::store::{ChangeContext, Outcome, Store, StoreError};
+use crate::store::{Batch, ChangeContext, Outcome, Store, StoreError};
 use serde::Serialize;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -210,9 +210,9 @@ pub fn import(
         }
         rejects = RejectsFile::new(mapping, None);
     }
-    let mut chunk: Vec<Incoming> = Vec::with_capacity(opts.chunk_records.min(1 << 20));
-    let apply = |chunk: &mut Vec<Incoming>, report: &mut ImportReport| -> Result<(), ImportError> {
-        for o in store.apply(chunk, ctx, opts.dry_run)? {
+    let mut chunk = Batch::with_capacity(opts.chunk_records.min(1 << 22));
+    let apply = |chunk: &mut Batch, report: &mut ImportReport| -> Result<(), ImportError> {
+        for o in store.apply_batch(chunk, ctx, opts.dry_run)? {
             match o {
                 Outcome::Inserted => report.inserted += 1,
                 Outcome::Updated => report.updated += 1,
@@ -220,7 +220,6 @@ pub fn import(
                 Outcome::Unchanged | Outcome::NotFound => report.unchanged += 1,
             }
         }
-        chunk.clear();
         tracing::info!(
             read = report.read,
             inserted = report.inserted,
@@ -231,7 +230,9 @@ pub fn import(
     };
     for input in inputs.iter_mut() {
         read_input(mapping, input, phones, &mut report, &mut rejects, &mut |incoming, report| {
-            chunk.extend_from_slice(incoming);
+            for inc in incoming {
+                chunk.push(inc);
+            }
             if chunk.len() >= opts.chunk_records {
                 apply(&mut chunk, report)?;
             }
