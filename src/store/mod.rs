@@ -28,8 +28,9 @@
 //! A batch is held as a [`Batch`] (32 bytes a change) and decided in key order; each decided change
 //! goes straight into the journal block in hand. The maps are then brought up to date from the
 //! journal itself, the path recovery takes too: `by_number` and `audit_by_number` take the changes as
-//! they are read, `by_created` from a sorted list of 36 bytes an entry. Journal blocks are kept small
-//! enough that sled stores its nodes inline, where its cache counts them (see [`BLOCK_BYTES`]).
+//! they are read, `by_created` from a sorted list of 36 bytes an entry. Pages (7 KiB by default) and
+//! journal blocks are kept small enough that sled stores its nodes inline, where its cache counts
+//! them (see [`BLOCK_BYTES`]), so sled's memory follows `cache_bytes`, not the size of the store.
 
 mod batch;
 mod keys;
@@ -69,15 +70,16 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct StoreOptions {
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
-    /// Largest page of a paged map, in bytes.
+    /// Largest page of a paged map, in bytes. At most 7 KiB keeps sled's nodes (up to 17 pages)
+    /// under the 128 KiB above which sled writes a blob that its cache does not count.
     pub page_bytes: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
-            cache_bytes: 64 << 20,
-            page_bytes: 16 << 10,
+            cache_bytes: 32 << 20,
+            page_bytes: 7 << 10,
         }
     }
 }
