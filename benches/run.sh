@@ -11,7 +11,7 @@ GEN=${GEN:-../shared/bench/gen_consents.py}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 cargo build --release --quiet
-BIN=target/release/consentd
+BIN=${CARGO_TARGET_DIR:-target}/release/consentd
 python3 "$GEN" "$N" "$FMT" > "$WORK/in.$FMT"
 echo "input: $N consents, $FMT, $(du -m "$WORK/in.$FMT" | cut -f1) MB"
 
