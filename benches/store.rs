@@ -17,13 +17,17 @@ fn peak_rss_mb() -> f64 {
 
 fn main() {
     let n: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let chunk: usize = std::env::var("CHUNK").ok().and_then(|c| c.parse().ok()).unwrap_or(262_144);
-    let page: usize = std::env::var("PAGE").ok().and_then(|c| c.parse().ok()).unwrap_or(8192);
+    let defaults = StoreOptions::default();
+    let chunk: usize = std::env::var("CHUNK").ok().and_then(|c| c.parse().ok()).unwrap_or(1 << 19);
+    let page: usize = std::env::var("PAGE")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(defaults.page_bytes);
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Store::open(
         dir.path(),
         &StoreOptions {
-            cache_bytes: 64 << 20,
+            cache_bytes: defaults.cache_bytes,
             page_bytes: page,
         },
     )

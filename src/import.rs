@@ -5,7 +5,7 @@
 use crate::domain::{Incoming, PhoneParser};
 use crate::formats::{self, FormatError, RecordReader, RecordWriter};
 use crate::mapping::{Mapping, RecordError};
-use crate::store::{ChangeContext, Outcome, Store, StoreError};
+use crate::store::{Batch, ChangeContext, Outcome, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -237,7 +237,7 @@ pub fn import(
         opts,
         report,
         rejects,
-        chunk: Vec::with_capacity(opts.chunk_records.min(1 << 20)),
+        chunk: Batch::with_capacity(opts.chunk_records.min(1 << 22)),
         started,
     };
     for input in inputs.iter_mut() {
@@ -256,7 +256,7 @@ pub struct Importer<'a> {
     opts: &'a ImportOptions,
     report: ImportReport,
     rejects: RejectsFile<'a>,
-    chunk: Vec<Incoming>,
+    chunk: Batch,
     started: Instant,
 }
 
@@ -275,7 +275,7 @@ impl<'a> Importer<'a> {
                 ..Default::default()
             },
             rejects: RejectsFile::new(mapping, opts.rejects.as_deref()),
-            chunk: Vec::with_capacity(opts.chunk_records.min(1 << 20)),
+            chunk: Batch::with_capacity(opts.chunk_records.min(1 << 22)),
             started: Instant::now(),
         }
     }
@@ -312,7 +312,7 @@ impl<'a> Importer<'a> {
                     if opts.skip.as_ref().is_some_and(|skip| skip(i)) {
                         report.skipped += 1;
                     } else {
-                        chunk.push(*i);
+                        chunk.push(i);
                     }
                 }
                 if chunk.len() >= opts.chunk_records {
@@ -339,10 +339,10 @@ fn apply_chunk(
     store: &Store,
     ctx: &ChangeContext,
     opts: &ImportOptions,
-    chunk: &mut Vec<Incoming>,
+    chunk: &mut Batch,
     report: &mut ImportReport,
 ) -> Result<(), ImportError> {
-    for o in store.apply(chunk, ctx, opts.dry_run)? {
+    for o in store.apply_batch(chunk, ctx, opts.dry_run)? {
         match o {
             Outcome::Inserted => report.inserted += 1,
             Outcome::Updated => report.updated += 1,
@@ -350,7 +350,6 @@ fn apply_chunk(
             Outcome::Unchanged | Outcome::NotFound => report.unchanged += 1,
         }
     }
-    chunk.clear();
     tracing::info!(
         read = report.read,
         inserted = report.inserted,

@@ -236,13 +236,17 @@ impl Source {
     }
 }
 
-/// Trimmed, case-insensitive equality, without allocating.
+/// Trimmed, case-insensitive equality, without allocating. ASCII (nearly every value) is compared a
+/// byte at a time; anything else with Unicode lower-casing.
 pub(super) fn same_token(token: &str, value: &str) -> bool {
+    let (token, value) = (token.trim(), value.trim());
+    if token.is_ascii() && value.is_ascii() {
+        return token.eq_ignore_ascii_case(value);
+    }
     token
-        .trim()
         .chars()
         .flat_map(char::to_lowercase)
-        .eq(value.trim().chars().flat_map(char::to_lowercase))
+        .eq(value.chars().flat_map(char::to_lowercase))
 }
 
 impl<T: Copy + PartialEq + fmt::Display> ValueMap<T> {
@@ -775,6 +779,15 @@ impl MappingSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_match_trimmed_and_in_any_case() {
+        assert!(same_token("Yes", " yES "));
+        assert!(!same_token("yes", "yess"));
+        assert!(same_token("ÄNDERUNG", "änderung"));
+        // The Kelvin sign lower-cases to an ASCII k.
+        assert!(same_token("k", "\u{212A}"));
+    }
 
     fn problems(text: &str) -> Vec<String> {
         match Mapping::from_toml("t", Path::new("t.toml"), text) {

@@ -2,13 +2,15 @@
 //! consent store, and the log of such events (which never holds a number: a purged number is only
 //! recognisable by a keyed hash whose secret stays in the store).
 
-use super::{keys, pages::Change, searches::SavedSearch, ChangeContext, RawChange, Result, Store, StoreError, Writer, BLOCK};
+use super::{keys, pages::Change, searches::SavedSearch, ChangeContext, RawChange, Result, Store, StoreError, Writer};
 use crate::domain::{PhoneNumber, Timestamp};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 const EVENT_FORMAT: u8 = 1;
+/// Consents a reset deletes per batch.
+const RESET_CHUNK: usize = 65_536;
 
 /// An administrative event: when, who, what, and figures; never a phone number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,8 +121,8 @@ impl Store {
             .map(|c| (keys::created_key(c.number, c.usage, c.consent, c.created_at.millis()), None))
             .collect();
         by_created.sort_by_key(|c| c.0);
-        self.by_number.apply(&by_number)?;
-        self.by_created.apply(&by_created)?;
+        self.by_number.apply(by_number)?;
+        self.by_created.apply(by_created)?;
         if let Some(counts) = &mut writer.counts {
             for c in &held {
                 counts[super::count_slot(c.usage, c.consent)] -= 1;
@@ -138,7 +140,6 @@ impl Store {
             let Some(v) = self.journal.get(&k)? else { continue };
             let changes = keys::decode_block(&v).ok_or_else(|| StoreError::Corrupt("journal block".into()))?;
             let kept: Vec<RawChange> = changes.into_iter().filter(|c| c.number != number).collect();
-            debug_assert!(kept.len() <= BLOCK);
             if kept.is_empty() {
                 self.journal.remove(&k)?;
             } else {
@@ -146,7 +147,7 @@ impl Store {
             }
         }
         let audit: Vec<Change> = seqs.iter().map(|s| (keys::audit_key(number, *s), None)).collect();
-        self.audit.apply(&audit)?;
+        self.audit.apply(audit)?;
         for s in self.searches_naming(number)? {
             self.searches.remove(SavedSearch::key(&s.owner, &s.name))?;
         }
@@ -176,9 +177,9 @@ impl Store {
         let actor = self.names.id(&ctx.actor)?;
         let mut deleted = 0u64;
         loop {
-            let mut changes: Vec<RawChange> = Vec::with_capacity(BLOCK * 16);
+            let mut changes: Vec<RawChange> = Vec::with_capacity(RESET_CHUNK);
             let mut scan = self.by_number.scan(&[], None);
-            while changes.len() < BLOCK * 16 {
+            while changes.len() < RESET_CHUNK {
                 let Some(e) = scan.next_entry() else { break };
                 let (k, v) = e?;
                 let ((number, usage), before) = keys::decode_number_key(k)

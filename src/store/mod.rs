@@ -30,12 +30,23 @@
 //! to the maps, and `applied` is moved and flushed. On open, journal blocks past `applied` are applied
 //! again (applying is idempotent), so a SIGKILL at any point leaves consents, indexes, change feed and
 //! audit in agreement. One writer at a time; readers never block.
+//!
+//! # Memory
+//! A batch is held as a [`Batch`] (32 bytes a change) and decided in key order; each decided change
+//! goes straight into the journal block in hand. The maps are then brought up to date from the
+//! journal itself, the path recovery takes too: `by_number` and `audit_by_number` take the changes as
+//! they are read, `by_created` from a sorted list of 36 bytes an entry. Pages (7 KiB by default) and
+//! journal blocks are kept small enough that sled stores its nodes inline, where its cache counts
+//! them (see [`BLOCK_BYTES`]), so sled's memory follows `cache_bytes`, not the size of the store.
 
+mod batch;
 pub mod dpo;
 mod keys;
 mod pages;
 pub mod searches;
 pub mod sync;
+
+pub use batch::Batch;
 
 use crate::domain::{Consent, Criteria, Decision, Incoming, PhoneNumber, Source, Timestamp, Usage};
 use keys::{RawChange, Stored};
@@ -45,8 +56,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 const STORE_FORMAT: u8 = 1;
-/// Journal block size: changes per sled value.
-const BLOCK: usize = 4096;
+/// Journal block size in bytes (one sled value). sled writes a node larger than 128 KiB (its segment
+/// size / 4) as a separate blob and its cache then counts that node as a few bytes, so memory would
+/// outgrow `cache_bytes`; a node holds up to 17 values, so blocks stay well under 128 KiB / 17.
+const BLOCK_BYTES: usize = 6 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -69,15 +82,16 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct StoreOptions {
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
-    /// Largest page of a paged map, in bytes.
+    /// Largest page of a paged map, in bytes. At most 7 KiB keeps sled's nodes (up to 17 pages)
+    /// under the 128 KiB above which sled writes a blob that its cache does not count.
     pub page_bytes: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
-            cache_bytes: 64 << 20,
-            page_bytes: 16 << 10,
+            cache_bytes: 32 << 20,
+            page_bytes: 7 << 10,
         }
     }
 }
@@ -233,6 +247,27 @@ fn count_slot(usage: Usage, consent: bool) -> usize {
     usize::from(usage.code()) * 2 + usize::from(consent)
 }
 
+/// Adds a change to per-(usage, value) deltas.
+fn count_change(counted: &mut [i64; 4], c: &RawChange) {
+    if let Some(b) = &c.before {
+        counted[count_slot(c.usage, b.consent)] -= 1;
+    }
+    if let Some(a) = &c.after {
+        counted[count_slot(c.usage, a.consent)] += 1;
+    }
+}
+
+impl Writer {
+    /// Adds written changes' deltas to the counts, when they have been counted.
+    fn count(&mut self, counted: &[i64; 4]) {
+        if let Some(counts) = &mut self.counts {
+            for (c, d) in counts.iter_mut().zip(counted) {
+                *c = c.saturating_add_signed(*d);
+            }
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`, finishing any batch a crash interrupted.
     pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Self> {
@@ -306,27 +341,46 @@ impl Store {
     /// Applies journal blocks written after the last `applied` mark.
     fn recover(&self) -> Result<()> {
         let applied = self.applied()?;
-        let start = self
-            .journal
-            .range(..=applied.to_be_bytes())
-            .next_back()
-            .transpose()?
-            .map(|(k, _)| k)
-            .unwrap_or_default();
-        let mut pending = Vec::new();
-        for kv in self.journal.range(start..) {
-            let (_, block) = kv?;
-            let changes = keys::decode_block(&block).ok_or_else(|| StoreError::Corrupt("journal block".into()))?;
-            pending.extend(changes.into_iter().filter(|c| c.seq > applied));
+        if self.journal_after(applied).next().is_none() {
+            return Ok(());
         }
-        if let Some(last) = pending.last() {
-            tracing::warn!(changes = pending.len(), "Finishing a batch that was interrupted.");
-            let last = last.seq;
-            self.apply_to_maps(&pending)?;
+        tracing::warn!("Finishing a batch that was interrupted.");
+        if let Some(last) = self.apply_to_maps(applied)? {
             self.meta.insert("applied", &last.to_be_bytes())?;
             self.db.flush()?;
+            tracing::warn!(changes = last - applied, "The interrupted batch is finished.");
         }
         Ok(())
+    }
+
+    /// Journalled changes with a sequence number above `seq`, oldest first, decoded a block at a time.
+    fn journal_after(&self, seq: u64) -> impl Iterator<Item = Result<RawChange>> + '_ {
+        let start = self.journal.range(..=seq.to_be_bytes()).next_back().transpose();
+        let (start, mut failed) = match start {
+            Ok(found) => (found.map(|(k, _)| k).unwrap_or_default(), None),
+            Err(e) => (sled::IVec::default(), Some(StoreError::from(e))),
+        };
+        let mut blocks = self.journal.range(start..);
+        let mut block = Vec::<RawChange>::new().into_iter();
+        std::iter::from_fn(move || loop {
+            if let Some(e) = failed.take() {
+                return Some(Err(e));
+            }
+            if let Some(c) = block.next() {
+                if c.seq > seq {
+                    return Some(Ok(c));
+                }
+                continue;
+            }
+            let (_, bytes) = match blocks.next()? {
+                Ok(kv) => kv,
+                Err(e) => return Some(Err(e.into())),
+            };
+            match keys::decode_block(&bytes) {
+                Some(changes) => block = changes.into_iter(),
+                None => return Some(Err(StoreError::Corrupt("journal block".into()))),
+            }
+        })
     }
 
     fn consent(&self, number: PhoneNumber, usage: Usage, s: &Stored) -> Consent {
@@ -354,28 +408,31 @@ impl Store {
     /// Decides, journals and applies a batch of incoming changes (in order: a later change to the same
     /// consent sees the earlier one). With `dry_run` nothing is written. Returns each change's outcome.
     pub fn apply(&self, batch: &[Incoming], ctx: &ChangeContext, dry_run: bool) -> Result<Vec<Outcome>> {
+        self.apply_batch(&mut Batch::from(batch), ctx, dry_run)
+    }
+
+    /// [`Store::apply`] for changes gathered in a [`Batch`]. The batch is emptied, and its memory given
+    /// back, once its changes are decided, before the maps are written.
+    pub fn apply_batch(&self, batch: &mut Batch, ctx: &ChangeContext, dry_run: bool) -> Result<Vec<Outcome>> {
         let mut writer = self.writer.lock().expect("writer lock");
+        let mut counted = [0i64; 4];
         let source_id = self.names.id(&ctx.source.to_string())?;
         let actor_id = self.names.id(&ctx.actor)?;
-        // Decide in key order, reading each page once; equal keys keep their batch order.
-        let mut order: Vec<(Small, usize)> = batch
-            .iter()
-            .enumerate()
-            .map(|(i, inc)| (keys::number_key(inc.number, inc.usage), i))
-            .collect();
-        order.sort_unstable();
+        let applied = self.applied()?;
+        // Decide in key order, reading each page once; changes to one consent keep their batch order.
+        // Sequence numbers follow that order, so the journal is in key order too.
+        batch.sort();
         let mut outcomes = vec![Outcome::Unchanged; batch.len()];
-        let mut changes: Vec<RawChange> = Vec::new();
+        let (mut block, mut block_bytes): (Vec<RawChange>, usize) = (Vec::new(), 0);
         let mut lookup = self.by_number.sorted_lookup();
-        let mut held: Option<(Small, Option<(Stored, Consent)>)> = None;
-        for (key, i) in &order {
-            let inc = &batch[*i];
-            if held.as_ref().is_none_or(|(k, _)| k != key) {
+        let mut held: Option<(u64, Option<(Stored, Consent)>)> = None;
+        for (i, key, inc) in batch.iter() {
+            if held.as_ref().is_none_or(|(k, _)| *k != key) {
                 let stored = lookup
-                    .get(key)?
+                    .get(&keys::number_key(inc.number, inc.usage))?
                     .map(|v| keys::decode_number_value(&v).ok_or_else(|| StoreError::Corrupt("consent value".into())))
                     .transpose()?;
-                held = Some((*key, stored.map(|s| (s, self.consent(inc.number, inc.usage, &s)))));
+                held = Some((key, stored.map(|s| (s, self.consent(inc.number, inc.usage, &s)))));
             }
             let slot = &mut held.as_mut().expect("set above").1;
             let (outcome, after) = match inc.decide_preferring(slot.as_ref().map(|(_, c)| c), &ctx.source, ctx.now, ctx.prefer) {
@@ -385,7 +442,7 @@ impl Store {
                 Decision::Unchanged => (Outcome::Unchanged, None),
                 Decision::NotFound => (Outcome::NotFound, None),
             };
-            outcomes[*i] = outcome;
+            outcomes[i] = outcome;
             if let Some(after) = after {
                 let after = after.map(|c| {
                     (
@@ -398,54 +455,76 @@ impl Store {
                         c,
                     )
                 });
-                let before = slot.as_ref().map(|(s, _)| *s);
-                changes.push(RawChange {
-                    seq: 0,
-                    at: ctx.now.millis(),
-                    actor: actor_id,
-                    source: source_id,
-                    number: inc.number,
-                    usage: inc.usage,
-                    before,
-                    after: after.as_ref().map(|(s, _)| *s),
-                });
+                if !dry_run {
+                    let change = RawChange {
+                        seq: writer.next_seq,
+                        at: ctx.now.millis(),
+                        actor: actor_id,
+                        source: source_id,
+                        number: inc.number,
+                        usage: inc.usage,
+                        before: slot.as_ref().map(|(s, _)| *s),
+                        after: after.as_ref().map(|(s, _)| *s),
+                    };
+                    writer.next_seq += 1;
+                    count_change(&mut counted, &change);
+                    block_bytes += keys::encoded_len(&change);
+                    block.push(change);
+                    if block_bytes >= BLOCK_BYTES {
+                        self.journal.insert(block[0].seq.to_be_bytes(), keys::encode_block(&block))?;
+                        block.clear();
+                        block_bytes = 0;
+                    }
+                }
                 *slot = after;
             }
         }
         drop(lookup);
-        if !dry_run {
-            self.commit(&mut writer, &mut changes)?;
+        batch.release();
+        if let Some(first) = block.first() {
+            self.journal.insert(first.seq.to_be_bytes(), keys::encode_block(&block))?;
         }
+        drop(block);
+        if dry_run || writer.next_seq - 1 == applied {
+            return Ok(outcomes);
+        }
+        self.db.flush()?;
+        if let Some(last) = self.apply_to_maps(applied)? {
+            self.meta.insert("applied", &last.to_be_bytes())?;
+            self.db.flush()?;
+        }
+        writer.count(&counted);
         Ok(outcomes)
     }
 
-    /// Numbers decided changes, journals them, applies them to the maps and flushes.
+    /// Numbers changes decided outside [`Store::apply`] (a reset), journals them, applies them to the
+    /// maps and flushes.
     fn commit(&self, writer: &mut Writer, changes: &mut [RawChange]) -> Result<()> {
         if changes.is_empty() {
             return Ok(());
         }
-        // Sequence numbers follow the order the changes were decided in.
+        let applied = self.applied()?;
+        let mut counted = [0i64; 4];
         for c in changes.iter_mut() {
             c.seq = writer.next_seq;
             writer.next_seq += 1;
+            count_change(&mut counted, c);
         }
-        for block in changes.chunks(BLOCK) {
-            self.journal.insert(block[0].seq.to_be_bytes(), keys::encode_block(block))?;
-        }
-        self.db.flush()?;
-        self.apply_to_maps(changes)?;
-        self.meta.insert("applied", &(writer.next_seq - 1).to_be_bytes())?;
-        self.db.flush()?;
-        if let Some(counts) = &mut writer.counts {
-            for c in changes.iter() {
-                if let Some(b) = &c.before {
-                    counts[count_slot(c.usage, b.consent)] -= 1;
-                }
-                if let Some(a) = &c.after {
-                    counts[count_slot(c.usage, a.consent)] += 1;
-                }
+        let (mut start, mut bytes) = (0, 0);
+        for (i, c) in changes.iter().enumerate() {
+            bytes += keys::encoded_len(c);
+            if bytes >= BLOCK_BYTES || i + 1 == changes.len() {
+                self.journal
+                    .insert(changes[start].seq.to_be_bytes(), keys::encode_block(&changes[start..=i]))?;
+                (start, bytes) = (i + 1, 0);
             }
         }
+        self.db.flush()?;
+        if let Some(last) = self.apply_to_maps(applied)? {
+            self.meta.insert("applied", &last.to_be_bytes())?;
+            self.db.flush()?;
+        }
+        writer.count(&counted);
         Ok(())
     }
 
@@ -474,47 +553,51 @@ impl Store {
             .collect())
     }
 
-    /// Brings the paged maps in line with journalled changes (in seq order). Idempotent.
-    fn apply_to_maps(&self, changes: &[RawChange]) -> Result<()> {
-        // One map at a time, so only one list of entry changes is in memory.
-        let apply = |map: &PagedMap, mut v: Vec<Change>| -> Result<()> {
-            v.sort_by_key(|c| c.0); // stable: a later change to a key stays later
-            v.dedup_by(|later, earlier| {
-                let same = later.0 == earlier.0;
-                if same {
-                    *earlier = *later;
-                }
-                same
-            });
-            Ok(map.apply(&v)?)
-        };
-        apply(
-            &self.by_number,
-            changes
-                .iter()
-                .map(|c| (keys::number_key(c.number, c.usage), c.after.as_ref().map(keys::number_value)))
-                .collect(),
-        )?;
-        let mut created = Vec::with_capacity(changes.len() * 2);
-        for c in changes {
+    /// Brings the paged maps in line with the journalled changes after `applied`, read back from the
+    /// journal (so a batch and the recovery of an interrupted one take the same path). Idempotent.
+    /// Returns the last sequence number applied. A batch is journalled in `by_number` key order, which
+    /// is also `audit_by_number` order, so those two maps take the changes as they are read; only
+    /// `by_created` needs them sorted, in a compact list.
+    fn apply_to_maps(&self, applied: u64) -> Result<Option<u64>> {
+        let mut failed = None;
+        let (mut last, mut created_len) = (None, 0usize);
+        self.by_number
+            .apply(until_error(self.journal_after(applied), &mut failed).map(|c| {
+                last = Some(c.seq);
+                created_len += usize::from(c.before.is_some()) + usize::from(c.after.is_some());
+                (keys::number_key(c.number, c.usage), c.after.as_ref().map(keys::number_value))
+            }))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut created = Vec::with_capacity(created_len);
+        for c in until_error(self.journal_after(applied), &mut failed) {
             if let Some(b) = &c.before {
-                created.push((keys::created_key(c.number, c.usage, b.consent, b.created), None));
+                created.push(CreatedChange::new(
+                    keys::created_key(c.number, c.usage, b.consent, b.created),
+                    None,
+                    created.len(),
+                )?);
             }
             if let Some(a) = &c.after {
-                created.push((
-                    keys::created_key(c.number, c.usage, a.consent, a.created),
-                    Some(keys::created_value(a)),
-                ));
+                let key = keys::created_key(c.number, c.usage, a.consent, a.created);
+                created.push(CreatedChange::new(key, Some(keys::created_value(a)), created.len())?);
             }
         }
-        apply(&self.by_created, created)?;
-        apply(
-            &self.audit,
-            changes
-                .iter()
-                .map(|c| (keys::audit_key(c.number, c.seq), Some(Small::default())))
-                .collect(),
-        )
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        created.sort_unstable_by_key(CreatedChange::sort_key);
+        self.by_created.apply(created.iter().map(CreatedChange::change))?;
+        drop(created);
+        let mut failed = None;
+        self.audit.apply(
+            until_error(self.journal_after(applied), &mut failed).map(|c| (keys::audit_key(c.number, c.seq), Some(Small::default()))),
+        )?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(last),
+        }
     }
 
     /// Searches with any combination of criteria (at least one), in creation-time order, `limit` items
@@ -691,7 +774,7 @@ impl Store {
             None => {
                 let mut from = after;
                 'blocks: loop {
-                    let batch = self.changes_since(from, BLOCK)?;
+                    let batch = self.changes_since(from, 4096)?;
                     let Some(last) = batch.last().map(|e| e.seq) else { break };
                     for e in batch.into_iter().filter(keep) {
                         if items.len() == limit {
@@ -711,6 +794,42 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// The items of `iter` up to its first error, which is left in `failed`.
+fn until_error<'a, T: 'a>(iter: impl Iterator<Item = Result<T>> + 'a, failed: &'a mut Option<StoreError>) -> impl Iterator<Item = T> + 'a {
+    iter.map_while(move |r| r.map_err(|e| *failed = Some(e)).ok())
+}
+
+/// A change to one `by_created` entry, in 36 bytes: key, value (none: remove), and its place in
+/// journal order, so that sorting keeps the later of two changes to one key later.
+#[derive(Clone, Copy)]
+struct CreatedChange {
+    key: [u8; 18],
+    value: Option<[u8; 13]>,
+    order: u32,
+}
+
+impl CreatedChange {
+    fn new(key: Small, value: Option<Small>, order: usize) -> Result<Self> {
+        let bad = || StoreError::Corrupt("a by_created entry of unexpected size".into());
+        Ok(CreatedChange {
+            key: (*key).try_into().map_err(|_| bad())?,
+            value: value.map(|v| (*v).try_into().map_err(|_| bad())).transpose()?,
+            order: u32::try_from(order).map_err(|_| StoreError::Corrupt("more than 2^32 index changes in one batch".into()))?,
+        })
+    }
+
+    /// The key's bytes as big-endian numbers (same order, cheaper to compare), then journal order.
+    fn sort_key(&self) -> (u16, u64, u64, u32) {
+        let k = &self.key;
+        let be = |r: std::ops::Range<usize>| k[r].iter().fold(0u64, |n, b| n << 8 | u64::from(*b));
+        (be(0..2) as u16, be(2..10), be(10..18), self.order)
+    }
+
+    fn change(&self) -> Change {
+        (Small::new(&self.key), self.value.as_ref().map(|v| Small::new(v)))
     }
 }
 

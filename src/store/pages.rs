@@ -8,6 +8,9 @@ use sled::IVec;
 use std::ops::Bound;
 
 const PAGE_FORMAT: u8 = 1;
+/// A page that has grown to this many times the largest page is written out (split) before more
+/// changes are merged into it.
+const GROW_PAGES: usize = 32;
 
 /// A key or value of at most 32 bytes, kept inline (no allocation per entry).
 #[derive(Clone, Copy, Default)]
@@ -109,6 +112,37 @@ fn push_entry(out: &mut Vec<u8>, k: &[u8], v: &[u8]) {
     out.extend_from_slice(v);
 }
 
+/// A page being rebuilt: its encoded entries and where each one starts.
+#[derive(Default)]
+struct Merged {
+    bytes: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl Merged {
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.starts.clear();
+        self.bytes.push(PAGE_FORMAT);
+    }
+
+    fn push(&mut self, k: &[u8], v: &[u8]) {
+        self.starts.push(self.bytes.len());
+        push_entry(&mut self.bytes, k, v);
+    }
+
+    /// Copies the old entries below the change's key, drops the old entry at it, adds the change.
+    fn merge(&mut self, old: &mut std::iter::Peekable<Entries<'_>>, (k, v): &Change) {
+        while let Some((ok, ov)) = old.next_if(|(ok, _)| *ok < &**k) {
+            self.push(ok, ov);
+        }
+        old.next_if(|(ok, _)| *ok == &**k);
+        if let Some(v) = v {
+            self.push(k, v);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct PagedMap {
     tree: sled::Tree,
@@ -166,42 +200,43 @@ impl PagedMap {
         }
     }
 
-    /// Applies changes sorted by key, one per key. Each page touched is read once and written once;
-    /// pages that grow too large are split, empty ones removed. New pages are written before the page
-    /// they split from, so a concurrent reader always finds every entry.
-    pub fn apply(&self, changes: &[Change]) -> sled::Result<()> {
-        debug_assert!(changes.windows(2).all(|w| w[0].0 < w[1].0), "changes sorted, one per key");
-        let mut i = 0;
-        let mut merged = Vec::new();
-        let mut starts = Vec::new();
-        while i < changes.len() {
-            let (pk, page, next) = self.page_for(&changes[i].0)?;
-            let end = match &next {
-                Some(nk) => i + changes[i..].partition_point(|(k, _)| **k < **nk),
-                None => changes.len(),
-            };
+    /// Applies changes in order: a later change to a key wins. Changes in ascending key order (equal
+    /// keys next to each other) are the fast case: each page touched is read once and written once,
+    /// and the changes are consumed as they come, so they need not all be in memory. A key lower than
+    /// the one before starts over at its page. Pages that grow too large are split, empty ones removed.
+    /// New pages are written before the page they split from, so a concurrent reader always finds every
+    /// entry.
+    pub fn apply(&self, changes: impl IntoIterator<Item = Change>) -> sled::Result<()> {
+        let mut changes = changes.into_iter().peekable();
+        let mut merged = Merged::default();
+        while let Some((first, _)) = changes.peek() {
+            let (pk, page, next) = self.page_for(first)?;
             merged.clear();
-            starts.clear();
-            merged.push(PAGE_FORMAT);
             let mut old = Entries::new(&page)?.peekable();
-            let mut add = |k: &[u8], v: &[u8], merged: &mut Vec<u8>| {
-                starts.push(merged.len());
-                push_entry(merged, k, v);
-            };
-            for (k, v) in &changes[i..end] {
-                while let Some((ok, ov)) = old.next_if(|(ok, _)| *ok < &**k) {
-                    add(ok, ov, &mut merged);
+            // The change in hand: the last one seen for its key wins.
+            let mut held: Option<Change> = None;
+            while let Some((k, _)) = changes.peek() {
+                let past_page = next.as_ref().is_some_and(|n| **k >= **n);
+                let backwards = held.as_ref().is_some_and(|(h, _)| k < h);
+                // Many changes into one page (a young map): write what we have as pages and go on
+                // from the last of them, so the page in hand stays small.
+                let full = merged.bytes.len() >= GROW_PAGES * self.max_page;
+                if past_page || backwards || full {
+                    break;
                 }
-                old.next_if(|(ok, _)| *ok == &**k);
-                if let Some(v) = v {
-                    add(k, v, &mut merged);
+                let change = changes.next().expect("peeked");
+                if let Some(h) = held.take().filter(|(hk, _)| *hk != change.0) {
+                    merged.merge(&mut old, &h);
                 }
+                held = Some(change);
+            }
+            if let Some(h) = held {
+                merged.merge(&mut old, &h);
             }
             for (ok, ov) in old {
-                add(ok, ov, &mut merged);
+                merged.push(ok, ov);
             }
-            self.write_pages(&pk, &merged, &starts)?;
-            i = end;
+            self.write_pages(&pk, &merged.bytes, &merged.starts)?;
         }
         Ok(())
     }
@@ -387,7 +422,7 @@ mod tests {
             let mut model = BTreeMap::new();
             for batch in &batches {
                 let changes: Vec<Change> = batch.iter().map(|(k, v)| (Small::new(k), v.as_deref().map(Small::new))).collect();
-                m.apply(&changes).unwrap();
+                m.apply(changes).unwrap();
                 for (k, v) in batch {
                     match v { Some(v) => { model.insert(k.clone(), v.clone()); } None => { model.remove(k); } }
                 }
@@ -407,18 +442,37 @@ mod tests {
         }
     }
 
+    proptest! {
+        #[test]
+        fn changes_in_any_order_apply_in_turn(batches in prop::collection::vec(prop::collection::vec((prop::collection::vec(0u8..4, 0..5), prop::option::of(prop::collection::vec(any::<u8>(), 0..8))), 0..80), 1..5)) {
+            let m = map(64);
+            let mut model = BTreeMap::new();
+            for batch in &batches {
+                m.apply(batch.iter().map(|(k, v)| (Small::new(k), v.as_deref().map(Small::new)))).unwrap();
+                for (k, v) in batch {
+                    match v { Some(v) => { model.insert(k.clone(), v.clone()); } None => { model.remove(k); } }
+                }
+            }
+            let want: Vec<_> = model.into_iter().collect();
+            prop_assert_eq!(contents(&m), want);
+        }
+    }
+
     #[test]
     fn big_batches_split_into_pages() {
-        let m = map(4096);
-        let changes: Vec<Change> = (0u32..10_000)
-            .map(|i| (Small::new(&i.to_be_bytes()), Some(Small::new(b"value"))))
-            .collect();
-        m.apply(&changes).unwrap();
-        assert!(m.tree.len() > 10, "{} pages", m.tree.len());
-        assert!(m.tree.iter().all(|p| p.unwrap().1.len() <= 4096));
-        assert_eq!(contents(&m).len(), 10_000);
-        let removals: Vec<Change> = (0u32..10_000).map(|i| (Small::new(&i.to_be_bytes()), None)).collect();
-        m.apply(&removals).unwrap();
-        assert_eq!(m.tree.len(), 0);
+        // 256-byte pages: the batch is far more than GROW_PAGES pages, so it is written in parts.
+        for max_page in [4096, 256] {
+            let m = map(max_page);
+            let changes: Vec<Change> = (0u32..10_000)
+                .map(|i| (Small::new(&i.to_be_bytes()), Some(Small::new(b"value"))))
+                .collect();
+            m.apply(changes).unwrap();
+            assert!(m.tree.len() > 10, "{} pages", m.tree.len());
+            assert!(m.tree.iter().all(|p| p.unwrap().1.len() <= max_page));
+            assert_eq!(contents(&m).len(), 10_000);
+            let removals: Vec<Change> = (0u32..10_000).map(|i| (Small::new(&i.to_be_bytes()), None)).collect();
+            m.apply(removals).unwrap();
+            assert_eq!(m.tree.len(), 0);
+        }
     }
 }

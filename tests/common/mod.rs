@@ -65,7 +65,8 @@ impl Daemon {
             dir,
             child: None,
             base: String::new(),
-            http: Client::new(),
+            // No idle connections kept: a connection the server closed (a body refused early) is never reused.
+            http: Client::builder().pool_max_idle_per_host(0).build().unwrap(),
             mappings: mappings.to_path_buf(),
         };
         d.spawn();
