@@ -300,6 +300,7 @@ struct Remote {
     /// Pushes to refuse with 422.
     refuse_pushes: usize,
     page_delay_ms: u64,
+    push_delay_ms: u64,
     /// `updated_since` of each GET.
     since_seen: Vec<Option<String>>,
 }
@@ -328,6 +329,8 @@ fn remote(state: std::sync::Arc<std::sync::Mutex<Remote>>) -> String {
         axum::Json(json!({"data": {"consents": page}, "next": next}))
     }
     async fn push(State(s): State<Shared>, headers: axum::http::HeaderMap, body: String) -> axum::http::StatusCode {
+        let delay = s.lock().unwrap().push_delay_ms;
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         let mut r = s.lock().unwrap();
         let key = headers
             .get("idempotency-key")
@@ -593,4 +596,71 @@ fn runs_of_one_connector_never_overlap_and_skipped_ticks_are_counted() {
     if r.status() != reqwest::StatusCode::OK {
         common::refused(r, reqwest::StatusCode::CONFLICT, None);
     }
+}
+
+#[test]
+fn a_daemon_killed_during_a_push_resends_at_most_the_batch_in_hand() {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
+        page_size: 100,
+        push_delay_ms: 10,
+        ..Default::default()
+    }));
+    let url = remote(state.clone());
+    let (mut d, _m) = remote_daemon(&url, "");
+    let n = 900;
+    let file = json!({"data": {"consents": (0..n).map(|i| remote_consent(i, true, "2024-01-01T00:00:00Z")).collect::<Vec<_>>()}});
+    let r = d.ok(d
+        .as_("admin", reqwest::Method::POST, "/v1/imports?mapping=remote-json")
+        .body(file.to_string())
+        .send()
+        .unwrap());
+    assert_eq!(r["inserted"], n);
+    let base = d.base.clone();
+    let runner = std::thread::spawn(move || {
+        let _ = reqwest::blocking::Client::new()
+            .post(format!("{base}/v1/sync/crm/run"))
+            .bearer_auth("s-importer")
+            .send();
+    });
+    // Kill it once some batches (of 3) have gone out.
+    while state.lock().unwrap().pushes.len() < 20 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = d.child.as_ref().unwrap().id();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = d.child.take().unwrap().wait();
+    runner.join().unwrap();
+    let before = state.lock().unwrap().pushes.len();
+    assert!(before < n / 3, "the kill came during the push ({before} batches)");
+    d.spawn();
+    state.lock().unwrap().push_delay_ms = 0;
+    let r = run(&d, "crm");
+    assert_eq!(r["outcome"], "ok", "{r}");
+    let pushes = state.lock().unwrap().pushes.clone();
+    let keys: std::collections::BTreeSet<&str> = pushes.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        pushes.len() - keys.len() <= 1,
+        "at most the batch in hand is sent again ({} sends, {} batches)",
+        pushes.len(),
+        keys.len()
+    );
+    let mut numbers: Vec<String> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (k, body) in &pushes {
+        if seen.insert(k.clone()) {
+            numbers.extend(
+                body["data"]["consents"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["msisdn"].as_str().unwrap().to_string()),
+            );
+        }
+    }
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), n, "every change reached the remote");
 }
