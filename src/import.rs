@@ -299,13 +299,7 @@ impl<'a> Importer<'a> {
             &mut self.rejects,
             &mut |incoming, report| {
                 for i in incoming {
-                    let at = match i.op {
-                        crate::domain::Op::Set {
-                            created_at, updated_at, ..
-                        } => updated_at.or(created_at),
-                        crate::domain::Op::Delete { at } => at,
-                        crate::domain::Op::Toggle => None,
-                    };
+                    let at = i.time();
                     if at.is_some() && at > report.newest {
                         report.newest = at;
                     }

@@ -523,21 +523,8 @@ fn a_daemon_killed_during_a_pull_and_a_push_finishes_on_restart_without_duplicat
     let url = remote(state.clone());
     let (mut d, _m) = remote_daemon(&url, "");
     // Start a run and kill the daemon while pages are still coming.
-    let base = d.base.clone();
-    let runner = std::thread::spawn(move || {
-        let _ = reqwest::blocking::Client::new()
-            .post(format!("{base}/v1/sync/crm/run"))
-            .bearer_auth("s-importer")
-            .send();
-    });
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    let pid = d.child.as_ref().unwrap().id();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    let _ = d.child.take().unwrap().wait();
-    runner.join().unwrap();
+    let started = std::time::Instant::now();
+    run_and_kill(&mut d, || started.elapsed() > std::time::Duration::from_millis(400));
     d.spawn();
     let before = count_all(&d);
     assert!(before < n, "the kill came during the pull ({before} of {n} stored)");
@@ -615,24 +602,8 @@ fn a_daemon_killed_during_a_push_resends_at_most_the_batch_in_hand() {
         .send()
         .unwrap());
     assert_eq!(r["inserted"], n);
-    let base = d.base.clone();
-    let runner = std::thread::spawn(move || {
-        let _ = reqwest::blocking::Client::new()
-            .post(format!("{base}/v1/sync/crm/run"))
-            .bearer_auth("s-importer")
-            .send();
-    });
     // Kill it once some batches (of 3) have gone out.
-    while state.lock().unwrap().pushes.len() < 20 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let pid = d.child.as_ref().unwrap().id();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    let _ = d.child.take().unwrap().wait();
-    runner.join().unwrap();
+    run_and_kill(&mut d, || state.lock().unwrap().pushes.len() >= 20);
     let before = state.lock().unwrap().pushes.len();
     assert!(before < n / 3, "the kill came during the push ({before} batches)");
     d.spawn();
@@ -663,4 +634,25 @@ fn a_daemon_killed_during_a_push_resends_at_most_the_batch_in_hand() {
     numbers.sort();
     numbers.dedup();
     assert_eq!(numbers.len(), n, "every change reached the remote");
+}
+
+/// Starts a run of `crm` over HTTP and SIGKILLs the daemon once `now` says so.
+fn run_and_kill(d: &mut Daemon, now: impl Fn() -> bool) {
+    let base = d.base.clone();
+    let runner = std::thread::spawn(move || {
+        let _ = reqwest::blocking::Client::new()
+            .post(format!("{base}/v1/sync/crm/run"))
+            .bearer_auth("s-importer")
+            .send();
+    });
+    while !now() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let pid = d.child.as_ref().unwrap().id();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = d.child.take().unwrap().wait();
+    runner.join().unwrap();
 }

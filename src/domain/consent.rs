@@ -172,6 +172,18 @@ pub enum Decision {
 }
 
 impl Incoming {
+    /// When the record says the change happened: its update time, else its creation time (a delete:
+    /// its time); `None` when it carries none.
+    pub fn time(&self) -> Option<Timestamp> {
+        match self.op {
+            Op::Set {
+                created_at, updated_at, ..
+            } => updated_at.or(created_at),
+            Op::Delete { at } => at,
+            Op::Toggle => None,
+        }
+    }
+
     /// The conflict rule. A record older than ours (update time, else creation time; a record without
     /// times counts as `now`) does not overwrite it; the same value changes nothing; a new value is a new
     /// decision, so its creation time is the record's (or now).

@@ -246,13 +246,7 @@ impl Sync {
         Ok(Some(Arc::new(move |i: &crate::domain::Incoming| {
             let Ok(hash) = store.erasure_hash(i.number) else { return false };
             let Some(purged_at) = purged.get(&hash) else { return false };
-            let at = match i.op {
-                crate::domain::Op::Set {
-                    created_at, updated_at, ..
-                } => updated_at.or(created_at),
-                crate::domain::Op::Delete { at } => at,
-                crate::domain::Op::Toggle => None,
-            };
+            let at = i.time();
             at.is_none_or(|t| t <= *purged_at)
         })))
     }
