@@ -656,3 +656,35 @@ fn run_and_kill(d: &mut Daemon, now: impl Fn() -> bool) {
     let _ = d.child.take().unwrap().wait();
     runner.join().unwrap();
 }
+
+#[test]
+fn a_run_missed_while_the_daemon_was_down_runs_at_start_up() {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
+        page_size: 10,
+        ..Default::default()
+    }));
+    let url = remote(state.clone());
+    // Every other second; catch-up on (the default) for this test.
+    let (mut d, _m) = remote_daemon_on(&url, "", "*/2 * * * * *");
+    let cfg = d.dir.path().join("consentd.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("catch_up = false", "catch_up = true");
+    std::fs::write(&cfg, text).unwrap();
+    d.stop();
+    d.spawn();
+    run(&d, "crm");
+    d.stop();
+    // Down for longer than one period: the next start runs the missed one at once.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    d.spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let runs = d.ok(d.get("importer", "/v1/sync"))["items"][0]["runs"].clone();
+        if runs.as_array().unwrap().iter().any(|r| r["trigger"] == "catch_up") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no catch-up run: {runs}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
