@@ -18,6 +18,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let config = Arc::new(config);
         let sync = Arc::new(crate::sync::Sync::new(store.clone(), config.clone()).map_err(anyhow::Error::msg)?);
+        // Listen for stop signals before announcing the address: a SIGTERM right after start-up must
+        // stop the daemon cleanly, not kill it.
+        let stop = stop_signal()?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "consentd is listening.");
         // Tests and scripts read the bound address (port 0 picks one) from this line.
@@ -32,7 +35,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         }
         axum::serve(listener, crate::http::app(state))
             .with_graceful_shutdown(async move {
-                stop_signal().await;
+                stop.await;
                 // Sync runs (scheduled or started over HTTP) stop after the page, file or batch in hand.
                 sync.stop();
             })
@@ -45,17 +48,12 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
-async fn stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+/// A future that ends at SIGTERM or SIGINT; the handlers are in place when this returns.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    })
 }
