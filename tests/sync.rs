@@ -688,3 +688,48 @@ fn a_run_missed_while_the_daemon_was_down_runs_at_start_up() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn sigterm_lets_the_batch_in_hand_finish() {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
+        page_size: 10,
+        push_delay_ms: 300,
+        ..Default::default()
+    }));
+    let url = remote(state.clone());
+    let (mut d, _m) = remote_daemon(&url, "");
+    let file = json!({"data": {"consents": (0..60).map(|i| remote_consent(i, true, "2024-01-01T00:00:00Z")).collect::<Vec<_>>()}});
+    d.ok(d
+        .as_("admin", reqwest::Method::POST, "/v1/imports?mapping=remote-json")
+        .body(file.to_string())
+        .send()
+        .unwrap());
+    let base = d.base.clone();
+    let runner = std::thread::spawn(move || {
+        let _ = reqwest::blocking::Client::new()
+            .post(format!("{base}/v1/sync/crm/run"))
+            .bearer_auth("s-importer")
+            .send();
+    });
+    // SIGTERM while a batch is on its way (the remote answers after 300 ms).
+    while state.lock().unwrap().pushes.len() < 2 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    d.stop();
+    runner.join().unwrap();
+    let sent = state.lock().unwrap().pushes.len();
+    assert!(sent < 20, "the run stopped early ({sent} of 20 batches)");
+    // The batch in hand was delivered and recorded: the next run sends each other batch once, none again.
+    state.lock().unwrap().push_delay_ms = 0;
+    d.spawn();
+    let r = run(&d, "crm");
+    assert_eq!(r["outcome"], "ok", "{r}");
+    let pushes = state.lock().unwrap().pushes.clone();
+    let keys: std::collections::BTreeSet<&str> = pushes.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        (pushes.len(), keys.len()),
+        (20, 20),
+        "every batch once: {:?}",
+        pushes.iter().map(|p| &p.0).collect::<Vec<_>>()
+    );
+}
