@@ -192,6 +192,13 @@ file_name = "consents-{{seq}}.tsv"
     .unwrap();
     let r = run(&d, "files");
     assert_eq!(r["inserted"], 1, "{r}");
+    // generic-csv has no delete marker: the erasure could not be sent there, and the report says so.
+    let report = d.ok(d.get("dpo-office", &format!("/v1/dpo/report?number={n}")));
+    assert_eq!(
+        report["numbers"][0]["erasures"],
+        json!([["files", "skipped"], ["sinch", "delivered"]]),
+        "{report}"
+    );
 
     // Refused pulled records that hold a number are personal data too: reported, and purged.
     std::fs::write(

@@ -270,6 +270,8 @@ pub enum HttpError {
 pub enum Delivery {
     /// A 2xx answer.
     Delivered,
+    /// Nothing was sent on purpose (a deletion the mapping cannot express).
+    Skipped,
     /// A 4xx answer (other than 408/429): the remote refuses this batch; retrying will not help.
     Refused { status: u16, body: String },
 }

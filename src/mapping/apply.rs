@@ -208,6 +208,14 @@ pub fn to_out_record(m: &Mapping, consents: &[Consent], out: &mut OutRecord) {
     out_record(m, consents, None, out)
 }
 
+/// Whether a deletion can be written: a delete marker read from a field, with a value to write.
+pub fn writes_deletes(m: &Mapping) -> bool {
+    m.spec
+        .delete
+        .as_ref()
+        .is_some_and(|d| !d.values.is_empty() && matches!(d.source.from, From::Field { .. }))
+}
+
 /// A record that removes a consent: its number, usage and the delete marker's first value; false
 /// (and `out` untouched) when the mapping has no delete marker read from a field.
 pub fn to_out_delete(m: &Mapping, number: PhoneNumber, usage: crate::domain::Usage, out: &mut OutRecord) -> bool {

@@ -75,6 +75,11 @@ impl Mapping {
         apply::to_incoming(self, record, phones, out)
     }
 
+    /// Whether the mapping can write a deletion (it has a delete marker column with a value).
+    pub fn writes_deletes(&self) -> bool {
+        apply::writes_deletes(self)
+    }
+
     /// Fills `out` with a record that tells the remote system to remove a consent (the delete marker
     /// set); false when the mapping has no delete marker column.
     pub fn to_out_delete(&self, number: crate::domain::PhoneNumber, usage: crate::domain::Usage, out: &mut OutRecord) -> bool {

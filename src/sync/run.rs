@@ -279,6 +279,8 @@ impl Sync {
                     }
                     out
                 }
+                // The mapping cannot say "deleted": nothing is sent, and the DPO report says so.
+                _ if !c.mapping.writes_deletes() => Ok(Delivery::Skipped),
                 _ => {
                     let records: Vec<super::Outgoing> = e.usages.iter().map(|u| super::Outgoing::Delete(e.number, *u)).collect();
                     self.deliver(c, http.as_ref(), &records, &key, 0)
@@ -287,6 +289,7 @@ impl Sync {
             let status = match &outcome {
                 Ok(Delivery::Delivered) => "delivered",
                 Ok(Delivery::Refused { .. }) => "refused",
+                Ok(Delivery::Skipped) => "skipped",
                 Err(_) => "failed",
             };
             let mut erased = e.clone();
@@ -342,6 +345,7 @@ impl Sync {
             };
             match outcome? {
                 Delivery::Delivered => run.pushed += records.len() as u64,
+                Delivery::Skipped => {}
                 Delivery::Refused { status, body } => {
                     run.push_refused += records.len() as u64;
                     let id = self.store.sync_next_id(name, "refused").map_err(|e| e.to_string())?;
