@@ -68,7 +68,7 @@ pub struct Erasure {
 /// Whether a purge reached a connector, by the number's keyed hash (no number).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErasureStatus {
-    /// `delivered`, `refused` or `failed` (retried next run).
+    /// `delivered`, `skipped` (the mapping cannot express a deletion), `refused` or `failed` (retried next run).
     pub status: String,
     pub at: String,
 }
