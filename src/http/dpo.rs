@@ -39,7 +39,7 @@ struct Held {
     history: Vec<AuditEntry>,
     saved_searches: Vec<SavedSearch>,
     /// Per push connector, whether a purge of this number was delivered (`pending`, `delivered`,
-    /// `refused`, `failed`), found by the number's keyed hash.
+    /// `skipped`, `refused`, `failed`), found by the number's keyed hash.
     erasures: Vec<(String, String)>,
     /// Refused records of sync pulls that may hold the number: (connector, dead letter).
     dead_letters: Vec<(String, crate::sync::run::DeadLetter)>,
