@@ -2,7 +2,7 @@
 //! mappings and the daemon. `main.rs` only calls [`run`].
 
 use crate::config::Config;
-use crate::domain::{Criteria, Digits, Incoming, Op, Source, Timestamp, Usage};
+use crate::domain::{Criteria, CriteriaText, Incoming, Op, Source, Timestamp, Usage};
 use crate::import::{ImportOptions, Input};
 use crate::mapping::Mapping;
 use crate::store::{ChangeContext, Outcome, Store};
@@ -175,15 +175,28 @@ pub struct CriteriaArgs {
 }
 
 impl CriteriaArgs {
+    /// The criteria as typed, for parsing here or sending to the daemon.
+    fn text(&self) -> CriteriaText {
+        CriteriaText {
+            number: self.number.clone(),
+            digits: self.digits.clone(),
+            consent: self.consent.map(|c| c.to_string()),
+            usage: self.usage.map(|u| u.to_string()),
+            created_from: self.created_from.clone(),
+            created_to: self.created_to.clone(),
+        }
+    }
+
     /// The criteria as query parameters, for the daemon.
     fn query(&self) -> Vec<(&'static str, String)> {
+        let t = self.text();
         [
-            ("number", self.number.clone()),
-            ("digits", self.digits.clone()),
-            ("consent", self.consent.map(|c| c.to_string())),
-            ("usage", self.usage.map(|u| u.to_string())),
-            ("created_from", self.created_from.clone()),
-            ("created_to", self.created_to.clone()),
+            ("number", t.number),
+            ("digits", t.digits),
+            ("consent", t.consent),
+            ("usage", t.usage),
+            ("created_from", t.created_from),
+            ("created_to", t.created_to),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -191,27 +204,9 @@ impl CriteriaArgs {
     }
 
     pub fn parse(&self, config: &Config) -> anyhow::Result<Criteria> {
-        let mut c = Criteria {
-            number: self
-                .number
-                .as_deref()
-                .map(|n| config.phone_parser().parse(n).with_context(|| "--number"))
-                .transpose()?,
-            digits: self.digits.as_deref().map(|d| Digits::parse(d).context("--digits")).transpose()?,
-            consent: self.consent,
-            usage: self.usage,
-            created_from: self
-                .created_from
-                .as_deref()
-                .map(|t| Timestamp::parse_bound(t).map(|(t, _)| t).context("--created-from"))
-                .transpose()?,
-            created_before: None,
-        };
-        if let Some(t) = &self.created_to {
-            let (t, date_only) = Timestamp::parse_bound(t).context("--created-to")?;
-            c.set_created_to(t, date_only);
-        }
-        Ok(c)
+        self.text()
+            .parse(&config.phone_parser())
+            .map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.reason))
     }
 }
 

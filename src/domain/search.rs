@@ -33,12 +33,6 @@ impl Criteria {
         }
     }
 
-    /// Sets the upper bound from a typed value: a date includes that whole day, a time includes that instant.
-    pub fn set_created_to(&mut self, t: Timestamp, date_only: bool) {
-        let end = if date_only { t.millis() + 86_400_000 } else { t.millis() + 1 };
-        self.created_before = Some(Timestamp::from_millis(end));
-    }
-
     pub fn matches(&self, c: &super::Consent) -> bool {
         self.number.is_none_or(|n| n == c.number)
             && self.digits.as_ref().is_none_or(|d| d.matches(c.number))
@@ -88,7 +82,7 @@ impl CriteriaText {
             }
         };
         let set = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
-        let mut c = Criteria {
+        Ok(Criteria {
             number: set(&self.number)
                 .map(|n| phones.parse(&n).map_err(|e| bad("number")(&e)))
                 .transpose()?,
@@ -108,13 +102,10 @@ impl CriteriaText {
             created_from: set(&self.created_from)
                 .map(|t| Timestamp::parse_bound(&t).map(|(t, _)| t).map_err(|e| bad("created_from")(&e)))
                 .transpose()?,
-            created_before: None,
-        };
-        if let Some(t) = set(&self.created_to) {
-            let (t, date_only) = Timestamp::parse_bound(&t).map_err(|e| bad("created_to")(&e))?;
-            c.set_created_to(t, date_only);
-        }
-        Ok(c)
+            created_before: set(&self.created_to)
+                .map(|t| Timestamp::parse_upper_bound(&t).map_err(|e| bad("created_to")(&e)))
+                .transpose()?,
+        })
     }
 
     /// The same criteria with the number and digits in their normal form, for keeping.

@@ -52,6 +52,13 @@ impl Timestamp {
         ))
     }
 
+    /// An upper bound typed by a person, as the exclusive end it means: a date includes that whole day,
+    /// a time includes that instant.
+    pub fn parse_upper_bound(s: &str) -> Result<Self, BadTime> {
+        let (t, date_only) = Self::parse_bound(s)?;
+        Ok(Self(t.0 + if date_only { 86_400_000 } else { 1 }))
+    }
+
     /// RFC 3339 in UTC with `Z`, milliseconds only when there are some. Export writes one or two per
     /// record, so years 0-9999 are written digit by digit rather than through `fmt`.
     pub fn write_rfc3339(self, out: &mut String) {

@@ -43,20 +43,20 @@ fn cursor(c: Option<&str>) -> Result<u64, ApiError> {
 /// `GET /v1/audit?number=&from=&to=&actor=&limit=&cursor=` (manage or dpo).
 async fn audit(State(state): State<AppState>, caller: Caller, Query(p): Query<AuditParams>) -> Result<Json<AuditPage>, ApiError> {
     caller.require_any(&[Right::Manage, Right::Dpo])?;
-    let mut q = AuditQuery {
+    let q = AuditQuery {
         number: p.number.as_deref().map(|n| number(&state, "number", n)).transpose()?,
         from: p
             .from
             .as_deref()
             .map(|t| Timestamp::parse_bound(t).map(|(t, _)| t).map_err(|e| ApiError::field("from", e)))
             .transpose()?,
-        before: None,
+        before: p
+            .to
+            .as_deref()
+            .map(|t| Timestamp::parse_upper_bound(t).map_err(|e| ApiError::field("to", e)))
+            .transpose()?,
         actor: p.actor,
     };
-    if let Some(t) = &p.to {
-        let (t, date_only) = Timestamp::parse_bound(t).map_err(|e| ApiError::field("to", e))?;
-        q.before = Some(Timestamp::from_millis(t.millis() + if date_only { 86_400_000 } else { 1 }));
-    }
     let limit = page_size(&state, p.limit)?;
     let after = cursor(p.cursor.as_deref())?;
     let store = state.store.clone();

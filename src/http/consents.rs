@@ -182,19 +182,22 @@ fn parse_ids(ids: &Ids) -> Result<Vec<ConsentId>, ApiError> {
     ids.ids.iter().enumerate().map(|(i, s)| parse_id(&format!("ids[{i}]"), s)).collect()
 }
 
+/// One change per id, all with the same op.
+fn same_op(ids: &[ConsentId], op: Op) -> Vec<Incoming> {
+    ids.iter()
+        .map(|id| Incoming {
+            number: id.number,
+            usage: id.usage,
+            op,
+        })
+        .collect()
+}
+
 /// `POST /v1/consents/toggle {"ids": [...]}` (modify): flips each, as the view's Change Value does.
 async fn toggle(State(state): State<AppState>, caller: Caller, Body(b): Body<Ids>) -> Result<Json<Results>, ApiError> {
     caller.require(Right::Modify)?;
     let ids = parse_ids(&b)?;
-    let batch: Vec<Incoming> = ids
-        .iter()
-        .map(|id| Incoming {
-            number: id.number,
-            usage: id.usage,
-            op: Op::Toggle,
-        })
-        .collect();
-    let outcomes = state.store.apply(&batch, &agent(&caller), false)?;
+    let outcomes = state.store.apply(&same_op(&ids, Op::Toggle), &agent(&caller), false)?;
     let mut results = Vec::with_capacity(ids.len());
     for (id, o) in ids.iter().zip(outcomes) {
         let consent = state.store.get(id.number, id.usage)?.map(|c| c.consent);
@@ -211,15 +214,7 @@ async fn toggle(State(state): State<AppState>, caller: Caller, Body(b): Body<Ids
 async fn delete(State(state): State<AppState>, caller: Caller, Body(b): Body<Ids>) -> Result<Json<Results>, ApiError> {
     caller.require(Right::Delete)?;
     let ids = parse_ids(&b)?;
-    let batch: Vec<Incoming> = ids
-        .iter()
-        .map(|id| Incoming {
-            number: id.number,
-            usage: id.usage,
-            op: Op::Delete { at: None },
-        })
-        .collect();
-    let outcomes = state.store.apply(&batch, &agent(&caller), false)?;
+    let outcomes = state.store.apply(&same_op(&ids, Op::Delete { at: None }), &agent(&caller), false)?;
     let results = ids
         .iter()
         .zip(outcomes)

@@ -14,7 +14,7 @@ pub mod sync;
 pub mod transfer;
 
 use crate::config::Config;
-use crate::domain::{Consent, ConsentId, PhoneNumber, Source, Timestamp, Usage};
+use crate::domain::{Consent, ConsentId, PhoneNumber, Source, Timestamp};
 use crate::store::{ChangeContext, Store};
 use auth::{Caller, Tokens};
 use axum::extract::DefaultBodyLimit;
@@ -87,29 +87,17 @@ async fn me(caller: Caller) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"name": &*caller.name, "rights": caller.rights()}))
 }
 
-/// A consent as the API shows it.
+/// A consent as the API shows it: its id, then the consent's own fields.
 #[derive(Debug, Serialize)]
 pub struct ConsentView {
     pub id: ConsentId,
-    pub number: PhoneNumber,
-    pub usage: Usage,
-    pub consent: bool,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
-    pub source: Source,
+    #[serde(flatten)]
+    pub consent: Consent,
 }
 
 impl From<Consent> for ConsentView {
     fn from(c: Consent) -> Self {
-        Self {
-            id: c.id(),
-            number: c.number,
-            usage: c.usage,
-            consent: c.consent,
-            created_at: c.created_at,
-            updated_at: c.updated_at,
-            source: c.source,
-        }
+        Self { id: c.id(), consent: c }
     }
 }
 

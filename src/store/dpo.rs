@@ -35,6 +35,20 @@ pub struct PurgeCounts {
     pub saved_searches: u64,
 }
 
+/// Hashes numbers with the store's erasure secret.
+#[derive(Clone)]
+pub struct ErasureHasher {
+    mac: Hmac<sha2::Sha256>,
+}
+
+impl ErasureHasher {
+    pub fn hash(&self, number: PhoneNumber) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(number.to_string().as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
 /// A purge in progress, kept in `meta` until it is complete (finished on open after a crash).
 #[derive(Serialize, Deserialize)]
 struct Purging {
@@ -44,6 +58,11 @@ struct Purging {
 impl Store {
     /// The keyed hash (HMAC-SHA-256, secret kept in the store) by which a purged number is recognised.
     pub fn erasure_hash(&self, number: PhoneNumber) -> Result<String> {
+        Ok(self.erasure_hasher()?.hash(number))
+    }
+
+    /// The hasher of [`Store::erasure_hash`], its secret read (or made) once: for hashing many numbers.
+    pub fn erasure_hasher(&self) -> Result<ErasureHasher> {
         let key = match self.meta.get("erasure_key")? {
             Some(k) => k,
             None => {
@@ -55,9 +74,9 @@ impl Store {
                 }
             }
         };
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
-        mac.update(number.to_string().as_bytes());
-        Ok(hex::encode(mac.finalize().into_bytes()))
+        Ok(ErasureHasher {
+            mac: Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes any key length"),
+        })
     }
 
     /// Removes everything held on `number`: its consents, their audit trail and change-feed entries, and

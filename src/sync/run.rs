@@ -242,10 +242,11 @@ impl Sync {
         if purged.is_empty() {
             return Ok(None);
         }
-        let store = self.store.clone();
+        let hasher = self.store.erasure_hasher()?;
         Ok(Some(Arc::new(move |i: &crate::domain::Incoming| {
-            let Ok(hash) = store.erasure_hash(i.number) else { return false };
-            let Some(purged_at) = purged.get(&hash) else { return false };
+            let Some(purged_at) = purged.get(&hasher.hash(i.number)) else {
+                return false;
+            };
             let at = i.time();
             at.is_none_or(|t| t <= *purged_at)
         })))
