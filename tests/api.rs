@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, refused, Daemon};
+use common::{fixture, refused, root, Daemon};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::process::Command;
@@ -34,6 +34,8 @@ fn every_route_refuses_callers_without_a_token_or_the_right() {
         ("DELETE", "/v1/searches/s", Value::Null, "creator"),
         ("POST", "/v1/imports?mapping=generic-csv", Value::Null, "viewer"),
         ("GET", "/v1/exports?mapping=generic-csv", Value::Null, "viewer"),
+        ("GET", "/v1/imports/1", Value::Null, "viewer"),
+        ("GET", "/v1/mappings", Value::Null, "viewer"),
         ("GET", "/v1/audit", Value::Null, "viewer"),
         ("GET", "/v1/audit/events", Value::Null, "viewer"),
         ("GET", "/v1/dpo/report?number=%2B491512345678", Value::Null, "admin"),
@@ -400,6 +402,107 @@ fn imports_and_exports_over_http() {
         .sum();
     assert_eq!(total as usize, rows);
     assert!(!metrics.contains("+49") && !metrics.contains("4915"), "no numbers in metrics");
+}
+
+#[test]
+fn a_background_import_shows_its_progress_then_its_report() {
+    let d = Daemon::start();
+    // A file large enough to be seen running: 200,000 rows, one refused.
+    let mut text = String::from("phone,channel,consent,created_at,updated_at\n");
+    for i in 0..200_000u32 {
+        text.push_str(&format!("+4915{i:08},whatsapp,true,2024-01-01T00:00:00Z,2024-01-02T00:00:00Z\n"));
+    }
+    text.push_str("+49 151 NOPE,whatsapp,true,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n");
+    let size = text.len() as u64;
+    let r = d
+        .as_("importer", reqwest::Method::POST, "/v1/imports?mapping=generic-csv&background=true&name=big.csv")
+        .body(text)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let job: Value = r.json().unwrap();
+    let path = job["status"].as_str().unwrap().to_string();
+    assert_eq!(path, format!("/v1/imports/{}", job["job"]));
+    // Another token does not see the job, not even with the same rights.
+    refused(d.get("admin", &path), StatusCode::NOT_FOUND, None);
+    let mut seen_read = Vec::new();
+    let status = loop {
+        let s = d.ok(d.get("importer", &path));
+        assert_eq!(s["bytes_total"], size);
+        seen_read.push(s["bytes_read"].as_u64().unwrap());
+        if s["state"] != "running" {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(seen_read.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {seen_read:?}");
+    assert_eq!(status["state"], "done", "{status}");
+    assert_eq!(status["bytes_read"], size);
+    let report = &status["report"];
+    assert_eq!(report["inserted"], 200_000);
+    assert_eq!(report["rejected"], 1);
+    assert_eq!(report["files"], json!(["big.csv"]));
+    assert_eq!(report["rejects"][0]["line"], 200_002);
+    assert_eq!(report["rejects"][0]["value"], Value::Null, "the importer may not view numbers");
+    assert_eq!(d.search("usage=whatsapp&consent=true").len(), 1000, "a page of the 200,000 stored");
+    // A job that fails reports the error as the API gives it; an unknown job is 404.
+    let r = d
+        .as_("importer", reqwest::Method::POST, "/v1/imports?mapping=no-such-mapping&background=true")
+        .body("x")
+        .send()
+        .unwrap();
+    refused(r, StatusCode::BAD_REQUEST, Some("mapping"));
+    refused(d.get("importer", "/v1/imports/999"), StatusCode::NOT_FOUND, None);
+    refused(d.get("importer", "/v1/imports/abc"), StatusCode::BAD_REQUEST, None);
+    // The mappings an import may name, with their format.
+    let m = d.ok(d.get("importer", "/v1/mappings"));
+    let names: Vec<&str> = m["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"generic-csv") && names.contains(&"sinch-contact-pro"), "{m}");
+    let sinch = m["items"].as_array().unwrap().iter().find(|i| i["name"] == "sinch-contact-pro").unwrap();
+    assert_eq!(sinch["format"], "tsv");
+}
+
+#[test]
+fn a_broken_mapping_is_listed_with_its_problems() {
+    let mappings = tempfile::tempdir().unwrap();
+    std::fs::copy(root().join("mappings/generic-csv.toml"), mappings.path().join("good.toml")).unwrap();
+    std::fs::write(mappings.path().join("broken.toml"), "[format]\nkind = \"yaml\"\n").unwrap();
+    let d = Daemon::start_with_mappings("", mappings.path());
+    let m = d.ok(d.get("importer", "/v1/mappings"));
+    let items = m["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{m}");
+    assert_eq!(items[0]["name"], "broken");
+    assert!(!items[0]["problems"].as_array().unwrap().is_empty(), "{m}");
+    assert_eq!(items[1], json!({"name": "good", "format": "csv"}));
+}
+
+#[test]
+fn the_page_is_served_with_a_strict_content_security_policy() {
+    let d = Daemon::start();
+    for (path, kind) in [("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css")] {
+        let r = d.http.get(d.url(path)).send().unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let h = r.headers();
+        assert!(h["content-type"].to_str().unwrap().starts_with(kind), "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+    }
+    let page = d.http.get(d.url("/")).send().unwrap().text().unwrap();
+    // Nothing inline: every script and style comes from the daemon's own files.
+    assert!(!page.contains("<script>") && !page.contains("style="), "no inline code");
+    let handler = page.split(" on").skip(1).find(|rest| {
+        let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase()).collect();
+        !name.is_empty() && rest[name.len()..].starts_with('=')
+    });
+    assert!(handler.is_none(), "no inline event handler: on{}", handler.unwrap_or(""));
+    assert!(page.contains("src=\"/app.js\"") && page.contains("href=\"/app.css\""));
+    // The API's answers carry the same headers.
+    let r = d.get("admin", "/v1/me");
+    assert!(r.headers().contains_key("content-security-policy"));
 }
 
 #[test]

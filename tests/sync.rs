@@ -577,9 +577,21 @@ fn runs_of_one_connector_never_overlap_and_skipped_ticks_are_counted() {
     // Every second, while one run takes about three.
     let (d, _m) = remote_daemon_on(&url, "", "* * * * * *");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen_running = false;
     loop {
         let c = d.ok(d.get("importer", "/v1/sync"))["items"][0].clone();
-        if c["skipped_ticks"].as_u64().unwrap_or(0) >= 1 && c["runs"].as_array().unwrap().iter().any(|r| r["outcome"] == "ok") {
+        // A run going on shows its figures so far; none is shown otherwise.
+        if c["running"] == true {
+            seen_running = true;
+            assert_eq!(c["progress"]["outcome"], "running", "{c}");
+            assert!(c["progress"]["started"].is_string(), "{c}");
+        } else {
+            assert!(c["progress"].is_null(), "{c}");
+        }
+        if seen_running
+            && c["skipped_ticks"].as_u64().unwrap_or(0) >= 1
+            && c["runs"].as_array().unwrap().iter().any(|r| r["outcome"] == "ok")
+        {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no tick was skipped: {c}");

@@ -1,6 +1,6 @@
 //! The admin HTTP API (axum): one router per resource, merged by [`app`]. Handlers are short: check
 //! the caller's rights, parse the input into domain types, call the store or the library, map the
-//! result. Every route but `/healthz`, `/readyz` and `/metrics` needs a token.
+//! result. Every route but `/healthz`, `/readyz`, `/metrics` and the page ([`web`]) needs a token.
 
 pub mod audit;
 pub mod auth;
@@ -8,10 +8,12 @@ pub mod checks;
 pub mod consents;
 pub mod dpo;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod searches;
 pub mod sync;
 pub mod transfer;
+pub mod web;
 
 use crate::config::Config;
 use crate::domain::{Consent, ConsentId, PhoneNumber, Source, Timestamp};
@@ -33,6 +35,7 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     pub metrics: Arc<metrics::Metrics>,
     pub sync: Arc<crate::sync::Sync>,
+    pub imports: Arc<jobs::ImportJobs>,
 }
 
 impl AppState {
@@ -43,6 +46,7 @@ impl AppState {
             config,
             metrics: Arc::new(metrics::Metrics::default()),
             sync,
+            imports: Arc::default(),
         }
     }
 }
@@ -66,6 +70,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
         .route("/metrics", get(metrics::render))
+        .merge(web::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::map_response(secure_headers))
@@ -79,6 +84,10 @@ async fn secure_headers(mut r: axum::response::Response) -> axum::response::Resp
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(web::CONTENT_SECURITY_POLICY));
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
+    h.insert("permissions-policy", HeaderValue::from_static("camera=(), microphone=(), geolocation=(), payment=()"));
     r
 }
 

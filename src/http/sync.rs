@@ -45,6 +45,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
             .iter()
             .map(|c| {
                 let s = sync.state(&c.cfg.name)?;
+                let progress = sync.progress(&c.cfg.name);
                 Ok(json!({
                     "name": c.cfg.name,
                     "transport": c.cfg.transport,
@@ -53,7 +54,9 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
                     "schedule": c.cfg.schedule,
                     "timezone": c.schedule.zone().name(),
                     "next_run": c.schedule.next_after(now),
-                    "running": sync.is_running(&c.cfg.name),
+                    "running": progress.is_some(),
+                    // The run going on, with its figures so far.
+                    "progress": progress,
                     "watermark": s.watermark,
                     "pushed_seq": s.pushed_seq,
                     "skipped_ticks": s.skipped_ticks,

@@ -1,6 +1,6 @@
 //! Imports and exports over HTTP: an import's request body is the file (streamed to a temporary file
-//! up to `http.max_import_mb`, then imported as the command line does); an export streams the file as
-//! it is written.
+//! up to `http.max_import_mb`, then imported as the command line does, or in the background with its
+//! progress to ask for: [`super::jobs`]); an export streams the file as it is written.
 
 use super::auth::{Caller, Right};
 use super::error::{ApiError, Query};
@@ -10,7 +10,8 @@ use crate::import::{ImportOptions, ImportReport, Input};
 use crate::mapping::Mapping;
 use crate::store::ChangeContext;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use super::jobs::Counting;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,12 +21,39 @@ use serde::Deserialize;
 use std::io::{Read, Seek, Write};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/imports", post(import)).route("/v1/exports", get(export))
+    Router::new()
+        .route("/v1/imports", post(import))
+        .route("/v1/imports/{id}", get(import_status))
+        .route("/v1/exports", get(export))
+        .route("/v1/mappings", get(mappings))
+}
+
+/// `GET /v1/mappings` (manage): the mappings an import or export may name, with their format; a
+/// mapping with problems is listed with them.
+async fn mappings(State(state): State<AppState>, caller: Caller) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Right::Manage)?;
+    let dir = state.config.mappings_dir.clone();
+    let items = blocking(move || {
+        Ok(Mapping::names(&dir)
+            .into_iter()
+            .filter(|n| valid_name(n))
+            .map(|n| match Mapping::load(&n, &dir) {
+                Ok(m) => serde_json::json!({"name": n, "format": m.format().kind.extension()}),
+                Err(e) => serde_json::json!({"name": n, "problems": e.problems}),
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Loads a mapping by name (never a path: a client must not make the daemon read other files).
 pub fn mapping(state: &AppState, name: &str) -> Result<Mapping, ApiError> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if !valid_name(name) {
         return Err(ApiError::field("mapping", "a mapping name: letters, digits, - and _"));
     }
     Mapping::load(name, &state.config.mappings_dir).map_err(|e| ApiError::field("mapping", e))
@@ -41,6 +69,9 @@ struct ImportParams {
     strict: bool,
     /// The file's name, for the report's locations (default `upload`).
     name: Option<String>,
+    /// Answer 202 with a job at once and import in the background (`GET /v1/imports/{id}`).
+    #[serde(default)]
+    background: bool,
 }
 
 fn too_large(limit_mb: u64) -> ApiError {
@@ -51,14 +82,15 @@ fn too_large(limit_mb: u64) -> ApiError {
     )
 }
 
-/// `POST /v1/imports?mapping=NAME[&dry_run=true][&strict=true]` (manage): the body is the file.
+/// `POST /v1/imports?mapping=NAME[&dry_run=true][&strict=true][&background=true]` (manage): the
+/// body is the file. The report comes back, or with `background` a job to follow (202).
 async fn import(
     State(state): State<AppState>,
     caller: Caller,
     Query(p): Query<ImportParams>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<ImportReport>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Right::Manage)?;
     let mapping = mapping(&state, &p.mapping)?;
     let limit_mb = state.config.http.max_import_mb;
@@ -101,12 +133,40 @@ async fn import(
         chunk_records: state.config.import.chunk_records,
         skip: None,
     };
+    if p.background {
+        let (id, read) = state.imports.start(caller.name.clone(), size);
+        let st = state.clone();
+        tokio::spawn(async move {
+            let result = run_import(st.clone(), caller, mapping, spool, name, ctx, opts, read).await;
+            st.imports.finish(id, result);
+        });
+        let body = serde_json::json!({"job": id, "status": format!("/v1/imports/{id}")});
+        return Ok((StatusCode::ACCEPTED, Json(body)).into_response());
+    }
+    let read = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    Ok(Json(run_import(state, caller, mapping, spool, name, ctx, opts, read).await?).into_response())
+}
+
+/// Imports the spooled file; `read` follows how much of it has been read.
+#[allow(clippy::too_many_arguments)]
+async fn run_import(
+    state: AppState,
+    caller: Caller,
+    mapping: Mapping,
+    spool: std::fs::File,
+    name: String,
+    ctx: ChangeContext,
+    opts: ImportOptions,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<ImportReport, ApiError> {
     let st = state.clone();
     let result = blocking(move || {
         let input = Input::new(&name, move || {
             let mut f = spool.try_clone()?;
             f.rewind()?;
-            Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, f)) as Box<dyn Read + Send>)
+            read.store(0, std::sync::atomic::Ordering::Relaxed);
+            let counted = Counting { inner: f, read: read.clone() };
+            Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, counted)) as Box<dyn Read + Send>)
         });
         let phones = st.config.phone_parser();
         crate::import::import(&st.store, &mapping, &mut [input], &ctx, &phones, &opts).map_err(|e| match e {
@@ -131,7 +191,23 @@ async fn import(
         rejected = report.rejected,
         "Import over HTTP finished."
     );
-    Ok(Json(report))
+    Ok(report)
+}
+
+/// `GET /v1/imports/{id}` (manage, the token that started it): a background import's progress, then
+/// its report or error.
+async fn import_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Right::Manage)?;
+    let id: u64 = id.parse().map_err(|_| ApiError::field("id", "a job id is a whole number"))?;
+    state
+        .imports
+        .status(id, &caller.name)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("no import job by that id for this token"))
 }
 
 #[derive(Debug, Deserialize)]

@@ -51,6 +51,11 @@ impl Mapping {
         spec::load(name_or_path, mappings_dir)
     }
 
+    /// The names of the mappings in `mappings_dir`, sorted.
+    pub fn names(mappings_dir: &Path) -> Vec<String> {
+        spec::names(mappings_dir)
+    }
+
     /// Parses and checks mapping text; `file` is used in messages and `name` is the mapping's name.
     pub fn from_toml(name: &str, file: &Path, text: &str) -> Result<Mapping, MappingErrors> {
         spec::from_toml(name, file, text)

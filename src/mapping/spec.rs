@@ -278,6 +278,18 @@ impl<T: Copy + PartialEq + fmt::Display> ValueMap<T> {
 
 // ----- Loading and checking -----
 
+/// The names of the mappings in `mappings_dir` (`NAME.toml`), sorted.
+pub fn names(mappings_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(mappings_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|d| d.file_name().to_str()?.strip_suffix(".toml").map(String::from))
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn load(name_or_path: &str, mappings_dir: &Path) -> Result<Mapping, MappingErrors> {
     let file = if name_or_path.ends_with(".toml") || name_or_path.contains('/') {
         PathBuf::from(name_or_path)
@@ -285,13 +297,7 @@ pub fn load(name_or_path: &str, mappings_dir: &Path) -> Result<Mapping, MappingE
         mappings_dir.join(format!("{name_or_path}.toml"))
     };
     let text = std::fs::read_to_string(&file).map_err(|e| {
-        let mut names: Vec<String> = std::fs::read_dir(mappings_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|d| d.file_name().to_str()?.strip_suffix(".toml").map(String::from))
-            .collect();
-        names.sort();
+        let names = names(mappings_dir);
         let available = if names.is_empty() { "none".to_string() } else { names.join(", ") };
         let problem = format!(
             "{}: cannot read the mapping ({e}); mappings available in {}: {available}",

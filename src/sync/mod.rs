@@ -160,7 +160,8 @@ pub struct Sync {
     pub store: Arc<Store>,
     pub config: Arc<Config>,
     pub connectors: Vec<Arc<Connector>>,
-    running: Mutex<HashMap<String, Timestamp>>,
+    /// The runs going on, with their figures so far (brought up to date per file, page set or batch).
+    running: Mutex<HashMap<String, RunReport>>,
     /// Set at shutdown: runs finish the page, file or batch in hand and stop.
     pub stopping: AtomicBool,
     /// Since start-up, per (connector, what): runs by outcome and records by outcome, for `/metrics`.
@@ -210,6 +211,18 @@ impl Sync {
         self.running.lock().expect("running").contains_key(name)
     }
 
+    /// The figures so far of the connector's run going on, if one is.
+    pub fn progress(&self, name: &str) -> Option<RunReport> {
+        self.running.lock().expect("running").get(name).cloned()
+    }
+
+    /// Shows a run's figures so far to [`Sync::progress`].
+    fn publish(&self, name: &str, run: &RunReport) {
+        if let Some(live) = self.running.lock().expect("running").get_mut(name) {
+            live.clone_from(run);
+        }
+    }
+
     /// Counts a scheduled tick that found the previous run still going.
     pub fn skipped_tick(&self, name: &str) -> Result<(), SyncError> {
         let mut state = self.state(name)?;
@@ -226,7 +239,7 @@ impl Sync {
             if running.contains_key(name) {
                 return Err(SyncError::Busy(name.to_string()));
             }
-            running.insert(name.to_string(), Timestamp::now());
+            running.insert(name.to_string(), RunReport::default());
         }
         let result = self.run_locked(&c, trigger);
         self.running.lock().expect("running").remove(name);
@@ -244,6 +257,7 @@ impl Sync {
         };
         state.runs.push(run.clone());
         self.store.sync_put(name, "state", b"", &state)?;
+        self.publish(name, &run);
         tracing::info!(connector = %name, trigger, "Sync run started.");
         let mut result = Ok(());
         if c.cfg.direction.pulls() {

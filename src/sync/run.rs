@@ -208,6 +208,7 @@ impl Sync {
         run.deleted += report.deleted;
         run.rejected += report.rejected;
         run.skipped += report.skipped;
+        self.publish(&c.cfg.name, run);
         if report.rejected > 0 {
             let id = self.store.sync_next_id(&c.cfg.name, "dead").map_err(|e| e.to_string())?;
             let letter = DeadLetter {
@@ -333,6 +334,7 @@ impl Sync {
                 }
                 file_first.get_or_insert(first);
                 file_last = last;
+                self.publish(name, run);
                 continue;
             }
             let h = http.as_ref().expect("http");
@@ -370,6 +372,7 @@ impl Sync {
             }
             state.pushed_seq = last;
             self.save_state(name, state)?;
+            self.publish(name, run);
         }
         if http.is_none() && file_first.is_some() {
             if let Some(f) = file {

@@ -1,0 +1,1044 @@
+// The Customer Consents page. It talks only to the /v1 API, with the token the user signs in with
+// (kept in sessionStorage: this tab only). Everything shown is set as text, never as HTML.
+"use strict";
+
+const TOKEN_KEY = "consentd.token";
+const USAGES = { call_recording: "Call recording", whatsapp: "WhatsApp" };
+const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
+const TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
+
+const state = {
+  token: null,
+  me: null,
+  criteria: null, // the current search, as API parameters
+  cursors: [], // the cursor of each page shown so far ("" for the first)
+  next: null,
+  items: [],
+  selected: new Set(),
+  mappingsLoaded: false,
+  mappings: [],
+};
+
+const $ = (id) => document.getElementById(id);
+
+// ----- Small DOM helpers: text only -----
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k === "text") e.textContent = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (v === true) e.setAttribute(k, "");
+    else e.setAttribute(k, String(v));
+  }
+  for (const c of children) {
+    if (c === null || c === undefined) continue;
+    e.append(c instanceof Node ? c : String(c));
+  }
+  return e;
+}
+
+function show(node, visible) {
+  node.hidden = !visible;
+}
+
+function say(node, text, bad) {
+  node.textContent = text || "";
+  node.classList.toggle("bad", !!bad);
+}
+
+function formatTime(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return isNaN(d) ? iso : TIME.format(d);
+}
+
+function plural(n, one, many) {
+  return `${n.toLocaleString()} ${n === 1 ? one : many || one + "s"}`;
+}
+
+// ----- The API -----
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.message) || `the server answered ${status}`);
+    this.status = status;
+    this.code = body && body.error;
+    this.field = body && body.field;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Authorization: `Bearer ${state.token}` };
+  const init = { method, headers };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, { message: "the daemon cannot be reached" });
+  }
+  if (res.status === 204) return null;
+  const text = await res.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch (e) {
+    data = { message: text };
+  }
+  if (!res.ok) {
+    const err = new ApiError(res.status, data);
+    if (res.status === 401 && state.me) signOut("Your token is no longer accepted; sign in again.");
+    throw err;
+  }
+  return data;
+}
+
+function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== "") q.set(k, v);
+  const s = q.toString();
+  return s ? `?${s}` : "";
+}
+
+function can(right) {
+  return !!state.me && state.me.rights.includes(right);
+}
+
+// ----- Sign in -----
+
+async function signIn(token, quiet) {
+  state.token = token;
+  try {
+    state.me = await api("GET", "/v1/me");
+  } catch (e) {
+    state.token = null;
+    state.me = null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    if (!quiet) say($("signin-error"), e.status === 401 ? "This token is not known to the daemon." : e.message, true);
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("token").value = "";
+  say($("signin-error"), "");
+  $("who-name").textContent = state.me.name;
+  $("who-rights").textContent = `(${state.me.rights.join(", ") || "no rights"})`;
+  show($("signin"), false);
+  show($("who"), true);
+  show($("app"), true);
+  applyRights();
+  selectTab(can("view") ? "consents" : can("manage") ? "transfer" : can("dpo") ? "dpo" : "consents");
+  if (can("view")) {
+    loadSaved();
+    $("f-number").focus();
+  }
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  state.me = null;
+  state.criteria = null;
+  state.items = [];
+  state.selected.clear();
+  state.mappingsLoaded = false;
+  renderResults();
+  $("saved-list").replaceChildren();
+  $("dpo-report").replaceChildren();
+  $("import-report").replaceChildren(el("p", { class: "muted", text: "No import yet." }));
+  show($("app"), false);
+  show($("who"), false);
+  show($("signin"), true);
+  say($("signin-error"), message || "", !!message);
+  $("token").focus();
+}
+
+// Hides what the token may not do.
+function applyRights() {
+  for (const node of document.querySelectorAll("[data-right]")) show(node, can(node.dataset.right));
+  show($("no-view"), !can("view"));
+  show($("consents-view"), can("view"));
+  updateSelection();
+}
+
+// ----- Tabs -----
+
+const TABS = ["consents", "transfer", "sync", "dpo"];
+
+function selectTab(name) {
+  for (const t of TABS) {
+    const selected = t === name;
+    const tab = $(`tab-${t}`);
+    tab.setAttribute("aria-selected", String(selected));
+    tab.tabIndex = selected ? 0 : -1;
+    show($(`panel-${t}`), selected);
+  }
+  if (name === "transfer") loadMappings();
+  if (name === "sync") loadSync();
+  if (name === "transfer") describeExport();
+}
+
+function visibleTabs() {
+  return TABS.filter((t) => !$(`tab-${t}`).hidden);
+}
+
+function onTabKey(e) {
+  const tabs = visibleTabs();
+  const i = tabs.indexOf(e.target.id.slice(4));
+  let j = null;
+  if (e.key === "ArrowRight") j = (i + 1) % tabs.length;
+  if (e.key === "ArrowLeft") j = (i - 1 + tabs.length) % tabs.length;
+  if (e.key === "Home") j = 0;
+  if (e.key === "End") j = tabs.length - 1;
+  if (j === null) return;
+  e.preventDefault();
+  selectTab(tabs[j]);
+  $(`tab-${tabs[j]}`).focus();
+}
+
+// ----- Search -----
+
+// A datetime-local value as an RFC 3339 instant in UTC; an upper bound covers its whole second or minute.
+function toInstant(value, upper) {
+  if (!value) return undefined;
+  const d = new Date(value); // local time of the browser
+  if (isNaN(d)) return undefined;
+  if (upper) d.setMilliseconds(value.length > 16 ? 999 : 59999);
+  return d.toISOString();
+}
+
+function toLocalInput(iso) {
+  if (!iso) return "";
+  const d = new Date(/^\d{4}-\d{2}-\d{2}$/.test(iso) ? `${iso}T00:00:00Z` : iso);
+  if (isNaN(d)) return "";
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+// The number field: a full number when it starts with + or with 0 and is long enough for one (a
+// national number, read with the daemon's default country code); else the number's last digits.
+function numberCriterion(text) {
+  const t = text.trim();
+  if (!t) return {};
+  const digits = t.replace(/\D/g, "");
+  return t.startsWith("+") || (t.startsWith("0") && digits.length >= 8) ? { number: t } : { digits: t };
+}
+
+function formCriteria() {
+  const c = {
+    ...numberCriterion($("f-number").value),
+    consent: $("f-consent").value || undefined,
+    usage: $("f-usage").value || undefined,
+    created_from: toInstant($("f-from").value, false),
+    created_to: toInstant($("f-to").value, true),
+  };
+  for (const k of Object.keys(c)) if (c[k] === undefined) delete c[k];
+  return c;
+}
+
+function fillForm(c) {
+  $("f-number").value = c.number || c.digits || "";
+  $("f-consent").value = c.consent || "";
+  $("f-usage").value = c.usage || "";
+  $("f-from").value = toLocalInput(c.created_from);
+  $("f-to").value = toLocalInput(c.created_to);
+}
+
+// Which form field an API error is about, for the message.
+const FIELD_LABELS = {
+  number: "Number",
+  digits: "Number",
+  consent: "Consent",
+  usage: "Usage",
+  created_from: "Creation Time from",
+  created_to: "Creation Time to",
+};
+
+function fieldMessage(e) {
+  const f = (e.field || "").replace(/^criteria\./, "");
+  return FIELD_LABELS[f] ? `${FIELD_LABELS[f]}: ${e.message}` : e.message;
+}
+
+async function search(criteria) {
+  if (Object.keys(criteria).length === 0) {
+    say($("search-error"), "Give at least one criterion: a number or its last digits, a consent value, a usage or a creation time.");
+    $("f-number").focus();
+    return;
+  }
+  state.criteria = criteria;
+  state.cursors = [""];
+  await loadPage();
+}
+
+async function loadPage() {
+  const cursor = state.cursors[state.cursors.length - 1];
+  const params = { ...state.criteria, limit: $("page-size").value, cursor: cursor || undefined };
+  $("search-btn").disabled = true;
+  $("results").setAttribute("aria-busy", "true");
+  try {
+    const page = await api("GET", `/v1/consents${query(params)}`);
+    say($("search-error"), "");
+    state.items = page.items;
+    state.next = page.next_cursor;
+    state.selected.clear();
+    renderResults();
+  } catch (e) {
+    say($("search-error"), fieldMessage(e));
+  } finally {
+    $("search-btn").disabled = false;
+    $("results").removeAttribute("aria-busy");
+  }
+}
+
+function renderResults() {
+  const body = $("results").querySelector("tbody");
+  const rows = state.items.map((c) => {
+    const selected = state.selected.has(c.id);
+    const given = c.consent === true;
+    const box = el("input", {
+      type: "checkbox",
+      class: "row-select",
+      "aria-label": `Select ${c.number} ${USAGES[c.usage] || c.usage}`,
+      checked: selected,
+      onchange: (e) => {
+        if (e.target.checked) state.selected.add(c.id);
+        else state.selected.delete(c.id);
+        e.target.closest("tr").classList.toggle("selected", e.target.checked);
+        updateSelection();
+      },
+    });
+    return el(
+      "tr",
+      { class: selected ? "selected" : undefined, "data-id": c.id },
+      el("td", { class: "select" }, box),
+      el("td", { class: "number", text: c.number }),
+      el("td", { class: "usage", text: USAGES[c.usage] || c.usage }),
+      el(
+        "td",
+        { class: "consent" },
+        el("input", {
+          type: "checkbox",
+          disabled: true,
+          checked: given,
+          "aria-label": given ? "Consent given" : "Consent denied",
+        }),
+        el("span", { class: "value-label", text: given ? "given" : "denied" })
+      ),
+      el("td", { class: "created", title: c.created_at, text: formatTime(c.created_at) }),
+      el("td", { class: "source", text: c.source })
+    );
+  });
+  body.replaceChildren(...rows);
+  const page = state.cursors.length;
+  const caption = $("results-caption");
+  if (!state.criteria) caption.textContent = "Run a search to see consents.";
+  else if (!state.items.length) caption.textContent = page > 1 ? "No more consents." : "No consent matches this search.";
+  else caption.textContent = `Page ${page}: ${plural(state.items.length, "consent")}${state.next ? ", more on the next page" : ""}.`;
+  $("page-info").textContent = state.criteria && state.items.length ? `Page ${page}` : "";
+  $("prev-btn").disabled = page <= 1;
+  $("next-btn").disabled = !state.next;
+  $("select-all").disabled = !state.items.length;
+  $("save-search-btn").disabled = !state.criteria;
+  $("export-current-btn").disabled = !state.criteria;
+  updateSelection();
+}
+
+function updateSelection() {
+  const n = state.selected.size;
+  const all = $("select-all");
+  all.checked = n > 0 && n === state.items.length;
+  all.indeterminate = n > 0 && n < state.items.length;
+  $("delete-btn").disabled = n === 0;
+  $("toggle-btn").disabled = n === 0;
+  $("selection-info").textContent = n ? `${plural(n, "row")} selected` : "";
+}
+
+// ----- Dialogs -----
+
+function closeOnCancel(dialog, button) {
+  $(button).addEventListener("click", () => dialog.close("cancel"));
+}
+
+// Asks a question; resolves true on the first button. Labels: [yes, no].
+function confirmDialog(title, text, labels) {
+  const d = $("confirm-dialog");
+  $("confirm-title").textContent = title;
+  $("confirm-text").textContent = text;
+  $("confirm-yes").textContent = labels[0];
+  $("confirm-no").textContent = labels[1];
+  d.returnValue = "";
+  d.showModal();
+  $("confirm-no").focus();
+  return new Promise((resolve) => {
+    d.addEventListener("close", () => resolve(d.returnValue === "yes"), { once: true });
+  });
+}
+
+// ----- Add, delete, change value -----
+
+function openAdd() {
+  const d = $("add-dialog");
+  $("add-number").value = "";
+  say($("add-error"), "");
+  $("add-number").removeAttribute("aria-invalid");
+  d.showModal();
+  $("add-number").focus();
+}
+
+async function submitAdd(e) {
+  e.preventDefault();
+  const number = $("add-number").value.trim();
+  const usage = $("add-usage").value;
+  if (!number) {
+    say($("add-error"), "Enter a phone number.");
+    $("add-number").setAttribute("aria-invalid", "true");
+    $("add-number").focus();
+    return;
+  }
+  $("add-ok").disabled = true;
+  try {
+    const c = await api("POST", "/v1/consents", { number, usage });
+    $("add-dialog").close("ok");
+    say($("action-status"), `Added: ${c.number}, ${USAGES[c.usage]}, given.`);
+    if (state.criteria) await loadPage();
+    else {
+      fillForm({ number: c.number });
+      await search({ number: c.number });
+    }
+  } catch (err) {
+    say($("add-error"), err.message);
+    $("add-number").setAttribute("aria-invalid", "true");
+    $("add-number").focus();
+  } finally {
+    $("add-ok").disabled = false;
+  }
+}
+
+async function deleteSelected() {
+  const ids = [...state.selected];
+  if (!ids.length) return;
+  const ok = await confirmDialog("Delete", `Delete ${plural(ids.length, "consent")}? The audit trail keeps the record of it.`, ["OK", "Cancel"]);
+  if (!ok) return;
+  try {
+    const r = await api("POST", "/v1/consents/delete", { ids });
+    const deleted = r.results.filter((x) => x.outcome === "deleted").length;
+    say($("action-status"), `Deleted ${plural(deleted, "consent")}.${deleted < ids.length ? ` ${ids.length - deleted} no longer existed.` : ""}`);
+    await loadPage();
+  } catch (e) {
+    say($("action-status"), e.message, true);
+  }
+}
+
+async function toggleSelected() {
+  const ids = [...state.selected];
+  if (!ids.length) return;
+  const ok = await confirmDialog("Change Value", `Change the value of ${plural(ids.length, "consent")} (given becomes denied, denied becomes given)?`, ["Yes", "No"]);
+  if (!ok) return;
+  try {
+    const r = await api("POST", "/v1/consents/toggle", { ids });
+    const changed = r.results.filter((x) => x.outcome === "updated").length;
+    say($("action-status"), `Changed the value of ${plural(changed, "consent")}.`);
+    const keep = new Set(ids);
+    await loadPage();
+    // Keep the rows selected, so a second Change Value undoes the first.
+    for (const c of state.items) if (keep.has(c.id)) state.selected.add(c.id);
+    renderResults();
+  } catch (e) {
+    say($("action-status"), e.message, true);
+  }
+}
+
+// ----- Saved searches -----
+
+async function loadSaved() {
+  try {
+    const r = await api("GET", "/v1/searches");
+    say($("saved-error"), "");
+    const items = r.items.map((s) =>
+      el(
+        "li",
+        {},
+        el("button", {
+          type: "button",
+          class: "run",
+          text: s.name,
+          title: describeCriteria(s.criteria),
+          onclick: () => {
+            fillForm(s.criteria);
+            selectTab("consents");
+            search({ ...s.criteria });
+          },
+        }),
+        el("button", {
+          type: "button",
+          class: "remove",
+          text: "Delete",
+          "aria-label": `Delete saved search ${s.name}`,
+          onclick: () => removeSaved(s.name),
+        })
+      )
+    );
+    $("saved-list").replaceChildren(...items);
+    show($("saved-empty"), items.length === 0);
+  } catch (e) {
+    say($("saved-error"), e.message);
+  }
+}
+
+function describeCriteria(c) {
+  const parts = [];
+  if (c.number) parts.push(`number ${c.number}`);
+  if (c.digits) parts.push(`number ending in ${c.digits}`);
+  if (c.consent) parts.push(c.consent === "true" ? "given" : "denied");
+  if (c.usage) parts.push(USAGES[c.usage] || c.usage);
+  if (c.created_from) parts.push(`created from ${formatTime(c.created_from)}`);
+  if (c.created_to) parts.push(`created to ${formatTime(c.created_to)}`);
+  return parts.join(", ") || "all consents";
+}
+
+function openSave() {
+  if (!state.criteria) return;
+  $("save-name").value = "";
+  say($("save-error"), "");
+  $("save-dialog").showModal();
+  $("save-name").focus();
+}
+
+async function submitSave(e) {
+  e.preventDefault();
+  const name = $("save-name").value.trim();
+  if (!name) {
+    say($("save-error"), "Give the search a name.");
+    return;
+  }
+  try {
+    await api("POST", "/v1/searches", { name, criteria: state.criteria });
+    $("save-dialog").close("ok");
+    say($("action-status"), `Saved the search as "${name}".`);
+    await loadSaved();
+  } catch (err) {
+    say($("save-error"), err.message);
+  }
+}
+
+async function removeSaved(name) {
+  const ok = await confirmDialog("Delete saved search", `Delete the saved search "${name}"?`, ["OK", "Cancel"]);
+  if (!ok) return;
+  try {
+    await api("DELETE", `/v1/searches/${encodeURIComponent(name)}`);
+    await loadSaved();
+  } catch (e) {
+    say($("saved-error"), e.message);
+  }
+}
+
+// ----- Import and export -----
+
+async function loadMappings() {
+  if (state.mappingsLoaded || !can("manage")) return;
+  try {
+    const r = await api("GET", "/v1/mappings");
+    for (const id of ["import-mapping", "export-mapping"]) {
+      const options = r.items.map((m) =>
+        el("option", { value: m.name, disabled: !!m.problems, text: m.problems ? `${m.name} (has problems)` : `${m.name} (${m.format})` })
+      );
+      $(id).replaceChildren(...options);
+    }
+    state.mappings = r.items.filter((m) => !m.problems);
+    const first = state.mappings.find((m) => m.name === "generic-csv") || state.mappings[0];
+    if (first) {
+      $("import-mapping").value = first.name;
+      $("export-mapping").value = first.name;
+    }
+    state.mappingsLoaded = true;
+  } catch (e) {
+    say($("import-error"), e.message);
+  }
+}
+
+// A file chosen: pick a mapping of its format (a generic one first) unless one of that format is chosen.
+function guessMapping() {
+  const file = $("import-file").files[0];
+  const ext = file && (file.name.match(/\.([a-z0-9]+)$/i) || [])[1];
+  if (!ext) return;
+  const fits = state.mappings.filter((m) => m.format === ext.toLowerCase());
+  const chosen = state.mappings.find((m) => m.name === $("import-mapping").value);
+  if (!fits.length || (chosen && chosen.format === ext.toLowerCase())) return;
+  $("import-mapping").value = (fits.find((m) => m.name.startsWith("generic-")) || fits[0]).name;
+}
+
+function describeExport() {
+  $("export-criteria").textContent = state.criteria
+    ? `Exports the consents of the current search: ${describeCriteria(state.criteria)}.`
+    : "No search yet: exports every consent.";
+}
+
+function setProgress(phase, done, total) {
+  show($("import-progress"), true);
+  $("import-phase").textContent = phase;
+  const bar = $("import-bar");
+  if (total > 0) {
+    const pct = Math.min(100, Math.round((done / total) * 100));
+    bar.value = pct;
+    $("import-percent").textContent = `${pct} %`;
+  } else {
+    bar.removeAttribute("value");
+    $("import-percent").textContent = "";
+  }
+}
+
+// Sends the file with its upload progress; resolves with the parsed answer.
+function upload(url, file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", url);
+    xhr.setRequestHeader("Authorization", `Bearer ${state.token}`);
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    xhr.upload.addEventListener("progress", (e) => onProgress(e.loaded, e.lengthComputable ? e.total : file.size));
+    xhr.addEventListener("load", () => {
+      let data = null;
+      try {
+        data = JSON.parse(xhr.responseText);
+      } catch (e) {
+        data = { message: xhr.responseText };
+      }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(data);
+      else reject(new ApiError(xhr.status, data));
+    });
+    xhr.addEventListener("error", () => reject(new ApiError(0, { message: "the upload failed: the daemon cannot be reached" })));
+    xhr.send(file);
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function submitImport(e) {
+  e.preventDefault();
+  const file = $("import-file").files[0];
+  const mapping = $("import-mapping").value;
+  if (!file) {
+    say($("import-error"), "Choose a file.");
+    $("import-file").focus();
+    return;
+  }
+  if (!mapping) {
+    say($("import-error"), "Choose a mapping.");
+    return;
+  }
+  say($("import-error"), "");
+  $("import-btn").disabled = true;
+  const params = {
+    mapping,
+    name: file.name,
+    background: "true",
+    dry_run: $("import-dry-run").checked ? "true" : undefined,
+    strict: $("import-strict").checked ? "true" : undefined,
+  };
+  try {
+    setProgress("Uploading", 0, file.size);
+    const job = await upload(`/v1/imports${query(params)}`, file, (done, total) => setProgress("Uploading", done, total));
+    let status;
+    for (;;) {
+      status = await api("GET", `/v1/imports/${job.job}`);
+      if (status.state !== "running") break;
+      setProgress(params.dry_run ? "Checking (dry run)" : "Importing", status.bytes_read, status.bytes_total);
+      await sleep(400);
+    }
+    if (status.state === "failed") throw new ApiError(status.error.status, status.error);
+    setProgress("Done", 1, 1);
+    renderImportReport(status.report);
+    if (state.criteria && !status.report.dry_run) loadPage();
+  } catch (err) {
+    show($("import-progress"), false);
+    say($("import-error"), fieldMessage(err));
+  } finally {
+    $("import-btn").disabled = false;
+  }
+}
+
+function figures(pairs) {
+  return el("dl", { class: "figures" }, ...pairs.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v }))));
+}
+
+function renderImportReport(r) {
+  const head = r.dry_run
+    ? "Dry run: nothing was written. This is what the import would do."
+    : r.applied
+      ? "Imported."
+      : "Nothing was applied (strict: some records were refused).";
+  const parts = [
+    el("p", { class: r.rejected ? "status bad" : "status", text: `${head} ${r.files.join(", ")} through ${r.mapping}, in ${r.seconds.toFixed(2)} s.` }),
+    figures([
+      ["Read", r.read.toLocaleString()],
+      ["Inserted", r.inserted.toLocaleString()],
+      ["Updated", r.updated.toLocaleString()],
+      ["Unchanged", r.unchanged.toLocaleString()],
+      ["Deleted", r.deleted.toLocaleString()],
+      ["Refused", r.rejected.toLocaleString()],
+    ]),
+  ];
+  if (r.rejects.length) {
+    const rows = r.rejects.map((x) =>
+      el(
+        "tr",
+        {},
+        el("td", { text: x.line ? `line ${x.line}` : x.path ? x.path : `record ${x.record}` }),
+        el("td", { text: x.field || "" }),
+        el("td", { text: x.value === null || x.value === undefined ? "" : x.value }),
+        el("td", { text: x.reason })
+      )
+    );
+    parts.push(
+      el("h3", { text: `Refused records${r.rejects.length < r.rejected ? ` (the first ${r.rejects.length} of ${r.rejected})` : ""}` }),
+      el(
+        "div",
+        { class: "table-wrap" },
+        el(
+          "table",
+          { class: "rejects", id: "rejects-table" },
+          el("thead", {}, el("tr", {}, ...["Where", "Field", "Value", "Why"].map((h) => el("th", { scope: "col", text: h })))),
+          el("tbody", {}, ...rows)
+        )
+      )
+    );
+  }
+  $("import-report").replaceChildren(...parts);
+}
+
+function openExport() {
+  selectTab("transfer");
+  $("export-mapping").focus();
+}
+
+async function submitExport(e) {
+  e.preventDefault();
+  const mapping = $("export-mapping").value;
+  if (!mapping) {
+    say($("export-error"), "Choose a mapping.");
+    return;
+  }
+  say($("export-error"), "");
+  $("export-btn").disabled = true;
+  say($("export-status"), "Exporting…");
+  try {
+    const res = await fetch(`/v1/exports${query({ mapping, ...(state.criteria || {}) })}`, {
+      headers: { Authorization: `Bearer ${state.token}` },
+    });
+    if (!res.ok) {
+      let body = null;
+      try {
+        body = await res.json();
+      } catch (err) {
+        body = null;
+      }
+      throw new ApiError(res.status, body);
+    }
+    // Read it as it comes, showing how much has arrived.
+    const reader = res.body.getReader();
+    const chunks = [];
+    let size = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.length;
+      say($("export-status"), `Exporting… ${(size / 1048576).toFixed(1)} MB received`);
+    }
+    const disposition = res.headers.get("Content-Disposition") || "";
+    const name = (disposition.match(/filename="([^"]+)"/) || [])[1] || `consents-${mapping}`;
+    const blob = new Blob(chunks, { type: res.headers.get("Content-Type") || "application/octet-stream" });
+    const url = URL.createObjectURL(blob);
+    const a = el("a", { href: url, download: name });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    say($("export-status"), `Downloaded ${name} (${(size / 1024).toFixed(1)} KiB).`);
+  } catch (err) {
+    say($("export-status"), "");
+    say($("export-error"), fieldMessage(err));
+  } finally {
+    $("export-btn").disabled = false;
+  }
+}
+
+// ----- Sync -----
+
+let syncPoll = null;
+
+async function loadSync() {
+  if (!can("manage")) return;
+  try {
+    const r = await api("GET", "/v1/sync");
+    say($("sync-error"), "");
+    renderSync(r.items);
+    const running = r.items.some((c) => c.running);
+    if (running && !syncPoll) syncPoll = setTimeout(() => ((syncPoll = null), loadSync()), 1000);
+  } catch (e) {
+    say($("sync-error"), e.message);
+  }
+}
+
+function runFigures(run) {
+  if (!run) return "";
+  const parts = [];
+  if (run.pulled) parts.push(`${run.pulled.toLocaleString()} pulled`);
+  if (run.inserted) parts.push(`${run.inserted.toLocaleString()} new`);
+  if (run.updated) parts.push(`${run.updated.toLocaleString()} updated`);
+  if (run.deleted) parts.push(`${run.deleted.toLocaleString()} deleted`);
+  if (run.rejected) parts.push(`${run.rejected.toLocaleString()} refused`);
+  if (run.pushed) parts.push(`${run.pushed.toLocaleString()} pushed`);
+  if (run.push_refused) parts.push(`${run.push_refused.toLocaleString()} push refused`);
+  return parts.join(", ") || "nothing to do";
+}
+
+function renderSync(items) {
+  const rows = items.map((c) => {
+    const last = c.runs[0];
+    const live = c.running ? c.progress || last : null;
+    let outcome = last ? last.outcome : "never run";
+    if (c.running) {
+      const since = live && live.started ? Math.round((Date.now() - new Date(live.started)) / 1000) : 0;
+      outcome = `running for ${since} s`;
+    }
+    const outcomeClass = c.running ? "outcome-running" : last ? `outcome-${last.outcome}` : "muted";
+    const waiting = [];
+    if (c.dead_letters) waiting.push(`${c.dead_letters} dead letter${c.dead_letters === 1 ? "" : "s"}`);
+    if (c.refused_batches) waiting.push(`${c.refused_batches} refused batch${c.refused_batches === 1 ? "" : "es"}`);
+    if (c.skipped_ticks) waiting.push(`${c.skipped_ticks} skipped tick${c.skipped_ticks === 1 ? "" : "s"}`);
+    return el(
+      "tr",
+      { "data-connector": c.name },
+      el("td", {}, el("strong", { text: c.name }), el("div", { class: "hint", text: `${c.transport}, ${c.mapping}` })),
+      el("td", { text: c.direction }),
+      el("td", { text: `${c.schedule} (${c.timezone})` }),
+      el("td", { text: formatTime(c.next_run) }),
+      el("td", { text: last ? formatTime(last.started) : "" }),
+      el("td", { class: outcomeClass, title: last && last.error ? last.error : undefined, text: outcome }),
+      el("td", { class: "counts", text: runFigures(live || last) }),
+      el("td", { text: waiting.join(", ") }),
+      el(
+        "td",
+        {},
+        el("button", {
+          type: "button",
+          class: "run-now",
+          text: c.running ? "Running…" : "Run now",
+          disabled: c.running,
+          "aria-label": `Run ${c.name} now`,
+          onclick: () => runConnector(c.name),
+        })
+      )
+    );
+  });
+  $("sync-table").querySelector("tbody").replaceChildren(...rows);
+  if (!items.length) $("sync-table").querySelector("tbody").replaceChildren(el("tr", {}, el("td", { colspan: 9, class: "muted", text: "No connectors are configured." })));
+}
+
+async function runConnector(name) {
+  say($("sync-error"), "");
+  const run = api("POST", `/v1/sync/${encodeURIComponent(name)}/run`);
+  // The run answers when it is done; meanwhile the table shows its figures so far.
+  setTimeout(loadSync, 150);
+  try {
+    const report = await run;
+    say($("sync-error"), report.outcome === "failed" ? `${name}: the run failed: ${report.error}` : "");
+  } catch (e) {
+    say($("sync-error"), e.status === 409 ? `${name} is running already.` : e.message);
+  }
+  await loadSync();
+}
+
+// ----- DPO -----
+
+let dpoNumber = null;
+
+async function lookup(e) {
+  if (e) e.preventDefault();
+  const text = $("dpo-number").value.trim();
+  if (!text) {
+    say($("dpo-error"), "Enter a number or its last digits.");
+    return;
+  }
+  const params = numberCriterion(text);
+  try {
+    const r = await api("GET", `/v1/dpo/report${query(params)}`);
+    say($("dpo-error"), "");
+    renderReport(r);
+  } catch (err) {
+    $("dpo-report").replaceChildren();
+    say($("dpo-error"), fieldMessage(err));
+  }
+}
+
+function table(headers, rows) {
+  return el(
+    "div",
+    { class: "table-wrap" },
+    el(
+      "table",
+      {},
+      el("thead", {}, el("tr", {}, ...headers.map((h) => el("th", { scope: "col", text: h })))),
+      el("tbody", {}, ...rows.map((r) => el("tr", {}, ...r.map((v) => el("td", { text: v })))))
+    )
+  );
+}
+
+function valueText(c) {
+  return c ? `${USAGES[c.usage] || c.usage}: ${c.consent ? "given" : "denied"}` : "—";
+}
+
+function renderReport(r) {
+  say($("dpo-status"), "");
+  if (!r.numbers.length) {
+    $("dpo-report").replaceChildren(el("p", { class: "card", text: "No personal data is held on this number." }));
+    return;
+  }
+  const cards = r.numbers.map((h) => {
+    const parts = [
+      el(
+        "div",
+        { class: "heading-row" },
+        el("h3", { text: h.number }),
+        el("button", { type: "button", class: "danger purge-btn", text: "Purge…", onclick: () => openPurge(h.number) })
+      ),
+      el("h4", { text: "Consents" }),
+      h.consents.length
+        ? table(
+            ["Usage", "Consent", "Created", "Updated", "Source"],
+            h.consents.map((c) => [USAGES[c.usage] || c.usage, c.consent ? "given" : "denied", formatTime(c.created_at), formatTime(c.updated_at), c.source])
+          )
+        : el("p", { class: "muted", text: "None held now." }),
+      el("h4", { text: `History (${h.history.length})` }),
+      table(
+        ["When", "Who", "Source", "Before", "After"],
+        h.history.map((a) => [formatTime(a.at), a.actor, a.source, valueText(a.before), valueText(a.after)])
+      ),
+    ];
+    if (h.saved_searches.length) {
+      parts.push(el("h4", { text: "Saved searches naming it" }), table(["Owner", "Name"], h.saved_searches.map((s) => [s.owner, s.name])));
+    }
+    if (h.dead_letters.length) {
+      parts.push(
+        el("h4", { text: "Refused sync records holding it" }),
+        table(["Connector", "When", "From", "Refused"], h.dead_letters.map(([c, d]) => [c, formatTime(d.at), d.origin, String(d.rejected)]))
+      );
+    }
+    if (h.erasures.length) {
+      parts.push(el("h4", { text: "Deletion at other systems" }), table(["Connector", "Status"], h.erasures.map(([c, s]) => [c, s])));
+    }
+    return el("section", { class: "card report-number", "aria-label": `Data held on ${h.number}` }, ...parts);
+  });
+  if (r.truncated) cards.unshift(el("p", { class: "status bad", text: "More numbers end in these digits than one report shows; give more digits." }));
+  $("dpo-report").replaceChildren(...cards);
+}
+
+// A number as typed, without separators, 00 written as +: how it is compared with the number shown.
+function compact(s) {
+  return s.replace(/[\s\-().\/]/g, "").replace(/^00/, "+");
+}
+
+function openPurge(number) {
+  dpoNumber = number;
+  $("purge-number").textContent = number;
+  $("purge-confirm").value = "";
+  $("purge-ok").disabled = true;
+  say($("purge-error"), "");
+  $("purge-dialog").showModal();
+  $("purge-confirm").focus();
+}
+
+async function submitPurge(e) {
+  e.preventDefault();
+  if (compact($("purge-confirm").value) !== dpoNumber) {
+    say($("purge-error"), "The number typed is not the number shown.");
+    return;
+  }
+  $("purge-ok").disabled = true;
+  try {
+    const event = await api("POST", "/v1/dpo/purge", { number: dpoNumber });
+    $("purge-dialog").close("ok");
+    const r = event.removed;
+    say(
+      $("dpo-status"),
+      `Purged: ${plural(r.consents, "consent")}, ${plural(r.audit_entries, "audit entry", "audit entries")}, ${plural(r.saved_searches, "saved search", "saved searches")} removed. Push connectors are asked to delete the number.`
+    );
+    $("dpo-report").replaceChildren();
+    $("dpo-number").value = "";
+  } catch (err) {
+    say($("purge-error"), err.message);
+    $("purge-ok").disabled = false;
+  }
+}
+
+// ----- Wiring -----
+
+function init() {
+  $("created-header").textContent = `Creation Time (${ZONE})`;
+  $("signin-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const token = $("token").value.trim();
+    if (!token) {
+      say($("signin-error"), "Enter your token.");
+      return;
+    }
+    signIn(token, false);
+  });
+  $("sign-out").addEventListener("click", () => signOut());
+  for (const t of TABS) {
+    $(`tab-${t}`).addEventListener("click", () => selectTab(t));
+    $(`tab-${t}`).addEventListener("keydown", onTabKey);
+  }
+  $("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    search(formCriteria());
+  });
+  $("clear-btn").addEventListener("click", () => {
+    fillForm({});
+    say($("search-error"), "");
+    $("f-number").focus();
+  });
+  $("prev-btn").addEventListener("click", () => {
+    if (state.cursors.length > 1) state.cursors.pop();
+    loadPage();
+  });
+  $("next-btn").addEventListener("click", () => {
+    if (!state.next) return;
+    state.cursors.push(state.next);
+    loadPage();
+  });
+  $("page-size").addEventListener("change", () => state.criteria && search(state.criteria));
+  $("select-all").addEventListener("change", (e) => {
+    state.selected = new Set(e.target.checked ? state.items.map((c) => c.id) : []);
+    renderResults();
+  });
+  $("add-btn").addEventListener("click", openAdd);
+  $("add-form").addEventListener("submit", submitAdd);
+  closeOnCancel($("add-dialog"), "add-cancel");
+  $("delete-btn").addEventListener("click", deleteSelected);
+  $("toggle-btn").addEventListener("click", toggleSelected);
+  $("save-search-btn").addEventListener("click", openSave);
+  $("save-form").addEventListener("submit", submitSave);
+  closeOnCancel($("save-dialog"), "save-cancel");
+  $("export-current-btn").addEventListener("click", openExport);
+  $("import-form").addEventListener("submit", submitImport);
+  $("import-file").addEventListener("change", guessMapping);
+  $("export-form").addEventListener("submit", submitExport);
+  $("sync-refresh").addEventListener("click", loadSync);
+  $("dpo-form").addEventListener("submit", lookup);
+  $("purge-form").addEventListener("submit", submitPurge);
+  $("purge-confirm").addEventListener("input", () => {
+    $("purge-ok").disabled = compact($("purge-confirm").value) !== dpoNumber;
+  });
+  closeOnCancel($("purge-dialog"), "purge-cancel");
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) signIn(saved, true);
+  else $("token").focus();
+}
+
+document.addEventListener("DOMContentLoaded", init);
