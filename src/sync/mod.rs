@@ -239,7 +239,13 @@ impl Sync {
             if running.contains_key(name) {
                 return Err(SyncError::Busy(name.to_string()));
             }
-            running.insert(name.to_string(), RunReport::default());
+            let starting = RunReport {
+                trigger: trigger.to_string(),
+                started: Timestamp::now().to_rfc3339(),
+                outcome: "running".into(),
+                ..Default::default()
+            };
+            running.insert(name.to_string(), starting);
         }
         let result = self.run_locked(&c, trigger);
         self.running.lock().expect("running").remove(name);
