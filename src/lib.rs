@@ -10,7 +10,8 @@
 //! - [`connectors`]: move bytes to and from other consent systems (HTTP, files); [`sync`]: scheduled
 //!   pulls and pushes through mappings, with state, dead letters and erasures.
 //! - [`client`]: the command line's way to a running daemon (`--server`).
-//! - [`http`]: the admin HTTP API (rights, consents, saved searches, imports/exports, audit, DPO, checks, metrics).
+//! - [`http`]: the admin HTTP API (rights, consents, saved searches, imports/exports, audit, DPO, checks,
+//!   metrics) and the Customer Consents page it serves at `/` (`src/web/`).
 //! - [`config`]: the settings file, validated at once; [`cli`]: the command line; [`app`]: the daemon.
 
 pub mod app;

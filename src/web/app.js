@@ -323,9 +323,14 @@ function renderResults() {
         { class: "consent" },
         el("input", {
           type: "checkbox",
-          disabled: true,
+          class: "consent-box",
+          disabled: !can("modify"),
           checked: given,
-          "aria-label": given ? "Consent given" : "Consent denied",
+          "aria-label": `Consent of ${c.number} ${USAGES[c.usage] || c.usage}: ${given ? "given" : "denied"}`,
+          onclick: (e) => {
+            e.preventDefault(); // the value changes only once confirmed and stored
+            setValue(c, !given);
+          },
         }),
         el("span", { class: "value-label", text: given ? "given" : "denied" })
       ),
@@ -416,6 +421,23 @@ async function submitAdd(e) {
     $("add-number").focus();
   } finally {
     $("add-ok").disabled = false;
+  }
+}
+
+// The Consent checkbox of one row: sets that consent to the other value after a Yes.
+async function setValue(c, consent) {
+  const what = `${c.number} (${USAGES[c.usage] || c.usage})`;
+  const ok = await confirmDialog("Change Value", `Set the consent of ${what} to ${consent ? "given" : "denied"}?`, ["Yes", "No"]);
+  if (!ok) return;
+  try {
+    await api("PUT", `/v1/consents/${encodeURIComponent(c.id)}`, { consent });
+    say($("action-status"), `The consent of ${what} is now ${consent ? "given" : "denied"}.`);
+    const keep = new Set(state.selected);
+    await loadPage();
+    for (const x of state.items) if (keep.has(x.id)) state.selected.add(x.id);
+    renderResults();
+  } catch (e) {
+    say($("action-status"), e.message, true);
   }
 }
 
