@@ -415,7 +415,11 @@ fn a_background_import_shows_its_progress_then_its_report() {
     text.push_str("+49 151 NOPE,whatsapp,true,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n");
     let size = text.len() as u64;
     let r = d
-        .as_("importer", reqwest::Method::POST, "/v1/imports?mapping=generic-csv&background=true&name=big.csv")
+        .as_(
+            "importer",
+            reqwest::Method::POST,
+            "/v1/imports?mapping=generic-csv&background=true&name=big.csv",
+        )
         .body(text)
         .send()
         .unwrap();
@@ -447,7 +451,11 @@ fn a_background_import_shows_its_progress_then_its_report() {
     assert_eq!(d.search("usage=whatsapp&consent=true").len(), 1000, "a page of the 200,000 stored");
     // A job that fails reports the error as the API gives it; an unknown job is 404.
     let r = d
-        .as_("importer", reqwest::Method::POST, "/v1/imports?mapping=no-such-mapping&background=true")
+        .as_(
+            "importer",
+            reqwest::Method::POST,
+            "/v1/imports?mapping=no-such-mapping&background=true",
+        )
         .body("x")
         .send()
         .unwrap();
@@ -458,7 +466,12 @@ fn a_background_import_shows_its_progress_then_its_report() {
     let m = d.ok(d.get("importer", "/v1/mappings"));
     let names: Vec<&str> = m["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"generic-csv") && names.contains(&"sinch-contact-pro"), "{m}");
-    let sinch = m["items"].as_array().unwrap().iter().find(|i| i["name"] == "sinch-contact-pro").unwrap();
+    let sinch = m["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "sinch-contact-pro")
+        .unwrap();
     assert_eq!(sinch["format"], "tsv");
 }
 

@@ -48,9 +48,8 @@ impl ImportJobs {
     pub fn finish(&self, id: u64, outcome: Result<ImportReport, ApiError>) {
         let mut jobs = self.jobs.lock().expect("jobs");
         if let Some(job) = jobs.get_mut(&id) {
-            job.outcome = Some(outcome.map_err(|e| {
-                json!({"status": e.status.as_u16(), "error": e.code, "message": e.message, "field": e.field})
-            }));
+            job.outcome =
+                Some(outcome.map_err(|e| json!({"status": e.status.as_u16(), "error": e.code, "message": e.message, "field": e.field})));
         }
         let finished: Vec<u64> = jobs.iter().filter(|(_, j)| j.outcome.is_some()).map(|(id, _)| *id).collect();
         for id in finished.iter().take(finished.len().saturating_sub(KEEP_FINISHED)) {

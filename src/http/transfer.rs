@@ -4,13 +4,13 @@
 
 use super::auth::{Caller, Right};
 use super::error::{ApiError, Query};
+use super::jobs::Counting;
 use super::{blocking, AppState};
 use crate::domain::{CriteriaText, Source, Timestamp};
 use crate::import::{ImportOptions, ImportReport, Input};
 use crate::mapping::Mapping;
 use crate::store::ChangeContext;
 use axum::body::{Body, Bytes};
-use super::jobs::Counting;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -165,7 +165,10 @@ async fn run_import(
             let mut f = spool.try_clone()?;
             f.rewind()?;
             read.store(0, std::sync::atomic::Ordering::Relaxed);
-            let counted = Counting { inner: f, read: read.clone() };
+            let counted = Counting {
+                inner: f,
+                read: read.clone(),
+            };
             Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, counted)) as Box<dyn Read + Send>)
         });
         let phones = st.config.phone_parser();
@@ -196,11 +199,7 @@ async fn run_import(
 
 /// `GET /v1/imports/{id}` (manage, the token that started it): a background import's progress, then
 /// its report or error.
-async fn import_status(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+async fn import_status(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Right::Manage)?;
     let id: u64 = id.parse().map_err(|_| ApiError::field("id", "a job id is a whole number"))?;
     state

@@ -1,6 +1,8 @@
 //! What the black-box tests share: a real daemon on port 0 with its store and config in a temp dir,
-//! and a real HTTP client.
+//! and a real HTTP client; `browser` adds a real browser.
 #![allow(dead_code)]
+
+pub mod browser;
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;

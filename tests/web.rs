@@ -1,0 +1,515 @@
+//! The Customer Consents page in a real browser: headless Chromium driven through its own
+//! chromedriver (tests/common/browser.rs), against the real daemon on port 0. Each test keeps
+//! screenshots of the states it reaches in `target/screenshots/`.
+
+mod common;
+
+use common::browser::{block_on, blocking, Browser, WAIT};
+use common::{fixture, Daemon};
+use fantoccini::elements::Element;
+use fantoccini::Locator;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+// ----- The Customer Consents page -----
+
+/// What the page tests share: a browser on the daemon's page, and steps a user takes.
+struct Page {
+    b: Browser,
+}
+
+impl Page {
+    async fn open(d: &Daemon) -> Page {
+        let b = Browser::start().await;
+        b.client.goto(&d.url("/")).await.unwrap();
+        b.wait_for("#token", WAIT).await;
+        Page { b }
+    }
+
+    async fn find(&self, css: &str) -> Element {
+        self.b.wait_for(css, WAIT).await
+    }
+
+    /// Clicks the element, found again if it was redrawn between finding and clicking.
+    async fn click(&self, css: &str) {
+        let start = Instant::now();
+        loop {
+            match self.find(css).await.click().await {
+                Ok(()) => return,
+                Err(e) if start.elapsed() < WAIT && e.to_string().contains("stale") => {}
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
+    }
+
+    async fn type_in(&self, css: &str, text: &str) {
+        let e = self.find(css).await;
+        e.clear().await.unwrap();
+        e.send_keys(text).await.unwrap();
+    }
+
+    async fn select(&self, css: &str, value: &str) {
+        self.find(css).await.select_by_value(value).await.unwrap();
+    }
+
+    /// Sets an input as its picker would (datetime-local inputs take no typed text portably).
+    async fn set_value(&self, css: &str, value: &str) {
+        let js = "document.querySelector(arguments[0]).value = arguments[1]";
+        self.b.client.execute(js, vec![json!(css), json!(value)]).await.unwrap();
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let start = Instant::now();
+        loop {
+            match self.find(css).await.text().await {
+                Ok(t) => return t,
+                Err(e) if start.elapsed() < WAIT && e.to_string().contains("stale") => {}
+                Err(e) => panic!("text of {css}: {e}"),
+            }
+        }
+    }
+
+    async fn displayed(&self, css: &str) -> bool {
+        match self.b.client.find(Locator::Css(css)).await {
+            Ok(e) => e.is_displayed().await.unwrap(),
+            Err(_) => false,
+        }
+    }
+
+    async fn sign_in(&self, secret: &str) {
+        self.type_in("#token", secret).await;
+        self.click("#signin-form button[type=submit]").await;
+    }
+
+    /// Clears the search form, fills it with `fields` (css, value) and searches with Enter.
+    async fn search(&self, fields: &[(&str, &str)]) {
+        self.click("#clear-btn").await;
+        for (css, value) in fields {
+            match *css {
+                "#f-consent" | "#f-usage" => self.select(css, value).await,
+                "#f-from" | "#f-to" => self.set_value(css, value).await,
+                _ => self.type_in(css, value).await,
+            }
+        }
+        self.find("#f-number").await.send_keys("\u{E007}").await.unwrap(); // Enter
+    }
+
+    /// The numbers in the results table, once they are `expected` (waits for the search to land).
+    async fn wait_rows(&self, expected: &[String]) {
+        let start = Instant::now();
+        loop {
+            // Read in one step: the table may be redrawn between two element reads.
+            let js = "return [...document.querySelectorAll('#results tbody td.number')].map(e => e.textContent)";
+            let seen: Vec<String> = serde_json::from_value(self.b.client.execute(js, vec![]).await.unwrap()).unwrap();
+            if seen == expected {
+                return;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "the table shows {seen:?}, not {expected:?}; search error: {:?}",
+                self.text("#search-error").await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the confirmation dialog, checks its question and answers with the button `answer`.
+    async fn confirm(&self, question: &str, yes: &str, no: &str, answer: &str) {
+        self.b.wait_text("#confirm-text", question).await;
+        assert_eq!(self.text("#confirm-yes").await, yes);
+        assert_eq!(self.text("#confirm-no").await, no);
+        self.click(if answer == yes { "#confirm-yes" } else { "#confirm-no" }).await;
+        self.b.wait_hidden("#confirm-dialog").await;
+    }
+}
+
+/// The numbers the API finds for a query, in its order.
+fn numbers(d: &Daemon, query: &str) -> Vec<String> {
+    blocking(|| d.search(query))
+        .iter()
+        .map(|c| c["number"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn seed(d: &Daemon) -> usize {
+    let file = std::fs::read(fixture("generic.csv")).unwrap();
+    let r = d.ok(d
+        .as_("admin", reqwest::Method::POST, "/v1/imports?mapping=generic-csv")
+        .body(file)
+        .send()
+        .unwrap());
+    r["inserted"].as_u64().unwrap() as usize
+}
+
+#[test]
+fn an_administrator_signs_in_and_searches_by_each_criterion() {
+    let d = Daemon::start();
+    seed(&d);
+    block_on(async {
+        let p = Page::open(&d).await;
+        p.b.screenshot("page-sign-in").await;
+        // A token the daemon does not know is refused on the page.
+        p.sign_in("not-a-token").await;
+        p.b.wait_text("#signin-error", "not known").await;
+        p.sign_in("s-admin").await;
+        p.b.wait_text("#who-name", "admin").await;
+        assert!(p.text("#who-rights").await.contains("manage"));
+        // At least one criterion, as in the API.
+        p.search(&[]).await;
+        p.b.wait_text("#search-error", "at least one criterion").await;
+        // Each criterion, as the API finds it; creation times are the browser's (Europe/Berlin).
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("#f-number", "+49 151 0000000")], "number=%2B491510000000"),
+            (&[("#f-number", "0151 0000000")], "number=%2B491510000000"),
+            (&[("#f-number", "838")], "digits=838"),
+            (&[("#f-consent", "false")], "consent=false"),
+            (&[("#f-usage", "whatsapp")], "usage=whatsapp"),
+            (
+                &[("#f-from", "2024-06-01T00:00:00"), ("#f-to", "2024-12-31T23:59:59")],
+                "created_from=2024-05-31T22:00:00Z&created_to=2024-12-31T22:59:59.999Z",
+            ),
+            (
+                &[("#f-usage", "call_recording"), ("#f-consent", "true")],
+                "usage=call_recording&consent=true",
+            ),
+        ];
+        for (fields, query) in cases {
+            let expected = numbers(&d, query);
+            assert!(!expected.is_empty(), "the fixture has rows for {query}");
+            p.search(fields).await;
+            p.wait_rows(&expected).await;
+        }
+        // Times are shown in the browser's zone, which the header names.
+        assert_eq!(p.text("#created-header").await, "Creation Time (Europe/Berlin)");
+        p.search(&[("#f-number", "+491510000000")]).await;
+        p.wait_rows(&numbers(&d, "number=%2B491510000000")).await;
+        let cell = p.find("#results tbody td.created").await;
+        assert_eq!(cell.attr("title").await.unwrap().unwrap(), "2025-05-20T14:17:53Z");
+        let shown = cell.text().await.unwrap();
+        assert!(shown.contains("4:17:53") || shown.contains("16:17:53"), "{shown}");
+        p.search(&[("#f-usage", "call_recording")]).await;
+        p.wait_rows(&numbers(&d, "usage=call_recording")).await;
+        p.b.screenshot("page-results").await;
+        p.b.close().await;
+    });
+}
+
+#[test]
+fn add_change_value_and_delete_ask_first_and_do_what_they_say() {
+    let d = Daemon::start();
+    seed(&d);
+    let held = |d: &Daemon| blocking(|| d.search("number=%2B491512345678&usage=whatsapp"));
+    block_on(async {
+        let p = Page::open(&d).await;
+        p.sign_in("s-admin").await;
+        p.b.wait_text("#who-name", "admin").await;
+        // Add New: a refused number gets the reason next to the field; a good one is added.
+        p.click("#add-btn").await;
+        p.type_in("#add-number", "0151 23ab").await;
+        p.click("#add-ok").await;
+        p.b.wait_text("#add-error", "not a digit").await;
+        p.b.screenshot("page-add-refused").await;
+        p.type_in("#add-number", "0151 2345678").await;
+        p.select("#add-usage", "whatsapp").await;
+        p.click("#add-ok").await;
+        p.b.wait_text("#action-status", "Added: +491512345678").await;
+        let c = held(&d);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0]["consent"], true);
+        assert_eq!(c[0]["source"], "agent:admin");
+        p.search(&[("#f-number", "+491512345678")]).await;
+        p.wait_rows(&["+491512345678".to_string()]).await;
+        // Change Value asks first: No changes nothing, Yes flips it.
+        p.click("#results tbody .row-select").await;
+        p.b.wait_text("#selection-info", "1 row selected").await;
+        p.click("#toggle-btn").await;
+        p.b.screenshot("page-change-value").await;
+        p.confirm("Change the value of 1 consent", "Yes", "No", "No").await;
+        assert_eq!(held(&d)[0]["consent"], true);
+        p.click("#toggle-btn").await;
+        p.confirm("Change the value of 1 consent", "Yes", "No", "Yes").await;
+        p.b.wait_text("#action-status", "Changed the value of 1 consent").await;
+        assert_eq!(held(&d)[0]["consent"], false);
+        p.b.wait_text("#results tbody td.consent", "denied").await;
+        // The row's Consent checkbox sets that one consent, also after a Yes.
+        p.click("#results tbody .consent-box").await;
+        p.confirm("to given", "Yes", "No", "Yes").await;
+        p.b.wait_text("#results tbody td.consent", "given").await;
+        assert_eq!(held(&d)[0]["consent"], true);
+        // Delete asks with OK / Cancel.
+        p.click("#delete-btn").await;
+        p.confirm("Delete 1 consent", "OK", "Cancel", "Cancel").await;
+        assert_eq!(held(&d).len(), 1);
+        p.click("#delete-btn").await;
+        p.confirm("Delete 1 consent", "OK", "Cancel", "OK").await;
+        p.b.wait_text("#action-status", "Deleted 1 consent").await;
+        assert!(held(&d).is_empty());
+        p.b.wait_text("#results-caption", "No consent matches").await;
+        // Rows can be selected all at once.
+        p.search(&[("#f-usage", "call_recording")]).await;
+        let all = numbers(&d, "usage=call_recording");
+        p.wait_rows(&all).await;
+        p.click("#select-all").await;
+        p.b.wait_text("#selection-info", &format!("{} rows selected", all.len())).await;
+        p.click("#toggle-btn").await;
+        p.confirm(&format!("Change the value of {} consents", all.len()), "Yes", "No", "Yes")
+            .await;
+        p.b.wait_text("#action-status", &format!("Changed the value of {} consents", all.len()))
+            .await;
+        let audit = blocking(|| d.ok(d.get("admin", "/v1/audit?actor=admin&limit=1000")));
+        let flips = audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["source"] == "agent:admin")
+            .count();
+        assert_eq!(
+            flips,
+            4 + all.len(),
+            "add, flip, set, delete and the flips of all, each audited; nothing for a No or a Cancel"
+        );
+        p.b.close().await;
+    });
+}
+
+#[test]
+fn a_search_is_saved_rerun_with_one_click_and_deleted() {
+    let d = Daemon::start();
+    seed(&d);
+    block_on(async {
+        let p = Page::open(&d).await;
+        p.sign_in("s-admin").await;
+        p.b.wait_text("#who-name", "admin").await;
+        let denied = numbers(&d, "consent=false");
+        p.search(&[("#f-consent", "false")]).await;
+        p.wait_rows(&denied).await;
+        p.click("#save-search-btn").await;
+        p.type_in("#save-name", "Denied <b>ones</b>").await;
+        p.click("#save-ok").await;
+        p.b.wait_text("#saved-list", "Denied <b>ones</b>").await;
+        let saved = blocking(|| d.ok(d.get("admin", "/v1/searches")));
+        assert_eq!(saved["items"][0]["name"], "Denied <b>ones</b>");
+        assert_eq!(saved["items"][0]["criteria"], json!({"consent": "false"}));
+        // Another search, then the saved one with one click.
+        p.search(&[("#f-usage", "whatsapp")]).await;
+        p.wait_rows(&numbers(&d, "usage=whatsapp")).await;
+        p.click("#saved-list .run").await;
+        p.wait_rows(&denied).await;
+        assert_eq!(p.find("#f-consent").await.prop("value").await.unwrap().unwrap(), "false");
+        p.b.screenshot("page-saved-search").await;
+        p.click("#saved-list .remove").await;
+        p.confirm("Delete the saved search", "OK", "Cancel", "OK").await;
+        p.b.wait_text("#saved-empty", "None yet").await;
+        assert_eq!(blocking(|| d.ok(d.get("admin", "/v1/searches")))["items"], json!([]));
+        p.b.close().await;
+    });
+}
+
+#[test]
+fn an_import_with_a_refused_row_shows_the_report_and_an_export_downloads() {
+    let d = Daemon::start();
+    let mut text = std::fs::read_to_string(fixture("generic.csv")).unwrap();
+    let rows = text.lines().count() - 1;
+    text.push_str("+49 151 NOPE,whatsapp,true,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n");
+    let file = d.dir.path().join("crm-export.csv");
+    std::fs::write(&file, &text).unwrap();
+    block_on(async {
+        let p = Page::open(&d).await;
+        p.sign_in("s-admin").await;
+        p.b.wait_text("#who-name", "admin").await;
+        p.click("#tab-transfer").await;
+        p.b.wait_text("#import-mapping", "generic-csv").await;
+        p.find("#import-file").await.send_keys(file.to_str().unwrap()).await.unwrap();
+        // A dry run first (the default): a report, nothing written.
+        assert!(p.find("#import-dry-run").await.is_selected().await.unwrap());
+        p.click("#import-btn").await;
+        p.b.wait_text("#import-report", "Dry run").await;
+        assert!(numbers(&d, "created_from=1970-01-01").is_empty());
+        let refused = p.text("#rejects-table").await;
+        assert!(refused.contains(&format!("line {}", rows + 2)), "{refused}");
+        assert!(refused.contains("+49 151 NOPE") && refused.contains("not a digit"), "{refused}");
+        // Then for real.
+        p.click("#import-dry-run").await;
+        p.click("#import-btn").await;
+        p.b.wait_text("#import-report", "Imported.").await;
+        p.b.wait_text("#import-phase", "Done").await;
+        let report = p.text("#import-report").await;
+        assert!(report.contains(&format!("Inserted\n{rows}")), "{report}");
+        assert!(report.contains("Refused\n1"), "{report}");
+        p.b.screenshot("page-import-report").await;
+        assert_eq!(numbers(&d, "created_from=1970-01-01").len(), rows);
+        // Export: the current search (none: everything) in a chosen mapping's format.
+        p.select("#export-mapping", "sinch-contact-pro").await;
+        p.click("#export-btn").await;
+        p.b.wait_text("#export-status", "Downloaded consents-sinch-contact-pro.tsv").await;
+        p.b.close().await;
+    });
+}
+
+#[test]
+fn a_view_only_token_sees_no_edit_buttons() {
+    let d = Daemon::start();
+    seed(&d);
+    block_on(async {
+        let p = Page::open(&d).await;
+        p.sign_in("s-viewer").await;
+        p.b.wait_text("#who-name", "viewer").await;
+        p.search(&[("#f-usage", "whatsapp")]).await;
+        p.wait_rows(&numbers(&d, "usage=whatsapp")).await;
+        for css in [
+            "#add-btn",
+            "#delete-btn",
+            "#toggle-btn",
+            "#export-current-btn",
+            "#tab-transfer",
+            "#tab-sync",
+            "#tab-dpo",
+        ] {
+            assert!(!p.displayed(css).await, "{css} is shown to a view-only token");
+        }
+        assert!(!p.find("#results tbody .consent-box").await.is_enabled().await.unwrap());
+        assert!(p.displayed("#save-search-btn").await, "a viewer may save searches");
+        p.b.screenshot("page-viewer").await;
+        // Signing out forgets the token.
+        p.click("#sign-out").await;
+        p.b.wait_for("#token", WAIT).await;
+        let kept = p.b.client.execute("return sessionStorage.length", vec![]).await.unwrap();
+        assert_eq!(kept, json!(0));
+        p.b.close().await;
+    });
+}
+
+#[test]
+fn a_dpo_looks_a_number_up_and_purges_it_after_typing_it_again() {
+    let d = Daemon::start();
+    seed(&d);
+    d.ok(d.post(
+        "admin",
+        "/v1/consents/toggle",
+        json!({"ids": [d.search("number=%2B491510000000")[0]["id"]]}),
+    ));
+    block_on(async {
+        let p = Page::open(&d).await;
+        p.sign_in("s-dpo").await;
+        p.b.wait_text("#who-name", "dpo-office").await;
+        p.click("#tab-dpo").await;
+        p.type_in("#dpo-number", "10000000").await;
+        p.click("#dpo-lookup").await;
+        let report = p.b.wait_text("#dpo-report", "+491510000000").await;
+        assert!(report.contains("History (2)"), "{report}");
+        assert!(report.contains("import:generic-csv") && report.contains("agent:admin"), "{report}");
+        p.b.screenshot("page-dpo-report").await;
+        p.click("#dpo-report .purge-btn").await;
+        p.b.wait_text("#purge-number", "+491510000000").await;
+        // The number typed again must be the number shown.
+        p.type_in("#purge-confirm", "+49151000000").await;
+        assert!(!p.find("#purge-ok").await.is_enabled().await.unwrap());
+        p.type_in("#purge-confirm", "0049 151 0000000").await;
+        assert!(p.find("#purge-ok").await.is_enabled().await.unwrap());
+        p.b.screenshot("page-dpo-purge").await;
+        p.click("#purge-ok").await;
+        p.b.wait_text("#dpo-status", "Purged: 1 consent, 2 audit entries").await;
+        let left = blocking(|| d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491510000000")));
+        assert_eq!(left["numbers"], json!([]));
+        p.b.close().await;
+    });
+}
+
+#[test]
+fn the_sync_panel_shows_connectors_and_runs_one_now() {
+    let d = Daemon::start_with(
+        r#"
+[[connectors]]
+name = "crm-files"
+transport = "file"
+direction = "pull"
+mapping = "generic-csv"
+schedule = "0 0 0 1 1 *"
+catch_up = false
+[connectors.file]
+dir = "{dir}/inbox"
+"#,
+    );
+    let rows = std::fs::read_to_string(fixture("generic.csv")).unwrap().lines().count() - 1;
+    block_on(async {
+        let p = Page::open(&d).await;
+        p.sign_in("s-admin").await;
+        p.b.wait_text("#who-name", "admin").await;
+        p.click("#tab-sync").await;
+        p.b.wait_text("#sync-table", "crm-files").await;
+        p.b.wait_text("#sync-table", "never run").await;
+        std::fs::copy(fixture("generic.csv"), d.dir.path().join("inbox/a.csv")).unwrap();
+        p.click("#sync-table .run-now").await;
+        p.b.wait_text("#sync-table td.counts", &format!("{rows} pulled")).await;
+        p.b.wait_text("#sync-table .outcome-ok", "ok").await;
+        p.b.screenshot("page-sync").await;
+        assert_eq!(numbers(&d, "created_from=1970-01-01").len(), rows);
+        p.b.close().await;
+    });
+}
+
+// ----- The harness itself -----
+
+/// A test that fails drops its browser without closing it: chromedriver and the Chromium it started
+/// go with it.
+#[test]
+fn a_browser_dropped_unclosed_leaves_no_process_behind() {
+    let group = block_on(async {
+        let b = Browser::start().await;
+        b.client.goto("about:blank").await.unwrap();
+        let group = b.process_group();
+        assert!(live_in_group(group) >= 2, "chromedriver and Chromium run in group {group}");
+        group
+        // Dropped here, unclosed.
+    });
+    let start = Instant::now();
+    while live_in_group(group) > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "processes of group {group} outlive the Browser"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Processes (zombies aside) whose process group is `group`.
+fn live_in_group(group: u32) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp …; comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2] == group.to_string() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// When a wait gives up, its panic names the selector, what it saw last and the page.
+#[test]
+fn waits_that_give_up_say_what_they_saw() {
+    use futures_util::FutureExt;
+    use std::panic::AssertUnwindSafe;
+    let d = Daemon::start();
+    let message = |e: Box<dyn std::any::Any + Send>| e.downcast::<String>().map(|s| *s).unwrap_or_default();
+    block_on(async {
+        let b = Browser::start().await;
+        b.client.goto(&d.url("/healthz")).await.unwrap();
+        let short = Duration::from_millis(300);
+        let e = AssertUnwindSafe(b.wait_text_for("body", "nope", short))
+            .catch_unwind()
+            .await
+            .unwrap_err();
+        let m = message(e);
+        assert!(m.contains(r#"wait_text("body", "nope")"#) && m.contains(r#"texts ["ok"]"#), "{m}");
+        assert!(m.contains(&d.url("/healthz")), "{m}");
+        let e = AssertUnwindSafe(b.wait_for("#missing", short)).catch_unwind().await.unwrap_err();
+        let m = message(e);
+        assert!(m.contains(r##"wait_for("#missing")"##) && m.contains("no element matches"), "{m}");
+        b.close().await;
+    });
+}
