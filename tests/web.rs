@@ -347,7 +347,7 @@ fn an_import_with_a_refused_row_shows_the_report_and_an_export_downloads() {
 }
 
 #[test]
-fn a_view_only_token_sees_no_edit_buttons() {
+fn a_view_only_token_sees_no_edit_buttons_and_a_create_only_token_only_add() {
     let d = Daemon::start();
     seed(&d);
     block_on(async {
@@ -375,6 +375,18 @@ fn a_view_only_token_sees_no_edit_buttons() {
         p.b.wait_for("#token", WAIT).await;
         let kept = p.b.client.execute("return sessionStorage.length", vec![]).await.unwrap();
         assert_eq!(kept, json!(0));
+        // A token that may only create (an IVR's, say) gets Add New and nothing to search with.
+        p.sign_in("s-creator").await;
+        p.b.wait_text("#who-name", "creator").await;
+        p.b.wait_text("#no-view", "may not view consents").await;
+        for css in ["#search-form", "#results", "#saved-title", "#delete-btn", "#toggle-btn"] {
+            assert!(!p.displayed(css).await, "{css} is shown to a create-only token");
+        }
+        p.click("#add-btn").await;
+        p.type_in("#add-number", "+44 7700 900123").await;
+        p.click("#add-ok").await;
+        p.b.wait_text("#action-status", "Added: +447700900123").await;
+        assert_eq!(numbers(&d, "number=%2B447700900123"), ["+447700900123"]);
         p.b.close().await;
     });
 }

@@ -162,7 +162,6 @@ function signOut(message) {
 function applyRights() {
   for (const node of document.querySelectorAll("[data-right]")) show(node, can(node.dataset.right));
   show($("no-view"), !can("view"));
-  show($("consents-view"), can("view"));
   updateSelection();
 }
 
@@ -410,6 +409,7 @@ async function submitAdd(e) {
     const c = await api("POST", "/v1/consents", { number, usage });
     $("add-dialog").close("ok");
     say($("action-status"), `Added: ${c.number}, ${USAGES[c.usage]}, given.`);
+    if (!can("view")) return;
     if (state.criteria) await loadPage();
     else {
       fillForm({ number: c.number });
@@ -424,6 +424,14 @@ async function submitAdd(e) {
   }
 }
 
+// Shows the page again with the rows of `ids` still selected.
+async function reloadKeeping(ids) {
+  const keep = new Set(ids);
+  await loadPage();
+  for (const c of state.items) if (keep.has(c.id)) state.selected.add(c.id);
+  renderResults();
+}
+
 // The Consent checkbox of one row: sets that consent to the other value after a Yes.
 async function setValue(c, consent) {
   const what = `${c.number} (${USAGES[c.usage] || c.usage})`;
@@ -432,10 +440,7 @@ async function setValue(c, consent) {
   try {
     await api("PUT", `/v1/consents/${encodeURIComponent(c.id)}`, { consent });
     say($("action-status"), `The consent of ${what} is now ${consent ? "given" : "denied"}.`);
-    const keep = new Set(state.selected);
-    await loadPage();
-    for (const x of state.items) if (keep.has(x.id)) state.selected.add(x.id);
-    renderResults();
+    await reloadKeeping(state.selected);
   } catch (e) {
     say($("action-status"), e.message, true);
   }
@@ -465,11 +470,8 @@ async function toggleSelected() {
     const r = await api("POST", "/v1/consents/toggle", { ids });
     const changed = r.results.filter((x) => x.outcome === "updated").length;
     say($("action-status"), `Changed the value of ${plural(changed, "consent")}.`);
-    const keep = new Set(ids);
-    await loadPage();
     // Keep the rows selected, so a second Change Value undoes the first.
-    for (const c of state.items) if (keep.has(c.id)) state.selected.add(c.id);
-    renderResults();
+    await reloadKeeping(ids);
   } catch (e) {
     say($("action-status"), e.message, true);
   }
