@@ -347,6 +347,65 @@ fn an_import_with_a_refused_row_shows_the_report_and_an_export_downloads() {
 }
 
 #[test]
+fn a_large_import_shows_its_progress_and_the_page_stays_usable() {
+    let d = Daemon::start();
+    seed(&d);
+    let n = 200_000u32;
+    let mut text = String::from("phone,channel,consent,created_at,updated_at\n");
+    for i in 0..n {
+        text.push_str(&format!("+4916{i:08},whatsapp,true,2024-01-01T00:00:00Z,2024-01-02T00:00:00Z\n"));
+    }
+    let file = d.dir.path().join("large.csv");
+    std::fs::write(&file, &text).unwrap();
+    block_on(async {
+        let p = Page::open(&d).await;
+        p.sign_in("s-admin").await;
+        p.b.wait_text("#who-name", "admin").await;
+        p.click("#tab-transfer").await;
+        p.b.wait_text("#import-mapping", "generic-csv").await;
+        // Every phase the progress label shows is recorded, however briefly it is shown.
+        let watch = "window.phases = []; new MutationObserver(() => phases.push(\
+                     document.getElementById('import-phase').textContent + ' ' + \
+                     document.getElementById('import-percent').textContent)).observe(\
+                     document.getElementById('import-progress'), {subtree: true, childList: true, characterData: true})";
+        p.b.client.execute(watch, vec![]).await.unwrap();
+        p.find("#import-file").await.send_keys(file.to_str().unwrap()).await.unwrap();
+        p.click("#import-dry-run").await;
+        p.click("#import-btn").await;
+        p.b.wait_text("#import-phase", "Importing").await;
+        p.b.screenshot("page-import-progress").await;
+        // The page answers while the import runs: a search on the other tab.
+        p.click("#tab-consents").await;
+        p.search(&[("#f-number", "+491510000000")]).await;
+        p.wait_rows(&["+491510000000".to_string()]).await;
+        p.click("#tab-transfer").await;
+        p.b.wait_text_for("#import-report", "Imported.", Duration::from_secs(120)).await;
+        let phases: Vec<String> = serde_json::from_value(p.b.client.execute("return phases", vec![]).await.unwrap()).unwrap();
+        let importing: Vec<&String> = phases.iter().filter(|t| t.starts_with("Importing ")).collect();
+        assert!(!importing.is_empty(), "{phases:?}");
+        assert!(phases.iter().any(|t| t.starts_with("Uploading")), "{phases:?}");
+        assert_eq!(phases.last().unwrap(), "Done 100 %", "{phases:?}");
+        let report = p.text("#import-report").await;
+        assert!(report.contains(&format!("Inserted\n{}", fmt_thousands(n))), "{report}");
+        assert_eq!(numbers(&d, "number=%2B491600000000"), ["+491600000000"]);
+        p.b.close().await;
+    });
+}
+
+/// 200000 as the page's locale writes it (en-US in headless Chromium: 200,000).
+fn fmt_thousands(n: u32) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[test]
 fn a_view_only_token_sees_no_edit_buttons_and_a_create_only_token_only_add() {
     let d = Daemon::start();
     seed(&d);

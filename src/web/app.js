@@ -670,7 +670,13 @@ async function submitImport(e) {
     for (;;) {
       status = await api("GET", `/v1/imports/${job.job}`);
       if (status.state !== "running") break;
-      setProgress(params.dry_run ? "Checking (dry run)" : "Importing", status.bytes_read, status.bytes_total);
+      const verb = params.dry_run ? "Checking (dry run)" : "Importing";
+      if (status.bytes_total > 0 && status.bytes_read >= status.bytes_total) {
+        // All read; the last chunk is being decided and written.
+        setProgress(`${verb}: finishing`, 0, 0);
+      } else {
+        setProgress(verb, status.bytes_read, status.bytes_total);
+      }
       await sleep(400);
     }
     if (status.state === "failed") throw new ApiError(status.error.status, status.error);
