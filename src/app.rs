@@ -1,5 +1,5 @@
 //! The daemon: opens the store, serves the admin HTTP API until SIGTERM/SIGINT, then finishes the
-//! requests in flight and flushes the store.
+//! requests in flight, sync runs' batches in hand and background imports, and flushes the store.
 
 use crate::config::Config;
 use crate::http::AppState;
@@ -33,6 +33,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
         if state.tokens.is_empty() {
             tracing::warn!("No API token is enabled: every /v1 request will be refused. See [[tokens]] in the README.");
         }
+        let imports = state.imports.clone();
         axum::serve(listener, crate::http::app(state))
             .with_graceful_shutdown(async move {
                 stop.await;
@@ -42,6 +43,13 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             .await?;
         // Sync runs finish the page, file or batch in hand, then stop.
         scheduler.stop().await;
+        // Background imports run to their end (a killed one is finished by importing the file again).
+        if imports.running() > 0 {
+            tracing::info!(imports = imports.running(), "Waiting for background imports to finish.");
+            while imports.running() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         store.flush()?;
         tracing::info!("consentd stopped; the store is flushed.");
         Ok(())

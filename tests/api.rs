@@ -473,6 +473,26 @@ fn a_background_import_shows_its_progress_then_its_report() {
         .find(|i| i["name"] == "sinch-contact-pro")
         .unwrap();
     assert_eq!(sinch["format"], "tsv");
+    // A stop signal during a background import lets it finish: all of it is there after a restart.
+    let mut text = String::from("phone,channel,consent,created_at,updated_at\n");
+    for i in 0..100_000u32 {
+        text.push_str(&format!(
+            "+4917{i:08},call_recording,false,2024-01-01T00:00:00Z,2024-01-02T00:00:00Z\n"
+        ));
+    }
+    let r = d
+        .as_("importer", reqwest::Method::POST, "/v1/imports?mapping=generic-csv&background=true")
+        .body(text)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let mut d = d;
+    d.stop();
+    d.spawn();
+    let stored = d.ok(d.get("admin", "/v1/consents?usage=call_recording&consent=false&limit=1000"));
+    assert_eq!(stored["items"].as_array().unwrap().len(), 1000);
+    let last = d.ok(d.get("admin", "/v1/consents?number=%2B491700099999"));
+    assert_eq!(last["items"].as_array().unwrap().len(), 1, "the last row of the file is stored");
 }
 
 #[test]

@@ -57,6 +57,11 @@ impl ImportJobs {
         }
     }
 
+    /// How many imports are still running.
+    pub fn running(&self) -> usize {
+        self.jobs.lock().expect("jobs").values().filter(|j| j.outcome.is_none()).count()
+    }
+
     /// Where a job of `owner` stands: `running` with the bytes read, `done` with the report, or
     /// `failed` with the error. None if there is no such job of this owner.
     pub fn status(&self, id: u64, owner: &str) -> Option<Value> {
