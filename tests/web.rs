@@ -487,21 +487,33 @@ fn a_dpo_looks_a_number_up_and_purges_it_after_typing_it_again() {
 }
 
 #[test]
-fn the_sync_panel_shows_connectors_and_runs_one_now() {
-    let d = Daemon::start_with(
+fn the_sync_panel_runs_a_connector_and_replays_refused_records_after_a_fix() {
+    // A mapping that does not know the value "agreed" yet.
+    let mappings = tempfile::tempdir().unwrap();
+    let strict = |extra: &str| {
+        format!(
+            "[format]\ntype = \"csv\"\n[fields]\nnumber = {{ column = \"phone\" }}\nusage = {{ column = \"channel\" }}\n\
+             consent = {{ column = \"consent\" }}\n[values]\nconsent = {{ true = [\"true\"{extra}], false = [\"false\"] }}\n"
+        )
+    };
+    std::fs::write(mappings.path().join("strict.toml"), strict("")).unwrap();
+    let d = Daemon::start_with_mappings(
         r#"
 [[connectors]]
 name = "crm-files"
 transport = "file"
 direction = "pull"
-mapping = "generic-csv"
+mapping = "strict"
 schedule = "0 0 0 1 1 *"
 catch_up = false
 [connectors.file]
 dir = "{dir}/inbox"
 "#,
+        mappings.path(),
     );
-    let rows = std::fs::read_to_string(fixture("generic.csv")).unwrap().lines().count() - 1;
+    let mut text = std::fs::read_to_string(fixture("generic.csv")).unwrap();
+    let rows = text.lines().count() - 1;
+    text.push_str("+49 170 1234567,whatsapp,agreed,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n");
     block_on(async {
         let p = Page::open(&d).await;
         p.sign_in("s-admin").await;
@@ -509,12 +521,26 @@ dir = "{dir}/inbox"
         p.click("#tab-sync").await;
         p.b.wait_text("#sync-table", "crm-files").await;
         p.b.wait_text("#sync-table", "never run").await;
-        std::fs::copy(fixture("generic.csv"), d.dir.path().join("inbox/a.csv")).unwrap();
+        std::fs::write(d.dir.path().join("inbox/a.csv"), &text).unwrap();
         p.click("#sync-table .run-now").await;
-        p.b.wait_text("#sync-table td.counts", &format!("{rows} pulled")).await;
+        p.b.wait_text("#sync-table td.counts", &format!("{} pulled, {rows} new, 1 refused", rows + 1))
+            .await;
         p.b.wait_text("#sync-table .outcome-ok", "ok").await;
+        p.b.wait_text("#sync-table", "1 dead letter").await;
+        assert_eq!(
+            numbers(&d, "usage=call_recording").len() + numbers(&d, "usage=whatsapp").len(),
+            rows
+        );
+        // The refused record, where and why; replayed once the mapping knows its value.
+        p.click("#sync-table .show-dead").await;
+        let shown = p.b.wait_text("#dead-letters", "agreed").await;
+        assert!(shown.contains(&format!("line {}", rows + 2)), "{shown}");
         p.b.screenshot("page-sync").await;
-        assert_eq!(numbers(&d, "created_from=1970-01-01").len(), rows);
+        std::fs::write(mappings.path().join("strict.toml"), strict(", \"agreed\"")).unwrap();
+        p.click("#dead-letters .replay").await;
+        p.b.wait_text("#dead-status", "Replayed: all taken (1 consent stored)").await;
+        p.b.wait_text("#dead-letters", "None left.").await;
+        assert_eq!(numbers(&d, "number=%2B491701234567"), ["+491701234567"]);
         p.b.close().await;
     });
 }

@@ -851,7 +851,20 @@ function renderSync(items) {
       el("td", { text: last ? formatTime(last.started) : "" }),
       el("td", { class: outcomeClass, title: last && last.error ? last.error : undefined, text: outcome }),
       el("td", { class: "counts", text: runFigures(live || last) }),
-      el("td", { text: waiting.join(", ") }),
+      el(
+        "td",
+        {},
+        waiting.join(", "),
+        c.dead_letters
+          ? el("button", {
+              type: "button",
+              class: "show-dead",
+              text: "Show refused records",
+              "aria-label": `Show the refused records of ${c.name}`,
+              onclick: () => loadDeadLetters(c.name),
+            })
+          : null
+      ),
       el(
         "td",
         {},
@@ -868,6 +881,57 @@ function renderSync(items) {
   });
   $("sync-table").querySelector("tbody").replaceChildren(...rows);
   if (!items.length) $("sync-table").querySelector("tbody").replaceChildren(el("tr", {}, el("td", { colspan: 9, class: "muted", text: "No connectors are configured." })));
+}
+
+// The refused records of a connector's pulls, with where and why, each replayable.
+async function loadDeadLetters(name) {
+  try {
+    const r = await api("GET", `/v1/sync/${encodeURIComponent(name)}/dead-letters`);
+    const letters = r.items.map((dl) =>
+      el(
+        "section",
+        { class: "dead-letter" },
+        el(
+          "div",
+          { class: "heading-row" },
+          el("h3", { text: `${formatTime(dl.at)}: ${plural(dl.rejected, "refused record")} from ${dl.origin}` }),
+          el("button", {
+            type: "button",
+            class: "replay",
+            text: "Replay",
+            "aria-label": `Replay the refused records of ${dl.origin}`,
+            onclick: () => replay(name, dl.id),
+          })
+        ),
+        table(
+          ["Where", "Field", "Value", "Why"],
+          dl.rejects.map((x) => [x.line ? `line ${x.line}` : x.path || `record ${x.record}`, x.field || "", x.value ?? "", x.reason])
+        )
+      )
+    );
+    $("dead-title").textContent = `Refused records of ${name}`;
+    $("dead-letters").replaceChildren(...(letters.length ? letters : [el("p", { class: "muted", text: "None left." })]));
+    show($("dead-panel"), true);
+  } catch (e) {
+    say($("sync-error"), e.message);
+  }
+}
+
+async function replay(name, id) {
+  try {
+    const r = await api("POST", `/v1/sync/${encodeURIComponent(name)}/dead-letters/${id}/replay`);
+    say(
+      $("dead-status"),
+      r.rejected
+        ? `Replayed: ${plural(r.inserted + r.updated, "consent")} taken, ${plural(r.rejected, "record")} still refused.`
+        : `Replayed: all taken (${plural(r.inserted + r.updated, "consent")} stored).`,
+      r.rejected > 0
+    );
+    await loadDeadLetters(name);
+    await loadSync();
+  } catch (e) {
+    say($("dead-status"), e.message, true);
+  }
 }
 
 async function runConnector(name) {
