@@ -415,6 +415,7 @@ fn a_view_only_token_sees_no_edit_buttons_and_a_create_only_token_only_add() {
         p.b.wait_text("#who-name", "viewer").await;
         p.search(&[("#f-usage", "whatsapp")]).await;
         p.wait_rows(&numbers(&d, "usage=whatsapp")).await;
+        p.type_in("#f-number", "+491510000000").await;
         for css in [
             "#add-btn",
             "#delete-btn",
@@ -429,9 +430,13 @@ fn a_view_only_token_sees_no_edit_buttons_and_a_create_only_token_only_add() {
         assert!(!p.find("#results tbody .consent-box").await.is_enabled().await.unwrap());
         assert!(p.displayed("#save-search-btn").await, "a viewer may save searches");
         p.b.screenshot("page-viewer").await;
-        // Signing out forgets the token.
+        // Signing out forgets the token and what was on the page.
         p.click("#sign-out").await;
         p.b.wait_for("#token", WAIT).await;
+        let js = "const app = document.getElementById('app'); \
+                  return app.textContent + [...app.querySelectorAll('input')].map(i => i.value).join(' ')";
+        let left = p.b.client.execute(js, vec![]).await.unwrap();
+        assert!(!left.as_str().unwrap().contains("4915"), "no number stays on the page");
         let kept = p.b.client.execute("return sessionStorage.length", vec![]).await.unwrap();
         assert_eq!(kept, json!(0));
         // A token that may only create (an IVR's, say) gets Add New and nothing to search with.

@@ -148,8 +148,15 @@ function signOut(message) {
   state.selected.clear();
   state.mappingsLoaded = false;
   renderResults();
-  $("saved-list").replaceChildren();
-  $("dpo-report").replaceChildren();
+  // Nothing of the last user's work stays on the page: numbers may be in any of it.
+  fillForm({});
+  for (const id of ["action-status", "search-error", "dpo-status", "dpo-error", "export-status", "sync-error", "dead-status"]) say($(id), "");
+  for (const id of ["saved-list", "dpo-report", "dead-letters"]) $(id).replaceChildren();
+  $("sync-table").querySelector("tbody").replaceChildren();
+  show($("dead-panel"), false);
+  show($("import-progress"), false);
+  $("dpo-number").value = "";
+  $("import-file").value = "";
   $("import-report").replaceChildren(el("p", { class: "muted", text: "No import yet." }));
   show($("app"), false);
   show($("who"), false);
