@@ -335,7 +335,7 @@ fn remote(state: std::sync::Arc<std::sync::Mutex<Remote>>) -> String {
         let next = (from + page.len() < items.len()).then(|| (from + page.len()).to_string());
         axum::Json(json!({"data": {"consents": page}, "next": next}))
     }
-    async fn push(State(s): State<Shared>, headers: axum::http::HeaderMap, body: String) -> axum::http::StatusCode {
+    async fn push(State(s): State<Shared>, headers: axum::http::HeaderMap, body: String) -> (axum::http::StatusCode, String) {
         let delay = s.lock().unwrap().push_delay_ms;
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         let mut r = s.lock().unwrap();
@@ -346,13 +346,16 @@ fn remote(state: std::sync::Arc<std::sync::Mutex<Remote>>) -> String {
         r.pushes.push((key, serde_json::from_str(&body).unwrap()));
         if r.fail_pushes > 0 {
             r.fail_pushes -= 1;
-            return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, String::new());
         }
         if r.refuse_pushes > 0 {
             r.refuse_pushes -= 1;
-            return axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+            // As real systems do, the answer quotes what it refused.
+            let first = &r.pushes.last().unwrap().1;
+            let quoted = first.pointer("/data/consents/0/msisdn").cloned().unwrap_or_default();
+            return (axum::http::StatusCode::UNPROCESSABLE_ENTITY, format!("invalid record: {quoted}"));
         }
-        axum::http::StatusCode::NO_CONTENT
+        (axum::http::StatusCode::NO_CONTENT, String::new())
     }
     let app = axum::Router::new().route("/consents", get(pull).post(push)).with_state(state);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -493,6 +496,10 @@ fn an_http_connector_pulls_pages_incrementally_and_pushes_our_changes_once() {
     assert_eq!((r["outcome"].as_str(), r["push_refused"].as_u64()), (Some("ok"), Some(1)), "{r}");
     let refused = d.ok(d.get("importer", "/v1/sync/crm/refused"));
     assert_eq!(refused["items"][0]["status"], 422);
+    // The remote's answer quotes the number: a token without view sees it hidden.
+    assert_eq!(refused["items"][0]["response"], "invalid record: \"[number hidden]\"", "{refused}");
+    let seen = d.ok(d.get("admin", "/v1/sync/crm/refused"));
+    assert_eq!(seen["items"][0]["response"], "invalid record: \"+491730000000\"", "{seen}");
     assert_eq!(d.ok(d.get("importer", "/v1/sync"))["items"][0]["refused_batches"], 1);
 }
 

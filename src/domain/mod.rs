@@ -9,7 +9,7 @@ pub mod time;
 pub mod usage;
 
 pub use consent::{BadConsentId, Consent, ConsentId, Decision, Incoming, Op, Prefer, Source};
-pub use phone::{Digits, PhoneError, PhoneNumber, PhoneParser};
+pub use phone::{mask_numbers, Digits, PhoneError, PhoneNumber, PhoneParser};
 pub use search::{BadCriterion, Criteria, CriteriaError, CriteriaText};
 pub use time::Timestamp;
 pub use usage::Usage;

@@ -219,8 +219,47 @@ impl fmt::Debug for Digits {
     }
 }
 
+/// `text` with every run of 6 or more digits (spaces and a leading `+` allowed inside), which may be a
+/// phone number, replaced by `[number hidden]`; dates and times (digits split by `-` or `:`) stay.
+pub fn mask_numbers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        let kept = run.trim_end().len();
+        if run.chars().filter(char::is_ascii_digit).count() >= 6 {
+            out.push_str("[number hidden]");
+            out.push_str(&run[kept..]);
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() || (c == ' ' && !run.is_empty()) || (c == '+' && run.is_empty()) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn numbers_in_free_text_are_masked_and_dates_are_not() {
+        let text = r#"HTTP 400: {"error": "bad number +49 151 2345678", "at": "2024-01-01T10:00:00Z", "n": 12}"#;
+        assert_eq!(
+            mask_numbers(text),
+            r#"HTTP 400: {"error": "bad number [number hidden]", "at": "2024-01-01T10:00:00Z", "n": 12}"#
+        );
+        assert_eq!(mask_numbers("call 0151-2345678 now"), "call 0151-[number hidden] now");
+        assert_eq!(mask_numbers("491512345678"), "[number hidden]");
+        assert_eq!(mask_numbers("no digits"), "no digits");
+    }
     use super::*;
     use proptest::prelude::*;
 

@@ -136,6 +136,16 @@ pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError>
     tokio::task::spawn_blocking(f).await.map_err(ApiError::internal)?
 }
 
+/// Text from elsewhere (a remote system's answer, an error quoting it) as the caller may see it:
+/// without the view right, what may be a phone number is hidden ([`crate::domain::mask_numbers`]).
+pub fn hide_numbers(caller: &Caller, text: &str) -> String {
+    if caller.has(auth::Right::View) {
+        text.to_string()
+    } else {
+        crate::domain::mask_numbers(text)
+    }
+}
+
 /// The page size asked for, bounded by the configuration (default 100).
 pub fn page_size(state: &AppState, limit: Option<usize>) -> Result<usize, ApiError> {
     match limit {

@@ -44,8 +44,12 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
         sync.connectors
             .iter()
             .map(|c| {
-                let s = sync.state(&c.cfg.name)?;
-                let progress = sync.progress(&c.cfg.name);
+                let mut s = sync.state(&c.cfg.name)?;
+                let mut progress = sync.progress(&c.cfg.name);
+                // Errors may quote a remote's answer.
+                for run in s.runs.iter_mut().chain(progress.as_mut()) {
+                    run.error = run.error.as_deref().map(|e| super::hide_numbers(&caller, e));
+                }
                 Ok(json!({
                     "name": c.cfg.name,
                     "transport": c.cfg.transport,
@@ -152,6 +156,9 @@ async fn replay(
 async fn refused(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Right::Manage)?;
     state.sync.connector(&name)?;
-    let items: Vec<RefusedBatch> = state.store.sync_list(&name, "refused")?.into_iter().map(|(_, d)| d).collect();
+    let mut items: Vec<RefusedBatch> = state.store.sync_list(&name, "refused")?.into_iter().map(|(_, d)| d).collect();
+    for b in &mut items {
+        b.response = super::hide_numbers(&caller, &b.response);
+    }
     Ok(Json(json!({ "items": items })))
 }
