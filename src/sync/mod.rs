@@ -280,7 +280,9 @@ impl Sync {
         match result {
             Ok(()) => run.outcome = "ok".into(),
             Err(e) => {
-                tracing::warn!(connector = %name, error = %e, "Sync run failed.");
+                // The error may quote a remote's answer, numbers and all: those only at debug level.
+                tracing::warn!(connector = %name, error = %crate::domain::mask_numbers(&e), "Sync run failed.");
+                tracing::debug!(connector = %name, error = %e, "Sync run failed (unmasked).");
                 run.outcome = "failed".into();
                 run.error = Some(e);
             }
