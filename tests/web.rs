@@ -81,6 +81,19 @@ impl Page {
         self.click("#signin-form button[type=submit]").await;
     }
 
+    /// The page, signed in as the token `secret` whose name is `name`.
+    async fn signed_in(d: &Daemon, secret: &str, name: &str) -> Page {
+        let p = Page::open(d).await;
+        p.sign_in_as(secret, name).await;
+        p
+    }
+
+    /// Signs in and waits until the page shows who is signed in.
+    async fn sign_in_as(&self, secret: &str, name: &str) {
+        self.sign_in(secret).await;
+        self.b.wait_text("#who-name", name).await;
+    }
+
     /// Clears the search form, fills it with `fields` (css, value) and searches with Enter.
     async fn search(&self, fields: &[(&str, &str)]) {
         self.click("#clear-btn").await;
@@ -151,8 +164,7 @@ fn an_administrator_signs_in_and_searches_by_each_criterion() {
         // A token the daemon does not know is refused on the page.
         p.sign_in("not-a-token").await;
         p.b.wait_text("#signin-error", "not known").await;
-        p.sign_in("s-admin").await;
-        p.b.wait_text("#who-name", "admin").await;
+        p.sign_in_as("s-admin", "admin").await;
         assert!(p.text("#who-rights").await.contains("manage"));
         // At least one criterion, as in the API.
         p.search(&[]).await;
@@ -200,9 +212,7 @@ fn add_change_value_and_delete_ask_first_and_do_what_they_say() {
     seed(&d);
     let held = |d: &Daemon| blocking(|| d.search("number=%2B491512345678&usage=whatsapp"));
     block_on(async {
-        let p = Page::open(&d).await;
-        p.sign_in("s-admin").await;
-        p.b.wait_text("#who-name", "admin").await;
+        let p = Page::signed_in(&d, "s-admin", "admin").await;
         // Add New: a refused number gets the reason next to the field; a good one is added.
         p.click("#add-btn").await;
         p.type_in("#add-number", "0151 23ab").await;
@@ -277,9 +287,7 @@ fn a_search_is_saved_rerun_with_one_click_and_deleted() {
     let d = Daemon::start();
     seed(&d);
     block_on(async {
-        let p = Page::open(&d).await;
-        p.sign_in("s-admin").await;
-        p.b.wait_text("#who-name", "admin").await;
+        let p = Page::signed_in(&d, "s-admin", "admin").await;
         let denied = numbers(&d, "consent=false");
         p.search(&[("#f-consent", "false")]).await;
         p.wait_rows(&denied).await;
@@ -314,9 +322,7 @@ fn an_import_with_a_refused_row_shows_the_report_and_an_export_downloads() {
     let file = d.dir.path().join("crm-export.csv");
     std::fs::write(&file, &text).unwrap();
     block_on(async {
-        let p = Page::open(&d).await;
-        p.sign_in("s-admin").await;
-        p.b.wait_text("#who-name", "admin").await;
+        let p = Page::signed_in(&d, "s-admin", "admin").await;
         p.click("#tab-transfer").await;
         p.b.wait_text("#import-mapping", "generic-csv").await;
         p.find("#import-file").await.send_keys(file.to_str().unwrap()).await.unwrap();
@@ -358,9 +364,7 @@ fn a_large_import_shows_its_progress_and_the_page_stays_usable() {
     let file = d.dir.path().join("large.csv");
     std::fs::write(&file, &text).unwrap();
     block_on(async {
-        let p = Page::open(&d).await;
-        p.sign_in("s-admin").await;
-        p.b.wait_text("#who-name", "admin").await;
+        let p = Page::signed_in(&d, "s-admin", "admin").await;
         p.click("#tab-transfer").await;
         p.b.wait_text("#import-mapping", "generic-csv").await;
         // Every phase the progress label shows is recorded, however briefly it is shown.
@@ -410,9 +414,7 @@ fn a_view_only_token_sees_no_edit_buttons_and_a_create_only_token_only_add() {
     let d = Daemon::start();
     seed(&d);
     block_on(async {
-        let p = Page::open(&d).await;
-        p.sign_in("s-viewer").await;
-        p.b.wait_text("#who-name", "viewer").await;
+        let p = Page::signed_in(&d, "s-viewer", "viewer").await;
         p.search(&[("#f-usage", "whatsapp")]).await;
         p.wait_rows(&numbers(&d, "usage=whatsapp")).await;
         p.type_in("#f-number", "+491510000000").await;
@@ -440,8 +442,7 @@ fn a_view_only_token_sees_no_edit_buttons_and_a_create_only_token_only_add() {
         let kept = p.b.client.execute("return sessionStorage.length", vec![]).await.unwrap();
         assert_eq!(kept, json!(0));
         // A token that may only create (an IVR's, say) gets Add New and nothing to search with.
-        p.sign_in("s-creator").await;
-        p.b.wait_text("#who-name", "creator").await;
+        p.sign_in_as("s-creator", "creator").await;
         p.b.wait_text("#no-view", "may not view consents").await;
         for css in ["#search-form", "#results", "#saved-title", "#delete-btn", "#toggle-btn"] {
             assert!(!p.displayed(css).await, "{css} is shown to a create-only token");
@@ -465,9 +466,7 @@ fn a_dpo_looks_a_number_up_and_purges_it_after_typing_it_again() {
         json!({"ids": [d.search("number=%2B491510000000")[0]["id"]]}),
     ));
     block_on(async {
-        let p = Page::open(&d).await;
-        p.sign_in("s-dpo").await;
-        p.b.wait_text("#who-name", "dpo-office").await;
+        let p = Page::signed_in(&d, "s-dpo", "dpo-office").await;
         p.click("#tab-dpo").await;
         p.type_in("#dpo-number", "10000000").await;
         p.click("#dpo-lookup").await;
@@ -520,9 +519,7 @@ dir = "{dir}/inbox"
     let rows = text.lines().count() - 1;
     text.push_str("+49 170 1234567,whatsapp,agreed,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n");
     block_on(async {
-        let p = Page::open(&d).await;
-        p.sign_in("s-admin").await;
-        p.b.wait_text("#who-name", "admin").await;
+        let p = Page::signed_in(&d, "s-admin", "admin").await;
         p.click("#tab-sync").await;
         p.b.wait_text("#sync-table", "crm-files").await;
         p.b.wait_text("#sync-table", "never run").await;
