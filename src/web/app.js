@@ -184,9 +184,11 @@ function selectTab(name) {
     tab.tabIndex = selected ? 0 : -1;
     show($(`panel-${t}`), selected);
   }
-  if (name === "transfer") loadMappings();
+  if (name === "transfer") {
+    loadMappings();
+    describeExport();
+  }
   if (name === "sync") loadSync();
-  if (name === "transfer") describeExport();
 }
 
 function visibleTabs() {
@@ -720,28 +722,9 @@ function renderImportReport(r) {
     ]),
   ];
   if (r.rejects.length) {
-    const rows = r.rejects.map((x) =>
-      el(
-        "tr",
-        {},
-        el("td", { text: x.line ? `line ${x.line}` : x.path ? x.path : `record ${x.record}` }),
-        el("td", { text: x.field || "" }),
-        el("td", { text: x.value === null || x.value === undefined ? "" : x.value }),
-        el("td", { text: x.reason })
-      )
-    );
     parts.push(
       el("h3", { text: `Refused records${r.rejects.length < r.rejected ? ` (the first ${r.rejects.length} of ${r.rejected})` : ""}` }),
-      el(
-        "div",
-        { class: "table-wrap" },
-        el(
-          "table",
-          { class: "rejects", id: "rejects-table" },
-          el("thead", {}, el("tr", {}, ...["Where", "Field", "Value", "Why"].map((h) => el("th", { scope: "col", text: h })))),
-          el("tbody", {}, ...rows)
-        )
-      )
+      rejectsTable(r.rejects, { class: "rejects", id: "rejects-table" })
     );
   }
   $("import-report").replaceChildren(...parts);
@@ -910,10 +893,7 @@ async function loadDeadLetters(name) {
             onclick: () => replay(name, dl.id),
           })
         ),
-        table(
-          ["Where", "Field", "Value", "Why"],
-          dl.rejects.map((x) => [x.line ? `line ${x.line}` : x.path || `record ${x.record}`, x.field || "", x.value ?? "", x.reason])
-        )
+        rejectsTable(dl.rejects)
       )
     );
     $("dead-title").textContent = `Refused records of ${name}`;
@@ -977,17 +957,23 @@ async function lookup(e) {
   }
 }
 
-function table(headers, rows) {
+function table(headers, rows, attrs) {
   return el(
     "div",
     { class: "table-wrap" },
     el(
       "table",
-      {},
+      attrs || {},
       el("thead", {}, el("tr", {}, ...headers.map((h) => el("th", { scope: "col", text: h })))),
       el("tbody", {}, ...rows.map((r) => el("tr", {}, ...r.map((v) => el("td", { text: v })))))
     )
   );
+}
+
+// Refused records (of an import or a sync pull): where, field, value (hidden without view) and why.
+function rejectsTable(rejects, attrs) {
+  const rows = rejects.map((x) => [x.line ? `line ${x.line}` : x.path || `record ${x.record}`, x.field || "", x.value ?? "", x.reason]);
+  return table(["Where", "Field", "Value", "Why"], rows, attrs);
 }
 
 function valueText(c) {
