@@ -37,7 +37,9 @@
 //! journal itself, the path recovery takes too: `by_number` and `audit_by_number` take the changes as
 //! they are read, `by_created` from a sorted list of 36 bytes an entry. Pages (7 KiB by default) and
 //! journal blocks are kept small enough that sled stores its nodes inline, where its cache counts
-//! them (see [`BLOCK_BYTES`]), so sled's memory follows `cache_bytes`, not the size of the store.
+//! them (see [`BLOCK_BYTES`]), so sled's cached nodes follow `cache_bytes`, not the size of the store.
+//! What does grow with the store is sled's bookkeeping: an entry for every node on disk (about 350
+//! bytes, with its log positions) and for every 512 KiB log segment, under one byte a consent.
 
 mod batch;
 pub mod dpo;
