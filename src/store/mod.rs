@@ -959,15 +959,21 @@ mod tests {
         }
     }
 
+    /// Opens the store with small pages. Reopening in the same process can find the lock still held
+    /// for a moment after the last handle is dropped (sled's background threads let go of the file
+    /// last), so `InUse` is retried for a while; another process is not involved here.
     fn open(dir: &Path) -> Store {
-        Store::open(
-            dir,
-            &StoreOptions {
-                cache_bytes: 1 << 20,
-                page_bytes: 256,
-            },
-        )
-        .unwrap()
+        let opts = StoreOptions {
+            cache_bytes: 1 << 20,
+            page_bytes: 256,
+        };
+        for _ in 0..100 {
+            match Store::open(dir, &opts) {
+                Err(StoreError::InUse(_)) => std::thread::sleep(std::time::Duration::from_millis(50)),
+                other => return other.unwrap(),
+            }
+        }
+        Store::open(dir, &opts).unwrap()
     }
 
     #[test]
