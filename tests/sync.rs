@@ -390,6 +390,26 @@ fn remote_consent(i: usize, granted: bool, changed: &str) -> Value {
            "granted": granted, "given_at": "2024-01-01T00:00:00Z", "changed_at": changed})
 }
 
+/// A remote answering pushes after `push_delay_ms`, and a daemon holding `n` consents (imported by
+/// hand) for its connector to push.
+fn pushing_remote(page_size: usize, push_delay_ms: u64, n: usize) -> (std::sync::Arc<std::sync::Mutex<Remote>>, Daemon, tempfile::TempDir) {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
+        page_size,
+        push_delay_ms,
+        ..Default::default()
+    }));
+    let url = remote(state.clone());
+    let (d, m) = remote_daemon(&url, "");
+    let file = json!({"data": {"consents": (0..n).map(|i| remote_consent(i, true, "2024-01-01T00:00:00Z")).collect::<Vec<_>>()}});
+    let r = d.ok(d
+        .as_("admin", reqwest::Method::POST, "/v1/imports?mapping=remote-json")
+        .body(file.to_string())
+        .send()
+        .unwrap());
+    assert_eq!(r["inserted"], n);
+    (state, d, m)
+}
+
 fn remote_daemon(url: &str, extra: &str) -> (Daemon, tempfile::TempDir) {
     remote_daemon_on(url, extra, NEVER)
 }
@@ -613,21 +633,8 @@ fn runs_of_one_connector_never_overlap_and_skipped_ticks_are_counted() {
 
 #[test]
 fn a_daemon_killed_during_a_push_resends_at_most_the_batch_in_hand() {
-    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
-        page_size: 100,
-        push_delay_ms: 10,
-        ..Default::default()
-    }));
-    let url = remote(state.clone());
-    let (mut d, _m) = remote_daemon(&url, "");
     let n = 900;
-    let file = json!({"data": {"consents": (0..n).map(|i| remote_consent(i, true, "2024-01-01T00:00:00Z")).collect::<Vec<_>>()}});
-    let r = d.ok(d
-        .as_("admin", reqwest::Method::POST, "/v1/imports?mapping=remote-json")
-        .body(file.to_string())
-        .send()
-        .unwrap());
-    assert_eq!(r["inserted"], n);
+    let (state, mut d, _m) = pushing_remote(100, 10, n);
     // Kill it once some batches (of 3) have gone out.
     run_and_kill(&mut d, || state.lock().unwrap().pushes.len() >= 20);
     let before = state.lock().unwrap().pushes.len();
@@ -717,19 +724,7 @@ fn a_run_missed_while_the_daemon_was_down_runs_at_start_up() {
 
 #[test]
 fn sigterm_lets_the_batch_in_hand_finish() {
-    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
-        page_size: 10,
-        push_delay_ms: 300,
-        ..Default::default()
-    }));
-    let url = remote(state.clone());
-    let (mut d, _m) = remote_daemon(&url, "");
-    let file = json!({"data": {"consents": (0..60).map(|i| remote_consent(i, true, "2024-01-01T00:00:00Z")).collect::<Vec<_>>()}});
-    d.ok(d
-        .as_("admin", reqwest::Method::POST, "/v1/imports?mapping=remote-json")
-        .body(file.to_string())
-        .send()
-        .unwrap());
+    let (state, mut d, _m) = pushing_remote(10, 300, 60);
     let base = d.base.clone();
     let runner = std::thread::spawn(move || {
         let _ = reqwest::blocking::Client::new()
