@@ -2,7 +2,7 @@
 //! mappings and the daemon. `main.rs` only calls [`run`].
 
 use crate::config::Config;
-use crate::domain::{Criteria, CriteriaText, Incoming, Op, Source, Timestamp, Usage};
+use crate::domain::{Criteria, CriteriaText, Incoming, Op, Region, Source, Timestamp, Usage};
 use crate::import::{ImportOptions, Input};
 use crate::mapping::Mapping;
 use crate::store::{ChangeContext, Outcome, Store};
@@ -13,6 +13,19 @@ use std::path::PathBuf;
 
 /// Exit status when an import refused records (other failures exit 1).
 pub const EXIT_REFUSED: u8 = 2;
+/// Exit status when an import did not read all of its input (a file it could not read to its end).
+pub const EXIT_INCOMPLETE: u8 = 3;
+
+/// The exit status an import report calls for.
+fn import_status(report: &crate::import::ImportReport) -> u8 {
+    if !report.complete {
+        EXIT_INCOMPLETE
+    } else if !report.clean() {
+        EXIT_REFUSED
+    } else {
+        0
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,6 +74,10 @@ pub enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// The region (ISO 3166 code, such as US) national numbers in the files are written in, over
+        /// the mapping's and the config's.
+        #[arg(long)]
+        region: Option<Region>,
     },
     /// Export consents through a mapping (all, or those matching the criteria).
     Export {
@@ -248,6 +265,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             strict,
             rejects,
             json,
+            region,
         } => {
             let mapping = Mapping::load(&mapping, &config.mappings_dir)?;
             let store = open_store()?;
@@ -274,6 +292,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 rejects,
                 chunk_records: config.import.chunk_records,
                 skip: None,
+                region,
             };
             let report = crate::import::import(&store, &mapping, &mut inputs, &ctx, &phones, &opts)?;
             if json {
@@ -282,8 +301,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             } else {
                 write!(stdout, "{}", report.to_text())?;
             }
-            if !report.clean() {
-                return Ok(EXIT_REFUSED);
+            let status = import_status(&report);
+            if status != 0 {
+                return Ok(status);
             }
         }
         Command::Export { mapping, criteria, output } => {
@@ -327,36 +347,16 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Add { number, usage } => {
             let n = phones.parse(&number).context("the number")?;
-            let out = change(
-                &open_store()?,
-                &ctx(),
-                &[Incoming {
-                    number: n,
-                    usage,
-                    op: Op::Set {
-                        consent: true,
-                        created_at: None,
-                        updated_at: None,
-                    },
-                }],
-            )?;
+            let ctx = ctx();
+            let op = Op::decided(true, ctx.now);
+            let out = change(&open_store()?, &ctx, &[Incoming { number: n, usage, op }])?;
             writeln!(stdout, "{n} {usage}: {}", describe(out[0]))?;
         }
         Command::Set { number, usage, consent } => {
             let n = phones.parse(&number).context("the number")?;
-            let out = change(
-                &open_store()?,
-                &ctx(),
-                &[Incoming {
-                    number: n,
-                    usage,
-                    op: Op::Set {
-                        consent,
-                        created_at: None,
-                        updated_at: None,
-                    },
-                }],
-            )?;
+            let ctx = ctx();
+            let op = Op::decided(consent, ctx.now);
+            let out = change(&open_store()?, &ctx, &[Incoming { number: n, usage, op }])?;
             writeln!(stdout, "{n} {usage}: {}", describe(out[0]))?;
         }
         Command::Delete { number, usage } => {
@@ -567,6 +567,7 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
             strict,
             rejects,
             json,
+            region,
         } => {
             if rejects.is_some() {
                 bail!("--rejects needs the refused records themselves; with --server the report lists them instead");
@@ -579,12 +580,15 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
                     let file = std::fs::File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
                     (f.display().to_string(), reqwest::blocking::Body::from(file))
                 };
-                let req = client.post("/v1/imports").body(body).query(&[
+                let mut req = client.post("/v1/imports").body(body).query(&[
                     ("mapping", mapping.as_str()),
                     ("dry_run", if dry_run { "true" } else { "false" }),
                     ("strict", if strict { "true" } else { "false" }),
                     ("name", name.as_str()),
                 ]);
+                if let Some(r) = region {
+                    req = req.query(&[("region", r.to_string())]);
+                }
                 let report: crate::import::ImportReport = client.json(req)?;
                 if json {
                     serde_json::to_writer_pretty(&mut *stdout, &report)?;
@@ -592,9 +596,7 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
                 } else {
                     write!(stdout, "{}", report.to_text())?;
                 }
-                if !report.clean() {
-                    status = EXIT_REFUSED;
-                }
+                status = status.max(import_status(&report));
             }
             return Ok(status);
         }

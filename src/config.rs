@@ -1,7 +1,7 @@
 //! The settings file (`config/consentd.toml`, built in as the default), environment overrides, and
 //! its checks: every problem is reported at once, before anything starts.
 
-use crate::domain::PhoneParser;
+use crate::domain::{PhoneParser, Region};
 use crate::store::StoreOptions;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -19,7 +19,13 @@ pub struct Config {
     /// Where mapping files (`NAME.toml`) are found. Override: `CONSENTD_MAPPINGS_DIR`.
     #[serde(default = "default_mappings_dir")]
     pub mappings_dir: PathBuf,
-    /// Country code used for national numbers (one leading 0). None: national numbers are refused.
+    /// The region (ISO 3166 code, `DE`, `US`) whose national formats numbers without a country code
+    /// are read in (`0151 2345678` in DE, `(512) 555-1236` in US). None: such numbers are refused. A
+    /// mapping's `[format] region`, a record's region field, `import --region` and a connector's
+    /// `region` can say otherwise for what they read.
+    pub default_region: Option<String>,
+    /// Before `default_region`: the country calling code of national numbers (49). Still read, as the
+    /// main region of the code (49 is DE, 1 is US), with a warning.
     pub default_country_code: Option<u16>,
     /// Address of the admin HTTP API. Override: `CONSENTD_LISTEN`.
     #[serde(default = "default_listen")]
@@ -175,10 +181,8 @@ impl Config {
 
     fn check(&self, name: &str) -> Result<(), ConfigErrors> {
         let mut problems = Vec::new();
-        if let Some(cc) = self.default_country_code {
-            if !(1..=999).contains(&cc) {
-                problems.push(format!("{name}: default_country_code: {cc} is not a country code (1 to 999)"));
-            }
+        if let Err(e) = self.region() {
+            problems.push(format!("{name}: {e}"));
         }
         if self.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
@@ -258,9 +262,11 @@ impl Config {
         }
     }
 
-    /// Problems that do not stop the daemon: tokens whose variable is not set (they are disabled).
+    /// Problems that do not stop the daemon: tokens whose variable is not set (they are disabled), and
+    /// settings that have a newer name.
     pub fn warnings(&self) -> Vec<String> {
-        self.tokens
+        let mut w: Vec<String> = self
+            .tokens
             .iter()
             .filter_map(|t| {
                 let var = t.token_env.as_ref()?;
@@ -269,11 +275,41 @@ impl Config {
                     _ => Some(format!("token {:?} is disabled: the variable {var} is not set", t.name)),
                 }
             })
-            .collect()
+            .collect();
+        if let (Some(cc), None, Ok(Some(r))) = (self.default_country_code, &self.default_region, self.region()) {
+            w.push(format!(
+                "default_country_code = {cc} is read as default_region = \"{r}\" (its main region); write that instead"
+            ));
+        }
+        w
+    }
+
+    /// The default region: `default_region`, else the main region of `default_country_code`.
+    pub fn region(&self) -> Result<Option<Region>, String> {
+        let from_code = match self.default_country_code {
+            None => None,
+            Some(cc) => {
+                Some(Region::for_calling_code(cc).ok_or_else(|| format!("default_country_code: {cc} is not a country calling code"))?)
+            }
+        };
+        match (&self.default_region, from_code) {
+            (None, r) => Ok(r),
+            (Some(name), r) => {
+                let region = Region::parse(name).map_err(|e| format!("default_region: {e}"))?;
+                match r {
+                    Some(other) if other.calling_code() != region.calling_code() => Err(format!(
+                        "default_region {region} (+{}) and default_country_code {} disagree; keep default_region",
+                        region.calling_code(),
+                        other.calling_code()
+                    )),
+                    _ => Ok(Some(region)),
+                }
+            }
+        }
     }
 
     pub fn phone_parser(&self) -> PhoneParser {
-        PhoneParser::new(self.default_country_code)
+        PhoneParser::new(self.region().ok().flatten())
     }
 }
 
@@ -285,7 +321,23 @@ mod tests {
     fn the_default_config_loads() {
         let c: Config = toml::from_str(DEFAULT).unwrap();
         c.check("default").unwrap();
-        assert_eq!(c.default_country_code, Some(49));
+        assert_eq!(c.phone_parser().region().map(|r| r.to_string()).as_deref(), Some("DE"));
+    }
+
+    #[test]
+    fn a_country_code_is_read_as_its_main_region() {
+        let c: Config = toml::from_str("default_country_code = 1\n").unwrap();
+        c.check("x.toml").unwrap();
+        assert_eq!(c.region().unwrap().map(|r| r.to_string()).as_deref(), Some("US"));
+        assert!(
+            c.warnings().iter().any(|w| w.contains("default_region = \"US\"")),
+            "{:?}",
+            c.warnings()
+        );
+        let both: Config = toml::from_str("default_country_code = 44\ndefault_region = \"DE\"\n").unwrap();
+        assert!(both.check("x.toml").unwrap_err().0[0].contains("disagree"));
+        let bad: Config = toml::from_str("default_region = \"XX\"\n").unwrap();
+        assert!(bad.check("x.toml").unwrap_err().0[0].starts_with("x.toml: default_region: \"XX\" is not a region"));
     }
 
     #[test]

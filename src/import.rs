@@ -1,14 +1,16 @@
 //! One-off imports: files are read through a mapping as a stream, records become incoming changes,
 //! and changes are decided and written a chunk at a time, so memory does not grow with the file.
-//! Refused records are reported with where and why, and can be written back out for correction.
+//! Refused records are reported with where and why, and can be written back out for correction; a
+//! record that cannot be read is refused on its own and reading goes on, and where reading cannot go
+//! on the report says so and keeps the rest of the input. Nothing is left out without being counted.
 
-use crate::domain::{Incoming, PhoneParser};
-use crate::formats::{self, FormatError, RecordReader, RecordWriter};
+use crate::domain::{Incoming, PhoneParser, Region};
+use crate::formats::{self, FormatError, FormatKind, RecordReader, RecordWriter, Unread};
 use crate::mapping::{Mapping, RecordError};
 use crate::store::{Batch, ChangeContext, Outcome, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -30,14 +32,26 @@ pub struct ImportOptions {
     pub chunk_records: usize,
     /// Changes to leave out (sync: numbers a DPO purged after the remote record was written).
     pub skip: Option<Skip>,
+    /// The region national numbers are read in, over the mapping's `[format] region` and the
+    /// config's default (`import --region`, a connector's `region`). A record's own region field still
+    /// goes first.
+    pub region: Option<Region>,
 }
 
-/// What an import did. Counts of consents, except `read` (records) and `rejected` (records).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// What an import did. Counts of consents, except `read`, `rejected` and `skipped` (records).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportReport {
     pub mapping: String,
     pub files: Vec<String>,
     pub dry_run: bool,
+    /// `ok`: every record of the whole input was read and taken; `partial`: some were refused, or the
+    /// input was not read to its end (`complete`).
+    #[serde(default)]
+    pub outcome: String,
+    /// Whether the whole input was read. When not, `unread` says where reading stopped and how much
+    /// was left.
+    #[serde(default = "yes")]
+    pub complete: bool,
     /// With `strict`, whether anything was applied.
     pub applied: bool,
     pub read: u64,
@@ -46,15 +60,92 @@ pub struct ImportReport {
     pub unchanged: u64,
     pub deleted: u64,
     pub rejected: u64,
-    /// Changes left out on purpose (sync: purged numbers).
+    /// Records left out on purpose: not consents of ours (values the mapping lists under `skip`), and
+    /// changes to numbers a DPO purged (sync).
     #[serde(default)]
     pub skipped: u64,
+    /// The first records skipped as not ours, with where and why (purged numbers are not listed).
+    #[serde(default)]
+    pub skips: Vec<Reject>,
+    /// The inputs, or rests of inputs, that were not read, with where and why reading stopped.
+    #[serde(default)]
+    pub unread: Vec<NotRead>,
     /// The newest update (else creation) time among the records read: a pull's next watermark.
     #[serde(skip)]
     pub newest: Option<crate::domain::Timestamp>,
     /// The first refused records, with where and why.
     pub rejects: Vec<Reject>,
     pub seconds: f64,
+}
+
+impl Default for ImportReport {
+    fn default() -> Self {
+        ImportReport {
+            mapping: String::new(),
+            files: Vec::new(),
+            dry_run: false,
+            outcome: String::new(),
+            complete: true,
+            applied: false,
+            read: 0,
+            inserted: 0,
+            updated: 0,
+            unchanged: 0,
+            deleted: 0,
+            rejected: 0,
+            skipped: 0,
+            skips: Vec::new(),
+            unread: Vec::new(),
+            newest: None,
+            rejects: Vec::new(),
+            seconds: 0.0,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An input, or the rest of one, that was not read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotRead {
+    pub file: String,
+    /// Where reading stopped (the line of the record that broke it), if it started.
+    pub line: Option<u64>,
+    pub record: u64,
+    pub path: Option<String>,
+    pub reason: String,
+    /// How much was not read, from the start of the record that broke it; `None` when the input was
+    /// not read at all (its header or layout did not fit the mapping).
+    pub bytes: Option<u64>,
+    pub lines: Option<u64>,
+    /// Where the unread rest was written, to be fixed and imported again (`--rejects`).
+    pub saved_to: Option<String>,
+}
+
+impl std::fmt::Display for NotRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if self.record > 0 {
+            write!(f, " record {}", self.record)?;
+        }
+        if let Some(p) = &self.path {
+            write!(f, " ({p})")?;
+        }
+        write!(f, ": {}; ", self.reason)?;
+        match (self.bytes, self.lines) {
+            (Some(b), Some(l)) => write!(f, "reading stopped here: {l} line(s), {b} byte(s) not read")?,
+            _ => write!(f, "the file was not read")?,
+        }
+        if let Some(to) = &self.saved_to {
+            write!(f, " (written to {to})")?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +160,7 @@ pub struct Reject {
 }
 
 impl From<&RecordError> for Reject {
+    /// Also a skipped record: where, which field, the value, and why it is not ours.
     fn from(e: &RecordError) -> Self {
         Reject {
             file: e.location.file.clone(),
@@ -118,14 +210,14 @@ impl std::fmt::Display for Reject {
 }
 
 impl ImportReport {
-    /// True when every record was taken.
+    /// True when every record of the whole input was taken (or skipped as not ours).
     pub fn clean(&self) -> bool {
-        self.rejected == 0
+        self.rejected == 0 && self.complete
     }
 
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "{}{} file(s) with mapping {} in {:.2} s: read {}, inserted {}, updated {}, unchanged {}, deleted {}, rejected {}\n",
+            "{}{} file(s) with mapping {} in {:.2} s: read {}, inserted {}, updated {}, unchanged {}, deleted {}, rejected {}, skipped {}\n",
             if self.dry_run { "Dry run (nothing written): " } else { "Imported " },
             self.files.len(),
             self.mapping,
@@ -135,10 +227,19 @@ impl ImportReport {
             self.updated,
             self.unchanged,
             self.deleted,
-            self.rejected
+            self.rejected,
+            self.skipped
         );
+        if self.complete {
+            s.push_str("The whole input was read.\n");
+        } else {
+            s.push_str("NOT ALL OF THE INPUT WAS READ:\n");
+            for u in &self.unread {
+                s.push_str(&format!("  {u}\n"));
+            }
+        }
         if !self.applied && !self.dry_run {
-            s.push_str("Nothing was applied: --strict and some records were refused.\n");
+            s.push_str("Nothing was applied: --strict and some records were refused or not read.\n");
         }
         if !self.rejects.is_empty() {
             s.push_str("Refused:\n");
@@ -149,7 +250,18 @@ impl ImportReport {
                 s.push_str(&format!("  … and {} more\n", self.rejected - self.rejects.len() as u64));
             }
         }
+        if !self.skips.is_empty() {
+            s.push_str("Skipped (not consents of ours):\n");
+            for r in &self.skips {
+                s.push_str(&format!("  {r}\n"));
+            }
+        }
         s
+    }
+
+    /// Sets `outcome` from the figures.
+    fn conclude(&mut self) {
+        self.outcome = if self.clean() { "ok" } else { "partial" }.to_string();
     }
 }
 
@@ -206,6 +318,7 @@ pub fn import(
     opts: &ImportOptions,
 ) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
+    let phones = &region_parser(mapping, phones, opts);
     let mut report = ImportReport {
         mapping: mapping.name.clone(),
         files: inputs.iter().map(|i| i.name.clone()).collect(),
@@ -224,7 +337,12 @@ pub fn import(
             report.read = check.read;
             report.rejected = check.rejected;
             report.rejects = check.rejects;
+            report.skipped = check.skipped;
+            report.skips = check.skips;
+            report.complete = check.complete;
+            report.unread = check.unread;
             report.seconds = started.elapsed().as_secs_f64();
+            report.conclude();
             return Ok(report);
         }
         rejects = RejectsFile::new(mapping, None);
@@ -233,7 +351,7 @@ pub fn import(
         store,
         mapping,
         ctx,
-        phones,
+        phones: *phones,
         opts,
         report,
         rejects,
@@ -252,7 +370,7 @@ pub struct Importer<'a> {
     store: &'a Store,
     mapping: &'a Mapping,
     ctx: &'a ChangeContext,
-    phones: &'a PhoneParser,
+    phones: PhoneParser,
     opts: &'a ImportOptions,
     report: ImportReport,
     rejects: RejectsFile<'a>,
@@ -267,7 +385,7 @@ impl<'a> Importer<'a> {
             store,
             mapping,
             ctx,
-            phones,
+            phones: region_parser(mapping, phones, opts),
             opts,
             report: ImportReport {
                 mapping: mapping.name.clone(),
@@ -294,7 +412,7 @@ impl<'a> Importer<'a> {
         read_input(
             self.mapping,
             input,
-            self.phones,
+            &self.phones,
             &mut self.report,
             &mut self.rejects,
             &mut |incoming, report| {
@@ -325,7 +443,16 @@ impl<'a> Importer<'a> {
         self.rejects.finish()?;
         self.report.applied = !self.opts.dry_run;
         self.report.seconds = self.started.elapsed().as_secs_f64();
+        self.report.conclude();
         Ok(self.report)
+    }
+}
+
+/// Where national numbers are read: `--region` (or a connector's), else the mapping's, else `phones`'.
+fn region_parser(mapping: &Mapping, phones: &PhoneParser, opts: &ImportOptions) -> PhoneParser {
+    match opts.region {
+        Some(r) => phones.with_region(r),
+        None => mapping.phones(phones),
     }
 }
 
@@ -355,7 +482,9 @@ fn apply_chunk(
 
 type Sink<'a> = dyn FnMut(&[Incoming], &mut ImportReport) -> Result<(), ImportError> + 'a;
 
-/// Reads one input, handing each record's changes to `sink` and noting refused records.
+/// Reads one input, handing each record's changes to `sink` and noting refused and skipped records.
+/// A record that cannot be read is refused by itself; where reading cannot go on, what was not read is
+/// noted (and kept in the rejects).
 fn read_input(
     mapping: &Mapping,
     input: &mut Input,
@@ -369,7 +498,17 @@ fn read_input(
     let mut records = match formats::open_reader(mapping.format(), &wanted, &mapping.optional_fields(), reader, &input.name) {
         Ok(r) => r,
         Err(e) => {
-            note(report, Reject::from(&e));
+            report.complete = false;
+            report.unread.push(NotRead {
+                file: e.location.file,
+                line: e.location.line,
+                record: e.location.record,
+                path: e.location.path,
+                reason: e.message,
+                bytes: None,
+                lines: None,
+                saved_to: None,
+            });
             return Ok(());
         }
     };
@@ -377,8 +516,25 @@ fn read_input(
     while let Some(next) = records.next_record() {
         let record = match next {
             Ok(r) => r,
-            Err(e) => {
+            Err(e) if !e.fatal => {
+                report.read += 1;
                 note(report, Reject::from(&e));
+                rejects.write(&*records, mapping, None)?;
+                continue;
+            }
+            Err(e) => {
+                let (unread, saved_to) = rejects.keep_rest(&mut *records, mapping, &input.name)?;
+                report.complete = false;
+                report.unread.push(NotRead {
+                    file: e.location.file,
+                    line: e.location.line,
+                    record: e.location.record,
+                    path: e.location.path,
+                    reason: e.message,
+                    bytes: Some(unread.bytes),
+                    lines: Some(unread.lines),
+                    saved_to,
+                });
                 break;
             }
         };
@@ -386,9 +542,15 @@ fn read_input(
         incoming.clear();
         match mapping.to_incoming(&record, phones, &mut incoming) {
             Ok(()) => sink(&incoming, report)?,
+            Err(e) if e.skipped => {
+                report.skipped += 1;
+                if report.skips.len() < REPORT_REJECTS {
+                    report.skips.push(Reject::from(&e));
+                }
+            }
             Err(e) => {
                 note(report, Reject::from(&e));
-                rejects.write(&*records, mapping, &record)?;
+                rejects.write(&*records, mapping, Some(&record))?;
             }
         }
     }
@@ -402,11 +564,17 @@ fn note(report: &mut ImportReport, r: Reject) {
     }
 }
 
-/// The `--rejects` file, opened at the first refused record.
+/// The `--rejects` file, opened at the first refused record. Rests of inputs that were not read to
+/// their end are kept aside and added when it is finished: at its end for line formats (CSV, NDJSON),
+/// which then read on as the input would have; beside it (`FILE.unread`, `FILE.unread.2`, …) for JSON
+/// and XML documents, which a rest cannot be part of.
 struct RejectsFile<'m> {
     mapping: &'m Mapping,
     path: Option<PathBuf>,
     writer: Option<Box<dyn RecordWriter>>,
+    /// Rests kept aside, to go at the end of the file.
+    rests: Option<tempfile::NamedTempFile>,
+    documents: usize,
 }
 
 impl<'m> RejectsFile<'m> {
@@ -415,6 +583,8 @@ impl<'m> RejectsFile<'m> {
             mapping,
             path: path.map(Path::to_path_buf),
             writer: None,
+            rests: None,
+            documents: 0,
         }
     }
 
@@ -425,27 +595,89 @@ impl<'m> RejectsFile<'m> {
         )
     }
 
-    fn write(&mut self, reader: &dyn RecordReader, mapping: &Mapping, record: &formats::Record) -> Result<(), ImportError> {
+    fn open(&mut self, reader: &dyn RecordReader) -> Result<(), ImportError> {
         let Some(path) = &self.path else { return Ok(()) };
         if self.writer.is_none() {
             let file = File::create(path).map_err(|e| self.err(e))?;
             let out = Box::new(std::io::BufWriter::new(file));
+            // Every field read, fallbacks too, so a refused record keeps all it had.
             self.writer = Some(
-                formats::open_writer(self.mapping.format(), &self.mapping.out_columns(), reader.header(), out).map_err(|e| self.err(e))?,
+                formats::open_writer(self.mapping.format(), &self.mapping.wanted_fields(), reader.header(), out)
+                    .map_err(|e| self.err(e))?,
             );
         }
+        Ok(())
+    }
+
+    /// Writes a refused record: as it came when the reader kept it, else rebuilt from its values.
+    fn write(&mut self, reader: &dyn RecordReader, mapping: &Mapping, record: Option<&formats::Record>) -> Result<(), ImportError> {
+        if self.path.is_none() {
+            return Ok(());
+        }
+        self.open(reader)?;
         let w = self.writer.as_mut().expect("opened above");
-        let result = match &record.raw {
-            Some(row) => w.write_raw(row),
-            None => w.write(&mapping.reject_record(record)),
+        let result = match (reader.raw(), record) {
+            (Some(raw), _) => w.write_raw(raw),
+            (None, Some(record)) => w.write(&mapping.reject_record(record)),
+            (None, None) => Ok(()),
         };
         result.map_err(|e| self.err(e))
     }
 
-    fn finish(&mut self) -> Result<(), ImportError> {
-        match self.writer.take() {
-            Some(w) => w.finish().map_err(|e| self.err(e)),
-            None => Ok(()),
+    /// Takes what the reader could not read, from the start of the record that stopped it: counted,
+    /// and kept for the rejects file when there is one. Returns where it went.
+    fn keep_rest(
+        &mut self,
+        reader: &mut dyn RecordReader,
+        mapping: &Mapping,
+        input: &str,
+    ) -> Result<(Unread, Option<String>), ImportError> {
+        let Some(path) = self.path.clone() else {
+            let unread = reader
+                .rest(&mut std::io::sink())
+                .map_err(|e| ImportError::Open(input.to_string(), e))?;
+            return Ok((unread, None));
+        };
+        let format = mapping.format();
+        if matches!(format.kind, FormatKind::Json | FormatKind::Xml) {
+            self.documents += 1;
+            let mut name = path.as_os_str().to_owned();
+            name.push(".unread");
+            if self.documents > 1 {
+                name.push(format!(".{}", self.documents));
+            }
+            let to = PathBuf::from(name);
+            let file = File::create(&to).map_err(|e| self.err(e))?;
+            let mut out = formats::encode(format.encoding, false, Box::new(std::io::BufWriter::new(file)));
+            let unread = reader.rest(&mut out).map_err(|e| self.err(e))?;
+            out.flush().map_err(|e| self.err(e))?;
+            return Ok((unread, Some(to.display().to_string())));
         }
+        // Line formats: the file (with its header) must exist, and the rest goes at its end.
+        self.open(&*reader)?;
+        if self.rests.is_none() {
+            self.rests = Some(tempfile::NamedTempFile::new().map_err(|e| self.err(e))?);
+        }
+        let rests = self.rests.as_mut().expect("made above");
+        let mut out = std::io::BufWriter::new(rests.as_file_mut());
+        let kept = reader.rest(&mut out).and_then(|unread| out.flush().map(|()| unread));
+        drop(out);
+        let unread = kept.map_err(|e| self.err(e))?;
+        Ok((unread, Some(path.display().to_string())))
+    }
+
+    fn finish(&mut self) -> Result<(), ImportError> {
+        if let Some(w) = self.writer.take() {
+            w.finish().map_err(|e| self.err(e))?;
+        }
+        if let (Some(rests), Some(path)) = (self.rests.take(), &self.path) {
+            let file = std::fs::OpenOptions::new().append(true).open(path).map_err(|e| self.err(e))?;
+            let format = self.mapping.format();
+            let mut out = formats::encode(format.encoding, false, Box::new(std::io::BufWriter::new(file)));
+            let mut from = rests.reopen().map_err(|e| self.err(e))?;
+            std::io::copy(&mut from, &mut out).map_err(|e| self.err(e))?;
+            out.flush().map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 }

@@ -38,6 +38,10 @@ pub struct ConnectorConfig {
     /// Push: changes per batch (default 1000).
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Pull: the region (ISO 3166 code) national numbers of this system's records are written in,
+    /// over the mapping's `[format] region` and the config's `default_region`.
+    #[serde(default)]
+    pub region: Option<String>,
     #[serde(default)]
     pub http: Option<http::HttpOptions>,
     #[serde(default)]
@@ -115,6 +119,9 @@ impl ConnectorConfig {
         }
         if self.batch_size == 0 {
             p.push(format!("{at}.batch_size: must be at least 1"));
+        }
+        if let Some(Err(e)) = self.region.as_deref().map(crate::domain::Region::parse) {
+            p.push(format!("{at}.region: {e}"));
         }
         match (self.transport, &self.http, &self.file) {
             (Transport::Http, Some(h), None) => p.extend(h.problems(&format!("{at}.http"), self.direction)),

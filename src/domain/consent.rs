@@ -159,16 +159,47 @@ pub enum Prefer {
     Ours,
 }
 
+/// What we hold for a number and usage when a change arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held<'a> {
+    /// Nothing: never held, or purged.
+    Nothing,
+    Consent(&'a Consent),
+    /// A tombstone: the consent was deleted at this time. An older record does not bring it back.
+    Deleted(Timestamp),
+}
+
 /// What an incoming change does to the consent we hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Insert(Consent),
     Update(Consent),
-    Delete,
-    /// Nothing to do: same value, nothing to delete, or the incoming record is older than ours.
+    /// Remove the consent we hold, leaving a tombstone at `at`.
+    Delete {
+        at: Timestamp,
+    },
+    /// No consent changes, but a deletion is recorded: a tombstone at `at` where we held nothing, or a
+    /// tombstone moved to a later deletion.
+    Tombstone {
+        at: Timestamp,
+    },
+    /// Nothing to do: same value, nothing to delete, or the incoming record is older than ours (or
+    /// than its deletion).
     Unchanged,
     /// Toggle of a consent we do not hold.
     NotFound,
+}
+
+impl Op {
+    /// A value decided at `now` by someone acting now (an agent, the IVR, the command line). Unlike a
+    /// record without times it is dated, so it also undoes an earlier deletion.
+    pub fn decided(consent: bool, now: Timestamp) -> Op {
+        Op::Set {
+            consent,
+            created_at: Some(now),
+            updated_at: Some(now),
+        }
+    }
 }
 
 impl Incoming {
@@ -184,40 +215,22 @@ impl Incoming {
         }
     }
 
-    /// The conflict rule. A record older than ours (update time, else creation time; a record without
-    /// times counts as `now`) does not overwrite it; the same value changes nothing; a new value is a new
-    /// decision, so its creation time is the record's (or now).
-    pub fn decide(&self, held: Option<&Consent>, source: &Source, now: Timestamp) -> Decision {
+    /// The conflict rule.
+    /// - Against a consent we hold: a record older than ours (its update time, else its creation time;
+    ///   a record without times counts as `now`) does not overwrite it; the same value changes nothing;
+    ///   a new value is a new decision, so its creation time is the record's (or now). A delete marker
+    ///   removes the consent unless ours is newer.
+    /// - Against a tombstone (a deleted consent): only a record dated after the deletion brings the
+    ///   consent back; an older one, one at the same time, or one without times changes nothing, so
+    ///   re-reading a file that holds a consent and its deletion, in either order, changes nothing.
+    /// - A deletion leaves a tombstone: where it removes a consent, and where we held nothing when the
+    ///   deletion carries its time (a file may hold a deletion before the consent it removes).
+    pub fn decide(&self, held: Held<'_>, source: &Source, now: Timestamp) -> Decision {
         self.decide_preferring(held, source, now, Prefer::Newest)
     }
 
     /// [`Incoming::decide`] with another side preferred in a conflict.
-    pub fn decide_preferring(&self, held: Option<&Consent>, source: &Source, now: Timestamp, prefer: Prefer) -> Decision {
-        match (prefer, held, self.op) {
-            (Prefer::Ours, Some(_), Op::Set { .. } | Op::Delete { .. }) => return Decision::Unchanged,
-            (
-                Prefer::Theirs,
-                Some(h),
-                Op::Set {
-                    consent,
-                    created_at,
-                    updated_at,
-                },
-            ) if consent != h.consent => {
-                let at = updated_at.or(created_at).unwrap_or(now).max(h.updated_at);
-                let created = created_at.unwrap_or(at);
-                return Decision::Update(Consent {
-                    number: self.number,
-                    usage: self.usage,
-                    consent,
-                    created_at: created,
-                    updated_at: at.max(created),
-                    source: source.clone(),
-                });
-            }
-            (Prefer::Theirs, Some(_), Op::Delete { .. }) => return Decision::Delete,
-            _ => {}
-        }
+    pub fn decide_preferring(&self, held: Held<'_>, source: &Source, now: Timestamp, prefer: Prefer) -> Decision {
         let make = |consent: bool, created: Timestamp, updated: Timestamp| Consent {
             number: self.number,
             usage: self.usage,
@@ -226,6 +239,36 @@ impl Incoming {
             updated_at: updated.max(created),
             source: source.clone(),
         };
+        let insert = |consent: bool, created_at: Option<Timestamp>, updated_at: Option<Timestamp>| {
+            let created = created_at.or(updated_at).unwrap_or(now);
+            Decision::Insert(make(consent, created, updated_at.unwrap_or(created)))
+        };
+        match (prefer, held, self.op) {
+            (Prefer::Ours, Held::Consent(_) | Held::Deleted(_), Op::Set { .. } | Op::Delete { .. }) => return Decision::Unchanged,
+            (
+                Prefer::Theirs,
+                Held::Consent(h),
+                Op::Set {
+                    consent,
+                    created_at,
+                    updated_at,
+                },
+            ) if consent != h.consent => {
+                let at = updated_at.or(created_at).unwrap_or(now).max(h.updated_at);
+                return Decision::Update(make(consent, created_at.unwrap_or(at), at));
+            }
+            (Prefer::Theirs, Held::Consent(_), Op::Delete { at }) => return Decision::Delete { at: at.unwrap_or(now) },
+            (
+                Prefer::Theirs,
+                Held::Deleted(_),
+                Op::Set {
+                    consent,
+                    created_at,
+                    updated_at,
+                },
+            ) => return insert(consent, created_at, updated_at),
+            _ => {}
+        }
         match (self.op, held) {
             (
                 Op::Set {
@@ -233,10 +276,22 @@ impl Incoming {
                     created_at,
                     updated_at,
                 },
-                None,
+                Held::Nothing,
+            ) => insert(consent, created_at, updated_at),
+            (
+                Op::Set {
+                    consent,
+                    created_at,
+                    updated_at,
+                },
+                Held::Consent(h),
             ) => {
-                let created = created_at.or(updated_at).unwrap_or(now);
-                Decision::Insert(make(consent, created, updated_at.unwrap_or(created)))
+                let at = updated_at.or(created_at).unwrap_or(now);
+                if at < h.updated_at || consent == h.consent {
+                    Decision::Unchanged
+                } else {
+                    Decision::Update(make(consent, created_at.unwrap_or(at), at))
+                }
             }
             (
                 Op::Set {
@@ -244,26 +299,30 @@ impl Incoming {
                     created_at,
                     updated_at,
                 },
-                Some(h),
-            ) => {
-                let at = updated_at.or(created_at).unwrap_or(now);
-                if at < h.updated_at || consent == h.consent {
+                Held::Deleted(deleted),
+            ) => match updated_at.or(created_at) {
+                Some(at) if at > deleted => insert(consent, created_at, updated_at),
+                _ => Decision::Unchanged,
+            },
+            // A dated deletion is remembered even where we held nothing: a file may hold the deletion
+            // before the consent it removes. Without a time there is nothing to compare a later record with.
+            (Op::Delete { at: Some(at) }, Held::Nothing) => Decision::Tombstone { at },
+            (Op::Delete { at: None }, Held::Nothing) => Decision::Unchanged,
+            (Op::Delete { at }, Held::Consent(h)) => {
+                let at = at.unwrap_or(now);
+                if at < h.updated_at {
                     Decision::Unchanged
                 } else {
-                    let created = created_at.unwrap_or(at);
-                    Decision::Update(make(consent, created, at))
+                    Decision::Delete { at }
                 }
             }
-            (Op::Delete { .. }, None) => Decision::Unchanged,
-            (Op::Delete { at }, Some(h)) => {
-                if at.unwrap_or(now) < h.updated_at {
-                    Decision::Unchanged
-                } else {
-                    Decision::Delete
-                }
+            (Op::Delete { at: Some(at) }, Held::Deleted(deleted)) if at > deleted => Decision::Tombstone { at },
+            (Op::Delete { .. }, Held::Deleted(_)) => Decision::Unchanged,
+            (Op::Toggle, Held::Nothing | Held::Deleted(_)) => Decision::NotFound,
+            (Op::Toggle, Held::Consent(h)) => {
+                let at = now.max(h.updated_at);
+                Decision::Update(make(!h.consent, at, at))
             }
-            (Op::Toggle, None) => Decision::NotFound,
-            (Op::Toggle, Some(h)) => Decision::Update(make(!h.consent, now.max(h.updated_at), now.max(h.updated_at))),
         }
     }
 }
@@ -287,63 +346,207 @@ mod tests {
         }
     }
 
-    fn set(consent: bool, updated: &str) -> Incoming {
+    fn now() -> Timestamp {
+        ts("2025-01-01T00:00:00Z")
+    }
+
+    fn import() -> Source {
+        Source::Import("x".into())
+    }
+
+    fn op(op: Op) -> Incoming {
         Incoming {
             number: held().number,
             usage: Usage::Whatsapp,
-            op: Op::Set {
-                consent,
-                created_at: None,
-                updated_at: Some(ts(updated)),
-            },
+            op,
+        }
+    }
+
+    fn dated(consent: bool, created: Option<&str>, updated: Option<&str>) -> Incoming {
+        op(Op::Set {
+            consent,
+            created_at: created.map(ts),
+            updated_at: updated.map(ts),
+        })
+    }
+
+    fn delete(at: Option<&str>) -> Incoming {
+        op(Op::Delete { at: at.map(ts) })
+    }
+
+    /// The consent a decision writes, or a panic.
+    fn written(d: Decision) -> Consent {
+        match d {
+            Decision::Insert(c) | Decision::Update(c) => c,
+            other => panic!("expected a consent, got {other:?}"),
         }
     }
 
     #[test]
-    fn older_records_do_not_overwrite() {
-        let now = ts("2025-01-01T00:00:00Z");
-        let src = Source::Import("x".into());
+    fn a_record_without_times_counts_as_now() {
+        let h = held();
+        // Against what we hold: a new value now (our update time is older), at now.
+        let c = written(dated(false, None, None).decide(Held::Consent(&h), &import(), now()));
+        assert_eq!((c.consent, c.created_at, c.updated_at), (false, now(), now()));
+        // Where we hold nothing: inserted as created now.
+        let c = written(dated(true, None, None).decide(Held::Nothing, &import(), now()));
+        assert_eq!((c.created_at, c.updated_at), (now(), now()));
+        // A consent of ours dated after now (another system's clock) is newer than "now".
+        let future = Consent {
+            updated_at: ts("2026-01-01T00:00:00Z"),
+            ..held()
+        };
         assert_eq!(
-            set(false, "2024-01-15T00:00:00Z").decide(Some(&held()), &src, now),
-            Decision::Unchanged
-        );
-        assert!(matches!(set(false, "2024-02-01T00:00:00Z").decide(Some(&held()), &src, now), Decision::Update(c) if !c.consent));
-        assert_eq!(
-            set(true, "2024-03-01T00:00:00Z").decide(Some(&held()), &src, now),
+            dated(false, None, None).decide(Held::Consent(&future), &import(), now()),
             Decision::Unchanged
         );
     }
 
     #[test]
+    fn the_update_time_else_the_creation_time_decides() {
+        let h = held(); // updated 2024-02-01
+                        // An update time older than ours loses, even with a newer creation time...
+        assert_eq!(
+            dated(false, Some("2024-03-01T00:00:00Z"), Some("2024-01-15T00:00:00Z")).decide(Held::Consent(&h), &import(), now()),
+            Decision::Unchanged
+        );
+        // ...and a newer update time wins, whatever the creation time.
+        assert!(
+            !written(dated(false, Some("2023-01-01T00:00:00Z"), Some("2024-03-01T00:00:00Z")).decide(Held::Consent(&h), &import(), now()))
+                .consent
+        );
+        // Without an update time, the creation time decides.
+        assert_eq!(
+            dated(false, Some("2024-01-15T00:00:00Z"), None).decide(Held::Consent(&h), &import(), now()),
+            Decision::Unchanged
+        );
+        assert!(!written(dated(false, Some("2024-03-01T00:00:00Z"), None).decide(Held::Consent(&h), &import(), now())).consent);
+        // The same time as ours: the incoming value wins; the same value changes nothing.
+        assert!(!written(dated(false, None, Some("2024-02-01T00:00:00Z")).decide(Held::Consent(&h), &import(), now())).consent);
+        assert_eq!(
+            dated(true, None, Some("2024-06-01T00:00:00Z")).decide(Held::Consent(&h), &import(), now()),
+            Decision::Unchanged
+        );
+    }
+
+    #[test]
+    fn a_new_value_takes_the_records_creation_time() {
+        let h = held(); // created 2024-01-01, given
+        let c =
+            written(dated(false, Some("2024-05-01T00:00:00Z"), Some("2024-05-02T00:00:00Z")).decide(Held::Consent(&h), &import(), now()));
+        assert_eq!(c.created_at, ts("2024-05-01T00:00:00Z"));
+        assert_eq!(c.updated_at, ts("2024-05-02T00:00:00Z"));
+        assert_eq!(c.source, import());
+        // Without a creation time, the new decision was made at its update time.
+        let c = written(dated(false, None, Some("2024-05-02T00:00:00Z")).decide(Held::Consent(&h), &import(), now()));
+        assert_eq!(c.created_at, ts("2024-05-02T00:00:00Z"));
+    }
+
+    #[test]
+    fn a_delete_marker_loses_to_a_newer_consent() {
+        let h = held(); // updated 2024-02-01
+        assert_eq!(
+            delete(Some("2024-01-15T00:00:00Z")).decide(Held::Consent(&h), &import(), now()),
+            Decision::Unchanged
+        );
+        assert_eq!(
+            delete(Some("2024-03-01T00:00:00Z")).decide(Held::Consent(&h), &import(), now()),
+            Decision::Delete {
+                at: ts("2024-03-01T00:00:00Z")
+            }
+        );
+        // Without a time it is a deletion now.
+        assert_eq!(
+            delete(None).decide(Held::Consent(&h), &import(), now()),
+            Decision::Delete { at: now() }
+        );
+    }
+
+    #[test]
+    fn a_tombstone_beats_an_older_record() {
+        let deleted = Held::Deleted(ts("2024-06-01T00:00:00Z"));
+        // Older, at the same time, or without times: the deletion stays.
+        for record in [
+            dated(true, Some("2024-01-01T00:00:00Z"), Some("2024-05-31T00:00:00Z")),
+            dated(true, None, Some("2024-06-01T00:00:00Z")),
+            dated(true, Some("2024-05-01T00:00:00Z"), None),
+            dated(true, None, None),
+        ] {
+            assert_eq!(record.decide(deleted, &import(), now()), Decision::Unchanged, "{record:?}");
+        }
+        // A record dated after the deletion is a new decision.
+        let c = written(dated(true, Some("2024-06-02T00:00:00Z"), None).decide(deleted, &import(), now()));
+        assert_eq!(c.created_at, ts("2024-06-02T00:00:00Z"));
+        // A person deciding now undoes it too.
+        assert!(written(op(Op::decided(true, now())).decide(deleted, &Source::Cli, now())).consent);
+        // A later deletion moves the tombstone; an earlier or undated one changes nothing.
+        assert_eq!(
+            delete(Some("2024-07-01T00:00:00Z")).decide(deleted, &import(), now()),
+            Decision::Tombstone {
+                at: ts("2024-07-01T00:00:00Z")
+            }
+        );
+        assert_eq!(
+            delete(Some("2024-05-01T00:00:00Z")).decide(deleted, &import(), now()),
+            Decision::Unchanged
+        );
+        assert_eq!(delete(None).decide(deleted, &import(), now()), Decision::Unchanged);
+        // Toggling a deleted consent finds nothing.
+        assert_eq!(op(Op::Toggle).decide(deleted, &import(), now()), Decision::NotFound);
+    }
+
+    #[test]
+    fn a_deletion_of_nothing_leaves_a_tombstone() {
+        assert_eq!(
+            delete(Some("2024-06-01T00:00:00Z")).decide(Held::Nothing, &import(), now()),
+            Decision::Tombstone {
+                at: ts("2024-06-01T00:00:00Z")
+            }
+        );
+        // Without a time (a person deleting what is not there) nothing is recorded.
+        assert_eq!(delete(None).decide(Held::Nothing, &import(), now()), Decision::Unchanged);
+    }
+
+    #[test]
     fn a_preferred_side_wins_whatever_the_times() {
-        let now = ts("2025-01-01T00:00:00Z");
+        let h = held();
         let src = Source::Sync("crm".into());
-        let older = set(false, "2024-01-15T00:00:00Z");
-        assert!(matches!(older.decide_preferring(Some(&held()), &src, now, Prefer::Theirs), Decision::Update(c) if !c.consent));
-        let newer = set(false, "2024-06-01T00:00:00Z");
-        assert_eq!(newer.decide_preferring(Some(&held()), &src, now, Prefer::Ours), Decision::Unchanged);
+        let older = dated(false, None, Some("2024-01-15T00:00:00Z"));
+        assert!(!written(older.decide_preferring(Held::Consent(&h), &src, now(), Prefer::Theirs)).consent);
+        assert_eq!(
+            delete(Some("2024-01-15T00:00:00Z")).decide_preferring(Held::Consent(&h), &src, now(), Prefer::Theirs),
+            Decision::Delete {
+                at: ts("2024-01-15T00:00:00Z")
+            }
+        );
+        // The remote as authority brings back what we deleted later; we as authority keep it deleted.
+        let deleted = Held::Deleted(ts("2024-06-01T00:00:00Z"));
         assert!(matches!(
-            newer.decide_preferring(None, &src, now, Prefer::Ours),
+            older.decide_preferring(deleted, &src, now(), Prefer::Theirs),
+            Decision::Insert(_)
+        ));
+        assert_eq!(
+            dated(true, None, Some("2024-07-01T00:00:00Z")).decide_preferring(deleted, &src, now(), Prefer::Ours),
+            Decision::Unchanged
+        );
+        let newer = dated(false, None, Some("2024-06-01T00:00:00Z"));
+        assert_eq!(
+            newer.decide_preferring(Held::Consent(&h), &src, now(), Prefer::Ours),
+            Decision::Unchanged
+        );
+        assert!(matches!(
+            newer.decide_preferring(Held::Nothing, &src, now(), Prefer::Ours),
             Decision::Insert(_)
         ));
     }
 
     #[test]
-    fn deletes_and_toggles() {
-        let now = ts("2025-01-01T00:00:00Z");
-        let d = Incoming {
-            number: held().number,
-            usage: Usage::Whatsapp,
-            op: Op::Delete { at: None },
-        };
-        assert_eq!(d.decide(Some(&held()), &Source::Cli, now), Decision::Delete);
-        assert_eq!(d.decide(None, &Source::Cli, now), Decision::Unchanged);
-        let t = Incoming { op: Op::Toggle, ..d };
-        assert_eq!(t.decide(None, &Source::Cli, now), Decision::NotFound);
-        match t.decide(Some(&held()), &Source::Cli, now) {
-            Decision::Update(c) => assert!(!c.consent && c.updated_at == now),
-            other => panic!("{other:?}"),
-        }
+    fn toggles() {
+        let h = held();
+        let t = op(Op::Toggle);
+        assert_eq!(t.decide(Held::Nothing, &Source::Cli, now()), Decision::NotFound);
+        let c = written(t.decide(Held::Consent(&h), &Source::Cli, now()));
+        assert!(!c.consent && c.updated_at == now() && c.created_at == now());
     }
 
     #[test]

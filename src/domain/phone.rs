@@ -1,6 +1,8 @@
-//! Phone numbers, normalised to E.164 (`+` and at most 15 digits) once, at the edge.
-//! A number is stored as the integer of its digits: E.164 numbers never start with 0.
+//! Phone numbers, normalised to E.164 (`+` and at most 15 digits) once, at the edge, by libphonenumber's
+//! rules for the number's country and the default [`Region`]. A number is stored as the integer of
+//! its digits: E.164 numbers never start with 0.
 
+use super::phone_rules as rules;
 use std::fmt;
 
 /// Fewest digits (country code included) we accept as a complete number.
@@ -18,10 +20,24 @@ pub enum PhoneError {
     TooShort(usize),
     #[error("the number has {0} digits, more than the {MAX_DIGITS} E.164 allows")]
     TooLong(usize),
-    #[error("a national number (leading 0) needs a default country code, and none is configured")]
-    NoDefaultCountry,
+    #[error("a national number (without + and country code) needs a default region, and none is configured")]
+    NoDefaultRegion,
     #[error("a country code cannot start with 0")]
     BadCountryCode,
+    #[error("+{0} is not a country calling code")]
+    UnknownCountryCode(String),
+    #[error("not a phone number as {0} writes them: {1}")]
+    Unreadable(String, &'static str),
+    #[error("too {what} for +{code} ({region}): {digits} digits after the country code, where {expected}")]
+    NotPossible {
+        what: &'static str,
+        code: u16,
+        region: String,
+        digits: usize,
+        expected: String,
+    },
+    #[error("{0:?} is not a region: use an ISO 3166 code such as DE or US (or a country calling code such as 49)")]
+    UnknownRegion(String),
     #[error("trailing digits need at least 3 digits, got {0}")]
     TooFewDigits(usize),
 }
@@ -70,6 +86,15 @@ impl PhoneNumber {
         out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
     }
 
+    /// The number as dialled inside its own country: the national prefix and the national number
+    /// (`01512345678` for `+491512345678`), when its country code is known.
+    pub fn national_digits(self) -> Option<String> {
+        let len = self.0.checked_ilog10()? + 1;
+        let (_, code_len, c) = rules::split_code(self.0, len)?;
+        let prefix = rules::national_prefix(c.region).unwrap_or_default();
+        Some(format!("{prefix}{}", &self.digits()[code_len as usize..]))
+    }
+
     /// The digits last to first, as ASCII: the key under which trailing digits are found.
     pub fn reversed_digits(self, out: &mut Vec<u8>) {
         let mut n = self.0;
@@ -111,69 +136,282 @@ impl serde::Serialize for PhoneNumber {
     }
 }
 
-/// Normalises numbers, with the default country code used for national numbers.
-#[derive(Debug, Clone, Copy, Default)]
+/// A region whose national formats numbers without a country code are read in: an ISO 3166 code
+/// that libphonenumber knows a country calling code for (`DE`, `US`, `GB`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region(rlibphonenumber::Region);
+
+impl Region {
+    /// An ISO 3166 code in any case (`de`, `US`).
+    pub fn parse(code: &str) -> Result<Self, PhoneError> {
+        let bad = || PhoneError::UnknownRegion(code.chars().take(20).collect());
+        let t = code.trim();
+        if t.len() != 2 || !t.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(bad());
+        }
+        let r = rlibphonenumber::Region::from_code(t).map_err(|_| bad())?;
+        rules::calling_code_of(r).ok_or_else(bad)?;
+        Ok(Region(r))
+    }
+
+    /// A region code, or a country calling code (`49`, `+49`, `0049`) meaning its main region, as a
+    /// column of a file may hold either.
+    pub fn parse_code(s: &str) -> Result<Self, PhoneError> {
+        let t = s.trim();
+        let digits = t.strip_prefix('+').or_else(|| t.strip_prefix("00")).unwrap_or(t);
+        if !digits.is_empty() && digits.len() <= 3 && digits.bytes().all(|b| b.is_ascii_digit()) {
+            let code: usize = digits.parse().map_err(|_| PhoneError::UnknownRegion(t.to_string()))?;
+            return rules::CODES
+                .get(code)
+                .and_then(|c| c.as_ref())
+                .filter(|c| c.region != rlibphonenumber::Region::World)
+                .map(|c| Region(c.region))
+                .ok_or_else(|| PhoneError::UnknownRegion(t.to_string()));
+        }
+        Self::parse(t)
+    }
+
+    /// The main region of a country calling code (`US` for 1, `DE` for 49).
+    pub fn for_calling_code(code: u16) -> Option<Self> {
+        let c = rules::CODES.get(usize::from(code))?.as_ref()?;
+        (c.region != rlibphonenumber::Region::World).then_some(Region(c.region))
+    }
+
+    /// The main region of the number's country calling code.
+    pub fn of(number: PhoneNumber) -> Option<Self> {
+        let len = number.0.checked_ilog10()? + 1;
+        let (code, _, _) = rules::split_code(number.0, len)?;
+        Self::for_calling_code(code)
+    }
+
+    pub fn calling_code(self) -> u16 {
+        rules::calling_code_of(self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Region({})", self.0)
+    }
+}
+
+impl std::str::FromStr for Region {
+    type Err = PhoneError;
+    fn from_str(s: &str) -> Result<Self, PhoneError> {
+        Self::parse(s)
+    }
+}
+
+/// Reads phone numbers as libphonenumber does (Google's rules for every numbering plan, through its
+/// Rust port rlibphonenumber): numbers with `+` and a country code anywhere, national numbers (and
+/// numbers dialled abroad, such as `0049…` or `011 49…`) as written in the default region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PhoneParser {
-    default_country: Option<u16>,
+    region: Option<Region>,
 }
 
 impl PhoneParser {
-    pub fn new(default_country: Option<u16>) -> Self {
-        Self { default_country }
+    pub fn new(region: Option<Region>) -> Self {
+        Self { region }
     }
 
-    /// `+49 151 2345-678`, `0049 151 2345678`, `+49 (0)151 2345678` and, with default country 49,
-    /// `0151 2345678` all give `+491512345678`. Digits with no prefix are read as international.
+    /// The region national numbers are read in.
+    pub fn region(&self) -> Option<Region> {
+        self.region
+    }
+
+    /// The same parser reading national numbers in `region`.
+    pub fn with_region(self, region: Region) -> Self {
+        Self { region: Some(region) }
+    }
+
+    /// `+49 151 2345-678`, `tel:+49-151-2345678`, `+49 (0)151 2345678`, `+49 0151 2345678` and, in
+    /// region DE, `0151 2345678` and `0049 151 2345678` all give `+491512345678`; in region US,
+    /// `(512) 555-1236` gives `+15125551236`. A number that is not possible in its country (too short,
+    /// too long) is refused with the lengths it may have. An extension (`;ext=12`, `ext. 12`, `x12`)
+    /// is dropped: E.164 has none, and the consent is the line's.
     pub fn parse(&self, input: &str) -> Result<PhoneNumber, PhoneError> {
         let s = input.trim();
         if s.is_empty() {
             return Err(PhoneError::Empty);
         }
-        let mut digits = String::with_capacity(16);
-        let mut plus = false;
-        let mut chars = s.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '0'..='9' => digits.push(c),
-                '+' if i == 0 => plus = true,
-                ' ' | '-' | '.' | '/' | '\u{a0}' | '\t' => {}
-                '(' => {
-                    // A trunk prefix "(0)" after the country code is dropped; other brackets are separators.
-                    if s[i..].starts_with("(0)") && (plus || digits.starts_with("00")) {
-                        chars.next();
-                        chars.next();
-                    }
-                }
-                ')' => {}
-                other => return Err(PhoneError::InvalidCharacter(other)),
-            }
+        if let Some(n) = fast_international(s) {
+            return Ok(n);
         }
-        if digits.is_empty() {
-            return Err(PhoneError::Empty);
-        }
-        let international: &str = if plus {
-            &digits
-        } else if let Some(rest) = digits.strip_prefix("00") {
-            rest
-        } else if let Some(rest) = digits.strip_prefix('0') {
-            let cc = self.default_country.ok_or(PhoneError::NoDefaultCountry)?;
-            digits = format!("{cc}{rest}");
-            &digits
-        } else {
-            &digits
-        };
-        if international.starts_with('0') {
+        self.parse_full(s)
+    }
+
+    /// Everything the fast path does not take, through libphonenumber's parser.
+    fn parse_full(&self, s: &str) -> Result<PhoneNumber, PhoneError> {
+        use rlibphonenumber::{NotANumberError, ParseError, PHONE_NUMBER_UTIL};
+        let number = check_characters(s)?;
+        let international = number.trim_start().starts_with(['+', '\u{ff0b}']);
+        if number.trim_start().starts_with("+0") {
             return Err(PhoneError::BadCountryCode);
         }
-        let n = international.len();
-        if n < MIN_DIGITS {
-            return Err(PhoneError::TooShort(n));
+        if !international && self.region.is_none() {
+            return Err(PhoneError::NoDefaultRegion);
         }
-        if n > MAX_DIGITS {
-            return Err(PhoneError::TooLong(n));
+        let region_name = self.region.map_or("international numbers".to_string(), |r| format!("region {r}"));
+        let parsed = PHONE_NUMBER_UTIL.parse(s, self.region.map(|r| r.0)).map_err(|e| match e {
+            ParseError::InvalidCountryCode => {
+                let code: String = number.chars().filter(char::is_ascii_digit).take(3).collect();
+                if international {
+                    PhoneError::UnknownCountryCode(code)
+                } else {
+                    PhoneError::Unreadable(region_name.clone(), "no country code can be read from it")
+                }
+            }
+            ParseError::TooShortNsn | ParseError::TooShortAfterIdd => PhoneError::Unreadable(region_name.clone(), "too few digits"),
+            ParseError::TooLongNsn => PhoneError::TooLong(number.chars().filter(char::is_ascii_digit).count()),
+            ParseError::NotANumber(NotANumberError::InvalidPhoneContext) => {
+                PhoneError::Unreadable(region_name.clone(), "the tel: URI has an invalid phone-context")
+            }
+            ParseError::NotANumber(_) => PhoneError::Unreadable(region_name.clone(), "it does not look like a phone number"),
+        })?;
+        let code = u16::try_from(parsed.country_code).map_err(|_| PhoneError::BadCountryCode)?;
+        let zeros = if parsed.italian_leading_zero.unwrap_or(false) {
+            parsed.number_of_leading_zeros.unwrap_or(1).max(0) as u32
+        } else {
+            0
+        };
+        let national_len = parsed.national_number.checked_ilog10().map_or(1, |l| l + 1) + zeros;
+        possible(code, parsed.national_number, national_len)?;
+        let total = code.ilog10() + 1 + national_len;
+        if total as usize > MAX_DIGITS {
+            return Err(PhoneError::TooLong(total as usize));
         }
-        Ok(PhoneNumber(international.parse().expect("at most 15 ASCII digits fit in u64")))
+        let digits = u64::from(code) * 10u64.pow(national_len) + parsed.national_number;
+        PhoneNumber::from_u64(digits).ok_or(PhoneError::TooShort(total as usize))
     }
+}
+
+/// `+` and digits with separators, whose national part no national prefix can come off: taken as
+/// written when its length is possible for its country. `None`: not such a number, or not possible
+/// (the full parse then gives the reason). Costs about what reading the digits does.
+fn fast_international(s: &str) -> Option<PhoneNumber> {
+    let rest = s.strip_prefix('+')?;
+    let (mut digits, mut len) = (0u64, 0u32);
+    let bytes = rest.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'0'..=b'9' => {
+                len += 1;
+                if len > MAX_DIGITS as u32 {
+                    return None;
+                }
+                digits = digits * 10 + u64::from(b - b'0');
+            }
+            b' ' | b'-' | b'.' | b'/' | b')' => {}
+            // "(0)" is a trunk prefix: the full parse drops it.
+            b'(' if !bytes[i..].starts_with(b"(0") => {}
+            _ => return None,
+        }
+    }
+    let (code, code_len, c) = rules::split_code(digits, len)?;
+    let national_len = len - code_len;
+    let national = digits % 10u64.pow(national_len);
+    let first = national / 10u64.pow(national_len - 1);
+    if c.slow || first == 0 || c.prefix_digit == Some(first as u8) || (c.lengths >> national_len) & 1 == 0 || code == 0 {
+        return None;
+    }
+    PhoneNumber::from_u64(digits)
+}
+
+/// Whether a national number of `len` digits is possible for the calling code, as libphonenumber's
+/// `isPossibleNumberWithReason` says; a number possible only when dialled locally is not complete.
+fn possible(code: u16, national: u64, len: u32) -> Result<(), PhoneError> {
+    let number = rlibphonenumber::PhoneNumber {
+        country_code: i32::from(code),
+        national_number: national,
+        ..Default::default()
+    };
+    let reason = match rlibphonenumber::PHONE_NUMBER_UTIL.is_possible_number_with_reason(&number) {
+        Ok(rlibphonenumber::NumberLengthType::IsPossible) => return Ok(()),
+        Ok(rlibphonenumber::NumberLengthType::IsPossibleLocalOnly) => "short (a local number without its area code)",
+        Err(rlibphonenumber::ValidationError::InvalidCountryCode) => return Err(PhoneError::UnknownCountryCode(code.to_string())),
+        Err(rlibphonenumber::ValidationError::TooShort) => "short",
+        Err(rlibphonenumber::ValidationError::TooLong) => "long",
+        Err(rlibphonenumber::ValidationError::InvalidLength) => "short or long",
+    };
+    let c = rules::CODES.get(usize::from(code)).and_then(|c| c.as_ref());
+    // Lengths as runs: `9`, `6, 7 or 9`, `4 to 15`.
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for l in (0..32u32).filter(|l| c.is_some_and(|c| (c.lengths >> l) & 1 == 1)) {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == l => *end = l,
+            _ => runs.push((l, l)),
+        }
+    }
+    let lengths: Vec<String> = runs
+        .iter()
+        .map(|&(a, b)| match b - a {
+            0 => a.to_string(),
+            1 => format!("{a}, {b}"),
+            _ => format!("{a} to {b}"),
+        })
+        .collect();
+    let expected = match lengths.as_slice() {
+        [] => "none are known".to_string(),
+        [one] => format!("{one} are expected"),
+        [init @ .., last] => format!("{} or {last} are expected", init.join(", ")),
+    };
+    Err(PhoneError::NotPossible {
+        what: reason,
+        code,
+        region: c.map_or("?".to_string(), |c| c.region.to_string()),
+        digits: len as usize,
+        expected,
+    })
+}
+
+/// The number part of `s` once a `tel:` scheme and an extension are set aside, refused when it holds
+/// a letter or a symbol: libphonenumber would read letters as a keypad's digits (`CALLME`), which no
+/// customer's number has.
+fn check_characters(s: &str) -> Result<&str, PhoneError> {
+    let lower_starts = |t: &str, p: &str| t.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p));
+    let mut number = if lower_starts(s, "tel:") {
+        // RFC 3966: parameters (;ext=, ;phone-context=, ;isub=) follow the number.
+        s[4..].split(';').next().unwrap_or_default()
+    } else {
+        s
+    };
+    // An extension at the end: `ext. 12`, `ext 12`, `x12`, `#12`.
+    let tail_digits = number.trim_end_matches(|c: char| c.is_ascii_digit() || c == ' ');
+    if tail_digits.len() < number.len() {
+        for marker in ["ext.", "ext", "x", "#"] {
+            let t = tail_digits.trim_end();
+            if t.len() >= marker.len() && t[t.len() - marker.len()..].eq_ignore_ascii_case(marker) {
+                number = &t[..t.len() - marker.len()];
+                break;
+            }
+        }
+    }
+    let leading_plus = number.trim_start().strip_prefix(['+', '\u{ff0b}']).unwrap_or(number.trim_start());
+    if leading_plus.contains(['+', '\u{ff0b}']) {
+        return Err(PhoneError::InvalidCharacter('+'));
+    }
+    match number.chars().find(|&c| (!c.is_numeric() || c.is_alphabetic()) && !is_separator(c)) {
+        Some(c) => Err(PhoneError::InvalidCharacter(c)),
+        None if !number.chars().any(char::is_numeric) => Err(PhoneError::Empty),
+        None => Ok(number),
+    }
+}
+
+/// Characters people write between digits: spaces, dashes, dots, slashes, brackets, a plus (also in
+/// their full-width forms, as East Asian systems write them).
+fn is_separator(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\t' | '\u{a0}' | '\u{3000}' | '-' | '.' | '/' | '(' | ')' | '+' | '\u{2010}'
+            ..='\u{2015}' | '\u{2212}' | '\u{ff0b}' | '\u{ff08}' | '\u{ff09}' | '\u{ff0d}' | '\u{ff0e}' | '\u{ff0f}'
+    )
 }
 
 /// Trailing digits of a number, as a DPO types them (at least 3, separators ignored).
@@ -246,6 +484,27 @@ pub fn mask_numbers(text: &str) -> String {
     out
 }
 
+/// Numbers for property tests elsewhere: possible numbers of random countries, as parsing makes them.
+#[cfg(test)]
+pub(crate) fn possible_numbers() -> impl proptest::strategy::Strategy<Value = PhoneNumber> {
+    use proptest::prelude::*;
+    let codes: Vec<(u16, Vec<u32>)> = (1..1000u16)
+        .filter_map(|c| {
+            let cc = rules::CODES[usize::from(c)].as_ref()?;
+            let lengths: Vec<u32> = (1..18).filter(|l| (cc.lengths >> l) & 1 == 1 && c.ilog10() + 1 + l <= 15).collect();
+            (!cc.slow && !lengths.is_empty() && Region::for_calling_code(c).is_some()).then_some((c, lengths))
+        })
+        .collect();
+    (prop::sample::select(codes), any::<u64>(), 1u64..10).prop_filter_map("a possible number", |((code, lengths), seed, first)| {
+        let len = lengths[(seed % lengths.len() as u64) as usize];
+        let rest = if len > 1 { seed % 10u64.pow(len - 1) } else { 0 };
+        let national = first * 10u64.pow(len - 1) + rest;
+        PhoneParser::default()
+            .parse(&format!("+{code}{national:0width$}", width = len as usize))
+            .ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -263,32 +522,144 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn parser(region: &str) -> PhoneParser {
+        PhoneParser::new(Some(Region::parse(region).unwrap()))
+    }
+
     #[test]
     fn the_written_forms_of_one_number_become_one_key() {
-        let p = PhoneParser::new(Some(49));
+        let p = parser("DE");
         for s in [
             "+49 151 2345-678",
             "0049 151 2345678",
             "+49 (0)151 2345678",
+            "+49 0151 2345678",
             "0151 2345678",
             "+491512345678",
-            "491512345678",
             "+49/151.234 56 78",
+            "tel:+49-151-2345678",
+            "tel:+49-151-2345678;ext=123",
+            "+49 151 2345678 ext. 12",
+            "０１５１ ２３４５６７８",
         ] {
-            assert_eq!(p.parse(s).unwrap().to_string(), "+491512345678", "{s}");
+            assert_eq!(p.parse(s).map(|n| n.to_string()), Ok("+491512345678".to_string()), "{s}");
+        }
+    }
+
+    /// Number shapes per region, as libphonenumber reads them: the E.164 number, or why it is refused.
+    #[test]
+    fn national_formats_by_region() {
+        let table: &[(&str, &str, Result<&str, &str>)] = &[
+            ("DE", "0151 23456789", Ok("+4915123456789")),
+            ("DE", "+49 (0)151 23456789", Ok("+4915123456789")),
+            ("DE", "030 1234567", Ok("+49301234567")),
+            ("DE", "01512", Err("fewer than the 7 of a complete E.164 number")),
+            ("DE", "+49 12", Err("too short (a local number without its area code) for +49 (DE)")),
+            (
+                "DE",
+                "+49 1512345678901234",
+                Err("too long for +49 (DE): 16 digits after the country code, where 4 to 15 are expected"),
+            ),
+            // Digits without + in DE are a German number, as libphonenumber reads them.
+            ("DE", "4915123456789", Ok("+494915123456789")),
+            ("US", "5125551235", Ok("+15125551235")),
+            ("US", "(512) 555-1236", Ok("+15125551236")),
+            ("US", "1-512-555-1238", Ok("+15125551238")),
+            ("US", "+1 512 555 1237", Ok("+15125551237")),
+            ("US", "011 49 151 23456789", Ok("+4915123456789")),
+            ("US", "555-1234", Err("local number without its area code")),
+            (
+                "US",
+                "+1 21210047433",
+                Err("too long for +1 (US): 11 digits after the country code, where 10 are expected"),
+            ),
+            ("GB", "07911 123456", Ok("+447911123456")),
+            ("GB", "020 7946 0018", Ok("+442079460018")),
+            ("GB", "+44 (0)20 7946 0018", Ok("+442079460018")),
+            ("FR", "06 12 34 56 78", Ok("+33612345678")),
+            ("FR", "+33 6 12 34 56 78", Ok("+33612345678")),
+            ("FR", "+33 1210015838", Err("too long for +33 (FR)")),
+            // Italian fixed lines keep their leading 0; there is no trunk prefix to drop.
+            ("IT", "06 1234 5678", Ok("+390612345678")),
+            ("IT", "+39 06 12345678", Ok("+390612345678")),
+            ("IT", "312 345 6789", Ok("+393123456789")),
+            ("IN", "098765 43210", Ok("+919876543210")),
+            ("IN", "98765 43210", Ok("+919876543210")),
+            ("IN", "+91 98765 43210", Ok("+919876543210")),
+            ("BR", "(11) 91234-5678", Ok("+5511912345678")),
+            ("BR", "0 21 11 91234-5678", Ok("+5511912345678")),
+            ("BR", "+55 11 91234-5678", Ok("+5511912345678")),
+            ("CN", "138 0013 8000", Ok("+8613800138000")),
+            ("CN", "010 1234 5678", Ok("+861012345678")),
+            ("CN", "+86 138 0013 8000", Ok("+8613800138000")),
+        ];
+        for (region, input, expected) in table {
+            let got = parser(region).parse(input).map(|n| n.to_string()).map_err(|e| e.to_string());
+            match (expected, &got) {
+                (Ok(e), Ok(g)) => assert_eq!(g, e, "[{region}] {input}"),
+                (Err(why), Err(g)) => assert!(g.contains(why), "[{region}] {input}: {g:?} does not say {why:?}"),
+                _ => panic!("[{region}] {input}: expected {expected:?}, got {got:?}"),
+            }
         }
     }
 
     #[test]
     fn bad_numbers_are_refused_with_the_reason() {
-        let p = PhoneParser::new(Some(49));
+        let p = parser("DE");
         assert_eq!(p.parse("+49 151 CALLME"), Err(PhoneError::InvalidCharacter('C')));
-        assert_eq!(p.parse("+49 12"), Err(PhoneError::TooShort(4)));
-        assert_eq!(p.parse("+49 1512 3456 7890 12"), Err(PhoneError::TooLong(16)));
+        assert!(matches!(
+            p.parse("+49 12"),
+            Err(PhoneError::NotPossible { code: 49, digits: 2, .. })
+        ));
+        assert!(matches!(p.parse("+49 1512 3456 7890 12"), Err(PhoneError::TooLong(_))));
         assert_eq!(p.parse("  "), Err(PhoneError::Empty));
         assert_eq!(p.parse("+0151 2345678"), Err(PhoneError::BadCountryCode));
-        assert_eq!(PhoneParser::new(None).parse("0151 2345678"), Err(PhoneError::NoDefaultCountry));
+        assert_eq!(p.parse("+999 12345678"), Err(PhoneError::UnknownCountryCode("999".into())));
+        assert_eq!(PhoneParser::new(None).parse("0151 2345678"), Err(PhoneError::NoDefaultRegion));
         assert_eq!(p.parse("+49 151+2345678"), Err(PhoneError::InvalidCharacter('+')));
+        assert_eq!(p.parse("tel:"), Err(PhoneError::Empty));
+        assert_eq!(p.parse("0151 2345678!"), Err(PhoneError::InvalidCharacter('!')));
+        // Without a region, only numbers with + and a country code are read.
+        assert_eq!(
+            PhoneParser::new(None).parse("+1 512 555 1237").map(|n| n.to_string()),
+            Ok("+15125551237".to_string())
+        );
+    }
+
+    #[test]
+    fn regions_by_code_and_by_calling_code() {
+        assert_eq!(Region::parse("de").unwrap().to_string(), "DE");
+        assert_eq!(Region::parse_code("+1").unwrap().to_string(), "US");
+        assert_eq!(Region::parse_code("0044").unwrap().to_string(), "GB");
+        assert_eq!(Region::parse_code("49").unwrap().calling_code(), 49);
+        for bad in ["XX", "D", "DEU", "", "+999", "12345"] {
+            assert!(Region::parse_code(bad).is_err(), "{bad}");
+        }
+        let n = PhoneNumber::parse("+390612345678").unwrap();
+        assert_eq!(Region::of(n).map(|r| r.to_string()).as_deref(), Some("IT"));
+        assert_eq!(n.national_digits().as_deref(), Some("0612345678"));
+        assert_eq!(
+            PhoneNumber::parse("+491512345678").unwrap().national_digits().as_deref(),
+            Some("01512345678")
+        );
+    }
+
+    fn calling_codes() -> Vec<u16> {
+        (1..1000u16).filter(|c| rules::CODES[usize::from(*c)].is_some()).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        /// The fast path for `+` numbers takes a number only as libphonenumber's full parse does, for
+        /// every country calling code.
+        #[test]
+        fn the_fast_path_agrees_with_the_full_parse(code in prop::sample::select(calling_codes()), national in "[0-9]{1,13}", spaced: bool) {
+            let text = if spaced { format!("+{code} {national}") } else { format!("+{code}{national}") };
+            let full = PhoneParser::default().parse_full(&text);
+            if let Some(fast) = fast_international(&text) {
+                prop_assert_eq!(Ok(fast), full, "{}", text);
+            }
+        }
     }
 
     #[test]
@@ -311,7 +682,6 @@ mod tests {
             let mut rev = Vec::new();
             p.reversed_digits(&mut rev);
             prop_assert_eq!(PhoneNumber::from_reversed_digits(&rev), Some(p));
-            prop_assert_eq!(PhoneNumber::parse(&p.to_string()), Ok(p));
             let mut pushed = String::new();
             p.push_to(&mut pushed);
             prop_assert_eq!(pushed, p.to_string());

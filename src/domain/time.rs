@@ -32,11 +32,19 @@ impl Timestamp {
         DateTime::from_timestamp_millis(self.0).unwrap_or_default()
     }
 
-    /// Parses RFC 3339 (any offset).
+    /// Parses RFC 3339 (any offset, optional fractions), and the variants large systems write where
+    /// the format is still unambiguous: an offset without a colon (`+0000`) or without minutes (`+00`),
+    /// and a space instead of the `T`.
     pub fn parse_rfc3339(s: &str) -> Result<Self, BadTime> {
-        DateTime::parse_from_rfc3339(s.trim())
+        let t = s.trim();
+        if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+            return Ok(Self::from_datetime(&d));
+        }
+        ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%#z"]
+            .iter()
+            .find_map(|p| DateTime::parse_from_str(t, p).ok())
             .map(|d| Self::from_datetime(&d))
-            .map_err(|_| BadTime(s.to_string()))
+            .ok_or_else(|| BadTime(s.to_string()))
     }
 
     /// A bound typed by a person: RFC 3339, or a date meaning its start (UTC). Returns the time and
@@ -159,6 +167,28 @@ mod tests {
             (Timestamp::parse_rfc3339("2024-05-01T00:00:00Z").unwrap(), true)
         );
         assert!(Timestamp::parse_bound("2024-02-30").is_err());
+    }
+
+    #[test]
+    fn offsets_without_colons_as_crms_write_them() {
+        let t = Timestamp::parse_rfc3339("2024-01-15T10:30:00Z").unwrap();
+        for s in [
+            "2024-01-15T10:30:00.000+0000",
+            "2024-01-15T11:30:00+0100",
+            "2024-01-15T11:30:00+01",
+            "2024-01-15 10:30:00+00:00",
+            "2024-01-15T05:30:00.000-0500",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(s), Ok(t), "{s}");
+        }
+        assert_eq!(
+            Timestamp::parse_rfc3339("2024-01-15T10:30:00.123+0000").unwrap().millis() % 1000,
+            123
+        );
+        // Without an offset the instant is not known.
+        for s in ["2024-01-15T10:30:00", "2024-01-15", "10:30 2024-01-15Z", "2024-01-15T10:30:00+1"] {
+            assert!(Timestamp::parse_rfc3339(s).is_err(), "{s}");
+        }
     }
 
     proptest::proptest! {

@@ -1,8 +1,11 @@
 //! CSV/TSV records, read and written with the `csv` crate. Columns are found by header name (trimmed;
 //! exact match first, then ignoring case) or by 1-based position; every row keeps its raw fields so a
 //! rejected row can be written back as it came.
+use super::keep::{Keep, Unread};
 use super::*;
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 fn delimiter(spec: &FormatSpec) -> u8 {
     let default = if spec.kind == FormatKind::Tsv { b'\t' } else { b',' };
@@ -15,9 +18,9 @@ fn quote(spec: &FormatSpec) -> u8 {
 
 /// Counts what the CSV parser reads: quotes, to tell a quote left open at the end of the file (the
 /// parser silently closes it there) from a field that merely spans lines; and line breaks, as the
-/// parser does not count CRLF lines.
+/// parser does not count CRLF lines. It keeps the bytes of the record being read, for the rejects.
 struct Counted {
-    inner: Box<dyn Read + Send>,
+    inner: Keep,
     quote: u8,
     quotes: u64,
     bytes: u64,
@@ -56,12 +59,17 @@ impl Read for Counted {
 
 pub struct CsvReader {
     rows: ::csv::Reader<Counted>,
-    row: ::csv::StringRecord,
+    row: ::csv::ByteRecord,
     header: Option<Vec<String>>,
     /// 0-based column of each wanted field.
     columns: Vec<usize>,
+    /// How many fields a row has (the header's, else the first row's); `None` with `format.flexible`.
+    width: Option<usize>,
     file: String,
     record: u64,
+    /// Where the record last read starts and ends in the input.
+    span: (u64, u64),
+    /// Reading stopped (the end, or a problem it cannot read past).
     done: bool,
 }
 
@@ -74,7 +82,7 @@ impl CsvReader {
         file: &str,
     ) -> Result<Self, FormatError> {
         let counted = Counted {
-            inner: input,
+            inner: Keep::new(input),
             quote: quote(spec),
             quotes: 0,
             bytes: 0,
@@ -90,16 +98,31 @@ impl CsvReader {
             .from_reader(counted);
         let mut reader = CsvReader {
             rows,
-            row: ::csv::StringRecord::new(),
+            row: ::csv::ByteRecord::new(),
             header: None,
             columns: Vec::new(),
+            width: None,
             file: file.to_string(),
             record: 0,
+            span: (0, 0),
             done: false,
         };
+        let flexible = spec.flexible == Some(true);
         if spec.header != Some(false) {
-            match reader.rows.read_record(&mut reader.row) {
-                Ok(true) => reader.header = Some(reader.row.iter().map(|h| h.trim().to_string()).collect()),
+            match reader.rows.read_byte_record(&mut reader.row) {
+                Ok(true) => {
+                    let names: Result<Vec<String>, _> = reader
+                        .row
+                        .iter()
+                        .map(|h| std::str::from_utf8(h).map(|h| h.trim().to_string()))
+                        .collect();
+                    let names = names.map_err(|e| {
+                        Location::in_file(file, Some(1)).error(format!("the header is not valid UTF-8 (is format.encoding right?): {e}"))
+                    })?;
+                    reader.width = (!flexible).then_some(names.len());
+                    reader.header = Some(names);
+                    reader.span.1 = reader.rows.position().byte();
+                }
                 // An empty file has no records, whatever columns are wanted.
                 Ok(false) => reader.done = true,
                 Err(e) => return Err(reader.error(e)),
@@ -107,6 +130,9 @@ impl CsvReader {
         }
         if !reader.done {
             reader.columns = reader.find_columns(wanted, optional)?;
+        }
+        if flexible {
+            reader.width = Some(usize::MAX);
         }
         Ok(reader)
     }
@@ -159,12 +185,10 @@ impl CsvReader {
         }
     }
 
+    /// A problem the CSV parser met: it cannot go past it.
     fn error(&mut self, e: ::csv::Error) -> FormatError {
         let line = e.position().map(|p| self.rows.get_mut().line_at(p.byte()));
         let message = match e.kind() {
-            ::csv::ErrorKind::Utf8 { err, .. } => {
-                format!("field {} is not valid UTF-8 (is format.encoding right?): {err}", err.field() + 1)
-            }
             ::csv::ErrorKind::Io(e) => format!("cannot read: {e}"),
             _ => e.to_string(),
         };
@@ -176,7 +200,32 @@ impl CsvReader {
         let counted = self.rows.get_ref();
         counted.quotes % 2 == 1
             && self.rows.position().byte() == counted.bytes
-            && self.row.iter().next_back().is_some_and(|f| f.contains(['\n', '\r']))
+            && self
+                .row
+                .iter()
+                .next_back()
+                .is_some_and(|f| f.contains(&b'\n') || f.contains(&b'\r'))
+    }
+
+    /// Why the row just read cannot be taken, if it cannot: a field that is not UTF-8, or a number of
+    /// fields other than the file's.
+    fn refusal(&self) -> Option<String> {
+        if let Some((i, e)) = self
+            .row
+            .iter()
+            .enumerate()
+            .find_map(|(i, f)| std::str::from_utf8(f).err().map(|e| (i, e)))
+        {
+            return Some(format!("field {} is not valid UTF-8 (is format.encoding right?): {e}", i + 1));
+        }
+        match self.width {
+            Some(w) if w != usize::MAX && self.row.len() != w => Some(format!(
+                "the row has {} fields where the {} has {w} (a delimiter or quote out of place?); format.flexible = true reads such rows, missing fields as empty",
+                self.row.len(),
+                if self.header.is_some() { "header" } else { "first row" }
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -185,7 +234,10 @@ impl RecordReader for CsvReader {
         if self.done {
             return None;
         }
-        match self.rows.read_record(&mut self.row) {
+        // The record before the one about to be read is not asked for again.
+        let start = self.span.1;
+        self.rows.get_mut().inner.release(start);
+        match self.rows.read_byte_record(&mut self.row) {
             Ok(false) => {
                 self.done = true;
                 None
@@ -193,20 +245,35 @@ impl RecordReader for CsvReader {
             Err(e) => {
                 self.done = true;
                 self.record += 1;
+                self.span = (start, start);
                 Some(Err(self.error(e)))
             }
             Ok(true) => {
                 self.record += 1;
-                let start = self.row.position().map(|p| p.byte());
-                let line = start.map(|b| self.rows.get_mut().line_at(b));
-                let location = self.location(line);
+                let first = self.row.position().map_or(start, |p| p.byte());
+                self.span = (first, self.rows.position().byte());
+                let line = self.rows.get_mut().line_at(first);
+                let location = self.location(Some(line));
                 if self.ends_in_open_quote() {
                     self.done = true;
                     return Some(Err(location.error("a quoted field in the row that starts here is never closed")));
                 }
-                let values = self.columns.iter().map(|&i| self.row.get(i).and_then(non_empty)).collect();
-                let raw = Some(self.row.iter().map(str::to_string).collect());
-                Some(Ok(Record { location, values, raw }))
+                if self.width.is_none() {
+                    self.width = Some(self.row.len());
+                }
+                if let Some(why) = self.refusal() {
+                    return Some(Err(location.refusal(why)));
+                }
+                let values = self
+                    .columns
+                    .iter()
+                    .map(|&i| self.row.get(i).and_then(|f| std::str::from_utf8(f).ok()).and_then(non_empty))
+                    .collect();
+                Some(Ok(Record {
+                    location,
+                    values,
+                    inexact: 0,
+                }))
             }
         }
     }
@@ -214,10 +281,35 @@ impl RecordReader for CsvReader {
     fn header(&self) -> Option<&[String]> {
         self.header.as_deref()
     }
+
+    fn raw(&self) -> Option<&[u8]> {
+        self.rows.get_ref().inner.between(self.span.0, self.span.1)
+    }
+
+    fn rest(&mut self, out: &mut dyn Write) -> std::io::Result<Unread> {
+        let start = self.span.0;
+        self.rows.get_mut().inner.rest(start, out)
+    }
+}
+
+/// The output, shared by the CSV writer and the raw rows written beside it.
+struct Shared<'w>(Rc<RefCell<Box<dyn Write + 'w>>>);
+
+impl Write for Shared<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.borrow_mut().flush()
+    }
 }
 
 pub struct CsvWriter<'w> {
-    out: ::csv::Writer<Box<dyn Write + 'w>>,
+    out: ::csv::Writer<Shared<'w>>,
+    /// The same output as `out`'s, for raw rows.
+    raw: Rc<RefCell<Box<dyn Write + 'w>>>,
+    line_end: &'static [u8],
     /// The position in a row of each column.
     places: Vec<usize>,
     row: Vec<String>,
@@ -234,12 +326,13 @@ impl<'w> CsvWriter<'w> {
             Some(LineEnding::Crlf) => ::csv::Terminator::CRLF,
             _ => ::csv::Terminator::Any(b'\n'),
         };
+        let raw = Rc::new(RefCell::new(out));
         let mut out = ::csv::WriterBuilder::new()
             .delimiter(delimiter(spec))
             .quote(quote(spec))
             .terminator(terminator)
             .flexible(true)
-            .from_writer(out);
+            .from_writer(Shared(raw.clone()));
         let names: Vec<FieldRef> = columns.iter().map(FieldRef::without_parent).collect();
         let places = columns
             .iter()
@@ -268,6 +361,12 @@ impl<'w> CsvWriter<'w> {
         let width = places.iter().map(|p| p + 1).fold(width, usize::max);
         Ok(CsvWriter {
             out,
+            raw,
+            line_end: if spec.line_ending == Some(LineEnding::Crlf) {
+                b"\r\n"
+            } else {
+                b"\n"
+            },
             places,
             row: vec![String::new(); width],
         })
@@ -299,8 +398,14 @@ impl RecordWriter for CsvWriter<'_> {
         Ok(())
     }
 
-    fn write_raw(&mut self, row: &[String]) -> Result<(), FormatError> {
-        self.out.write_record(row).map_err(write_error)
+    fn write_raw(&mut self, raw: &[u8]) -> Result<(), FormatError> {
+        self.out.flush().map_err(write_error)?;
+        let mut out = self.raw.borrow_mut();
+        out.write_all(raw).map_err(write_error)?;
+        if !raw.ends_with(b"\n") {
+            out.write_all(self.line_end).map_err(write_error)?;
+        }
+        Ok(())
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), FormatError> {
@@ -324,7 +429,11 @@ mod tests {
         assert_eq!(records.len(), 2);
         assert_eq!(records[1].values, row(&["+491710007919", "true", "2024-12-20T20:40:19Z"]));
         assert_eq!(records[1].location.to_string(), "in.txt:3 (record 2)");
-        assert_eq!(records[0].raw.as_ref().unwrap().len(), 5);
+        let read = read_through(&csv, &["phone"], BENCH);
+        assert_eq!(
+            read.items[1].1.as_deref(),
+            Some(&b"+491710007919,whatsapp,true,2024-12-15T03:07:14Z,2024-12-20T20:40:19Z\n"[..])
+        );
     }
 
     #[test]
@@ -364,8 +473,10 @@ mod tests {
 
     #[test]
     fn short_rows_empty_files_and_header_only() {
-        let csv = spec(FormatKind::Csv);
+        let mut csv = spec(FormatKind::Csv);
+        csv.flexible = Some(true);
         assert_eq!(values(&csv, &["a", "b"], "a,b\nx\n\n,y\n"), [row(&["x", ""]), row(&["", "y"])]);
+        csv.flexible = None;
         assert!(values(&csv, &["a"], "").is_empty());
         assert!(values(&csv, &["a"], "a\r\n").is_empty());
         assert!(values(&csv, &["a"], "\u{feff}a\r\n").is_empty());
@@ -382,18 +493,51 @@ mod tests {
     }
 
     #[test]
-    fn unclosed_quote_is_an_error() {
-        let err = error(&spec(FormatKind::Csv), &["a"], "a,b\n1,2\n\"3,4\n5,6\n");
-        assert_eq!(
-            err,
-            "in.txt:3 (record 2): a quoted field in the row that starts here is never closed"
+    fn rows_of_another_width_are_refused_by_themselves() {
+        let read = read_through(&spec(FormatKind::Csv), &["a"], "a,b\n1,2\n3\n4,5,6\n7,8\n");
+        assert_eq!(read.summary()[0], Ok("1".into()));
+        let e = read.summary()[1].clone().unwrap_err();
+        assert!(
+            e.starts_with("in.txt:3 (record 2): the row has 1 fields where the header has 2"),
+            "{e}"
         );
+        assert!(read.summary()[2]
+            .clone()
+            .unwrap_err()
+            .starts_with("in.txt:4 (record 3): the row has 3 fields"));
+        assert_eq!(read.summary()[3], Ok("7".into()));
+        assert_eq!(read.items[2].1.as_deref(), Some(&b"4,5,6\n"[..]));
+        assert!(read.rest.is_none());
+        // Without a header the first row sets the width.
+        let mut csv = spec(FormatKind::Csv);
+        csv.header = Some(false);
+        let wanted = [FieldRef::Position(1)];
+        let mut reader = open_reader(&csv, &wanted, &[], Box::new(std::io::Cursor::new(b"1,2\n3\n".to_vec())), "in.txt").unwrap();
+        assert!(reader.next_record().unwrap().is_ok());
+        assert!(reader.next_record().unwrap().is_err_and(|e| !e.fatal));
     }
 
     #[test]
-    fn invalid_utf8_names_the_line() {
-        let err = error(&spec(FormatKind::Csv), &["a"], b"a\nok\n\xE4\n".to_vec());
-        assert!(err.starts_with("in.txt:3 (record 2): field 1 is not valid UTF-8"), "{err}");
+    fn an_unclosed_quote_stops_reading_and_hands_over_the_rest() {
+        let text = "a,b\n1,2\n\"3,4\n5,6\n7,8";
+        let read = read_through(&spec(FormatKind::Csv), &["a"], text);
+        assert_eq!(read.summary()[0], Ok("1".into()));
+        assert_eq!(
+            read.summary()[1],
+            Err("in.txt:3 (record 2): a quoted field in the row that starts here is never closed".into())
+        );
+        let (rest, unread) = read.rest.unwrap();
+        assert_eq!(rest, b"\"3,4\n5,6\n7,8");
+        assert_eq!(unread, Unread { bytes: 12, lines: 3 });
+    }
+
+    #[test]
+    fn a_row_that_is_not_utf8_is_refused_and_reading_goes_on() {
+        let read = read_through(&spec(FormatKind::Csv), &["a"], b"a\nok\n\xE4\nnext\n".to_vec());
+        let e = read.summary()[1].clone().unwrap_err();
+        assert!(e.starts_with("in.txt:3 (record 2): field 1 is not valid UTF-8"), "{e}");
+        assert_eq!(read.items[1].1.as_deref(), Some(&b"\xE4\n"[..]));
+        assert_eq!(read.summary()[2], Ok("next".into()));
         let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         assert!(read_all(&spec(FormatKind::Csv), &names(&["a"]), garbage).is_err());
     }
@@ -435,9 +579,14 @@ mod tests {
         let mut out = Vec::new();
         let mut w = open_writer(&csv, &cols, None, Box::new(&mut out)).unwrap();
         w.write(&rec).unwrap();
-        w.write_raw(&["x".into(), "y".into(), "z".into()]).unwrap();
+        w.write_raw(b"x,\"y\",z\r\n").unwrap();
+        w.write_raw(b"last").unwrap();
+        w.write(&rec).unwrap();
         w.finish().unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "phone,consent\r\n\"a,b\",true\r\nx,y,z\r\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "phone,consent\r\n\"a,b\",true\r\nx,\"y\",z\r\nlast\r\n\"a,b\",true\r\n"
+        );
         let bad = out_record(&[], &[&[(2, OutValue::Int(1))]]);
         let mut w = open_writer(&csv, &cols, None, Box::new(std::io::sink())).unwrap();
         assert_eq!(
@@ -452,7 +601,7 @@ mod tests {
         let header = ["Phone".to_string(), "Extra".to_string()];
         let mut out = Vec::new();
         let mut w = open_writer(&csv, &names(&["phone"]), Some(&header), Box::new(&mut out)).unwrap();
-        w.write_raw(&["1".into(), "2".into()]).unwrap();
+        w.write_raw(b"1,2\n").unwrap();
         w.finish().unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "Phone,Extra\n1,2\n");
     }

@@ -110,6 +110,11 @@ impl Write for Encoder<'_> {
             self.out.write_all(self.bom)?;
             self.bom = b"";
         }
+        // UTF-8 goes out as it is, even where it is not valid (a refused record's own bytes).
+        if self.e == Encoding::Utf8 {
+            self.out.write_all(buf)?;
+            return Ok(buf.len());
+        }
         self.pending.extend_from_slice(buf);
         let pending = std::mem::take(&mut self.pending);
         let valid = match std::str::from_utf8(&pending) {

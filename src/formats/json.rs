@@ -1,6 +1,7 @@
 //! JSON and NDJSON records. A JSON document is scanned byte by byte down `records` to the first array,
 //! whose elements are then parsed one at a time with serde_json, so memory holds one element; arrays
 //! below it (nested records) are expanded from the parsed element. NDJSON parses one line at a time.
+use super::keep::{copy_rest, Unread};
 use super::*;
 use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
@@ -95,30 +96,36 @@ impl Picker {
         }
     }
 
-    fn pick(&mut self, unit: &Value, path: &[String], pointer: String, line: Option<u64>, out: &mut VecDeque<Record>) {
+    /// Queues the records of a parsed unit; returns how many there were.
+    fn pick(&mut self, unit: &Value, path: &[String], pointer: String, line: Option<u64>, out: &mut VecDeque<Record>) -> usize {
         let mut found = Vec::new();
         expand(unit, path, None, pointer, &mut found);
+        let n = found.len();
         for (record, parent, pointer) in found {
             let location = self.location(line, pointer);
             self.record += 1;
+            let mut inexact = 0u64;
             let values = self
                 .fields
                 .iter()
-                .map(|(from_parent, path)| {
+                .enumerate()
+                .map(|(i, (from_parent, path))| {
                     let base = if *from_parent { parent? } else { record };
-                    lookup(base, path).and_then(text)
+                    let v = lookup(base, path)?;
+                    if matches!(v, Value::Number(n) if !n.is_u64()) && i < 64 {
+                        inexact |= 1 << i;
+                    }
+                    text(v)
                 })
                 .collect();
-            out.push_back(Record {
-                location,
-                values,
-                raw: None,
-            });
+            out.push_back(Record { location, values, inexact });
         }
+        n
     }
 }
 
-/// Parses one unit that starts on `line`; errors give the line of the problem.
+/// Parses one unit that starts on `line`; errors give the line of the problem. A unit that does not
+/// parse is refused on its own: its bounds are known, so reading goes on after it.
 fn parse(bytes: &[u8], line: u64, at: Location) -> Result<Value, FormatError> {
     serde_json::from_slice(bytes).map_err(|e| {
         let full = e.to_string();
@@ -126,7 +133,7 @@ fn parse(bytes: &[u8], line: u64, at: Location) -> Result<Value, FormatError> {
             .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
             .unwrap_or(&full);
         let line = line + e.line().saturating_sub(1) as u64;
-        Location { line: Some(line), ..at }.error(format!("invalid JSON: {what} (column {})", e.column()))
+        Location { line: Some(line), ..at }.refusal(format!("invalid JSON: {what} (column {})", e.column()))
     })
 }
 
@@ -241,6 +248,10 @@ pub struct JsonReader {
     state: State,
     index: usize,
     element: Vec<u8>,
+    /// Records the unit in `element` gave; its bytes are a record's raw form only when it gave one.
+    unit_records: usize,
+    /// After a fatal error: the bytes of the unit that broke, as far as they were read.
+    broken: Vec<u8>,
     queue: VecDeque<Record>,
 }
 
@@ -257,6 +268,8 @@ impl JsonReader {
             state: State::Done,
             index: 0,
             element: Vec::new(),
+            unit_records: 0,
+            broken: Vec::new(),
             queue: VecDeque::new(),
         };
         reader.state = reader.descend().map_err(|m| reader.here().error(m))?;
@@ -358,11 +371,22 @@ impl JsonReader {
         }
         let (line, at) = (self.scan.line, self.here());
         self.element.clear();
-        self.scan.value(Some(&mut self.element)).map_err(|m| at.clone().error(m))?;
-        let unit = parse(&self.element, line, at.clone())?;
-        let pointer = at.path.unwrap_or_default();
-        self.picker.pick(&unit, &self.rest, pointer, Some(line), &mut self.queue);
+        self.unit_records = 1;
+        if let Err(m) = self.scan.value(Some(&mut self.element)) {
+            self.broken = std::mem::take(&mut self.element);
+            return Err(at.error(m));
+        }
         self.index += 1;
+        let unit = match parse(&self.element, line, at.clone()) {
+            Ok(unit) => unit,
+            Err(e) => {
+                // Refused on its own; it counts as a record.
+                self.picker.record += 1;
+                return Err(e);
+            }
+        };
+        let pointer = at.path.unwrap_or_default();
+        self.unit_records = self.picker.pick(&unit, &self.rest, pointer, Some(line), &mut self.queue);
         Ok(())
     }
 }
@@ -377,10 +401,21 @@ impl RecordReader for JsonReader {
                 return None;
             }
             if let Err(e) = self.advance() {
-                self.state = State::Done;
+                if e.fatal {
+                    self.state = State::Done;
+                }
                 return Some(Err(e));
             }
         }
+    }
+
+    fn raw(&self) -> Option<&[u8]> {
+        (self.unit_records == 1 && matches!(self.state, State::Array { .. })).then_some(self.element.as_slice())
+    }
+
+    fn rest(&mut self, out: &mut dyn Write) -> std::io::Result<Unread> {
+        let head = std::mem::take(&mut self.broken);
+        copy_rest(&head, &mut self.scan.input, out)
     }
 }
 
@@ -389,6 +424,8 @@ pub struct NdjsonReader {
     picker: Picker,
     path: Vec<String>,
     buf: Vec<u8>,
+    /// Records the line in `buf` gave; it is a record's raw form only when it gave one.
+    unit_records: usize,
     line: u64,
     queue: VecDeque<Record>,
     done: bool,
@@ -401,6 +438,7 @@ impl NdjsonReader {
             picker: Picker::new(wanted, file)?,
             path: steps(spec.records.as_deref().unwrap_or("")),
             buf: Vec::new(),
+            unit_records: 0,
             line: 0,
             queue: VecDeque::new(),
             done: false,
@@ -422,8 +460,9 @@ impl NdjsonReader {
             }
             self.line += 1;
             if !self.buf.iter().all(u8::is_ascii_whitespace) {
-                let unit = parse(&self.buf, self.line, at)?;
-                self.picker.pick(&unit, &self.path, String::new(), Some(self.line), &mut self.queue);
+                self.unit_records = 1;
+                let unit = parse(&self.buf, self.line, at).inspect_err(|_| self.picker.record += 1)?;
+                self.unit_records = self.picker.pick(&unit, &self.path, String::new(), Some(self.line), &mut self.queue);
                 return Ok(());
             }
         }
@@ -440,10 +479,18 @@ impl RecordReader for NdjsonReader {
                 return None;
             }
             if let Err(e) = self.advance() {
-                self.done = true;
+                self.done |= e.fatal;
                 return Some(Err(e));
             }
         }
+    }
+
+    fn raw(&self) -> Option<&[u8]> {
+        (self.unit_records == 1).then_some(self.buf.as_slice())
+    }
+
+    fn rest(&mut self, out: &mut dyn Write) -> std::io::Result<Unread> {
+        copy_rest(&[], &mut self.input, out)
     }
 }
 
@@ -548,6 +595,8 @@ struct Layout {
     path: Vec<String>,
     /// Decided by the first record: nested when it has parent fields.
     nested: Option<bool>,
+    /// Whether any column is a parent's (`../`): what a raw record written first decides by.
+    has_parents: bool,
     /// Each column's dotted path, without `../`.
     paths: Vec<Vec<String>>,
     parents: Layouts<Node>,
@@ -559,6 +608,7 @@ impl Layout {
         Layout {
             path: steps(spec.records.as_deref().unwrap_or("")),
             nested: None,
+            has_parents: columns.iter().any(FieldRef::is_parent),
             paths: columns.iter().map(|c| steps(&c.without_parent().to_string())).collect(),
             parents: Layouts::new(),
             children: Layouts::new(),
@@ -681,6 +731,18 @@ impl<'w> RecordWriter for JsonWriter<'w> {
         layout.write_units(record, out, before, b"")
     }
 
+    fn write_raw(&mut self, raw: &[u8]) -> Result<(), FormatError> {
+        if self.layout.nested.is_none() {
+            self.layout.nested = Some(self.layout.has_parents);
+            self.start()?;
+        }
+        self.written += 1;
+        self.out
+            .write_all(if self.written == 1 { b"\n" } else { b",\n" })
+            .and_then(|()| self.out.write_all(raw.trim_ascii()))
+            .map_err(write_error)
+    }
+
     fn finish(mut self: Box<Self>) -> Result<(), FormatError> {
         if self.layout.nested.is_none() {
             self.layout.nested = Some(false);
@@ -719,6 +781,14 @@ impl RecordWriter for NdjsonWriter<'_> {
         }
         let NdjsonWriter { out, layout, around } = self;
         layout.write_units(record, out, |out| out.write_all(around.0.as_bytes()), &around.1)
+    }
+
+    fn write_raw(&mut self, raw: &[u8]) -> Result<(), FormatError> {
+        self.out.write_all(raw).map_err(write_error)?;
+        if !raw.ends_with(b"\n") {
+            self.out.write_all(b"\n").map_err(write_error)?;
+        }
+        Ok(())
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), FormatError> {

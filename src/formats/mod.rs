@@ -5,13 +5,15 @@
 mod csv;
 mod encoding;
 mod json;
+mod keep;
 mod xml;
 
 use serde::Deserialize;
 use std::fmt;
 use std::io::{Read, Write};
 
-pub use encoding::Encoding;
+pub use encoding::{encode, Encoding};
+pub use keep::Unread;
 
 /// Which syntax a file uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -73,6 +75,10 @@ pub struct FormatSpec {
     pub quote: Option<char>,
     /// CSV: whether the first line names the columns. Default true; when false, columns are numbered from 1.
     pub header: Option<bool>,
+    /// CSV: rows may have fewer or more fields than the header (or, without one, the first row);
+    /// missing fields read as empty. Default false: such a row is refused, as a delimiter or quote out
+    /// of place makes them.
+    pub flexible: Option<bool>,
     /// CSV: line ending written on export, `lf` or `crlf`. Reading accepts both. Default `lf`.
     pub line_ending: Option<LineEnding>,
     /// JSON/NDJSON: dotted path to the array of records, such as `items` or `data.consents`. Arrays met
@@ -106,6 +112,9 @@ impl FormatSpec {
         }
         if !csv && self.header.is_some() {
             p.push("format.header: only for csv and tsv".to_string());
+        }
+        if !csv && self.flexible.is_some() {
+            p.push("format.flexible: only for csv and tsv".to_string());
         }
         if !csv && self.line_ending.is_some() {
             p.push("format.line_ending: only for csv and tsv".to_string());
@@ -222,11 +231,20 @@ impl Location {
         }
     }
 
-    /// A problem at this place.
+    /// A problem at this place that reading cannot go past.
     pub fn error(&self, message: impl Into<String>) -> FormatError {
         FormatError {
             location: self.clone(),
             message: message.into(),
+            fatal: true,
+        }
+    }
+
+    /// A record at this place that cannot be read; reading goes on with the next one.
+    pub fn refusal(&self, message: impl Into<String>) -> FormatError {
+        FormatError {
+            fatal: false,
+            ..self.error(message)
         }
     }
 }
@@ -237,19 +255,29 @@ pub struct Record {
     pub location: Location,
     /// One value per wanted field, in the order they were asked for; `None` when absent or empty (an
     /// empty CSV cell, an empty XML element, `""` or null in JSON). JSON scalars come as their text
-    /// (`true`, `12`); a JSON object or array comes as its JSON text.
+    /// (`true`, `12`, `1.5`); a JSON object or array comes as its JSON text.
     pub values: Vec<Option<String>>,
-    /// The record as it came, when the format can write it back as it was (CSV rows): what
-    /// `--rejects` writes so nothing of the row is lost.
-    pub raw: Option<Vec<String>>,
+    /// Bit `i` set: value `i` was a JSON number that is not a whole number written as one (a
+    /// fraction, an exponent, a sign, or too large to be exact), so its text is not what was written.
+    pub inexact: u64,
 }
 
-/// A problem with the file itself (syntax, encoding, I/O), or with the spec. Reading stops after one.
+impl Record {
+    /// Whether value `i` came from a JSON number other than a plain whole number.
+    pub fn inexact(&self, i: usize) -> bool {
+        i < 64 && (self.inexact >> i) & 1 == 1
+    }
+}
+
+/// A problem with the file itself (syntax, encoding, I/O), or with the spec.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{location}: {message}")]
 pub struct FormatError {
     pub location: Location,
     pub message: String,
+    /// Reading cannot go on past it: the rest of the input is not read ([`RecordReader::rest`]).
+    /// When false, only the record at `location` is refused and reading goes on.
+    pub fatal: bool,
 }
 
 /// A record to write. Each value names its column by its index in the `columns` a writer was opened
@@ -486,21 +514,30 @@ fn no_column(column: usize, columns: usize) -> FormatError {
 
 /// Reads records one at a time; memory does not grow with the file.
 pub trait RecordReader: Send {
-    /// The next record, `None` at the end. After an `Err` the reader is done.
+    /// The next record, `None` at the end. An `Err` that is not [`FormatError::fatal`] refuses one
+    /// record and reading goes on; after a fatal one the reader is done, and [`RecordReader::rest`]
+    /// hands over what was not read.
     fn next_record(&mut self) -> Option<Result<Record, FormatError>>;
     /// CSV: the header row as read (for writing rejects back in the same shape).
     fn header(&self) -> Option<&[String]> {
         None
     }
+    /// The record last read or refused as it was in the input, when the format keeps it (CSV rows,
+    /// NDJSON lines, JSON array elements): what the rejects get, so nothing of it is lost.
+    fn raw(&self) -> Option<&[u8]> {
+        None
+    }
+    /// After a fatal error: copies the input from the start of the record that broke to its end into
+    /// `out`, and says how much it was.
+    fn rest(&mut self, out: &mut dyn Write) -> std::io::Result<Unread>;
 }
 
 /// Writes records; `finish` writes what closes the document (`]`, end tags) and flushes.
 pub trait RecordWriter {
     fn write(&mut self, record: &OutRecord) -> Result<(), FormatError>;
-    /// CSV: writes a row exactly as it was read (rejects). Other formats ignore it.
-    fn write_raw(&mut self, _row: &[String]) -> Result<(), FormatError> {
-        Ok(())
-    }
+    /// Writes a record's bytes as they were read (rejects): CSV rows, NDJSON lines, JSON elements.
+    /// A line gets a line break if it has none.
+    fn write_raw(&mut self, raw: &[u8]) -> Result<(), FormatError>;
     fn finish(self: Box<Self>) -> Result<(), FormatError>;
 }
 

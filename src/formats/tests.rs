@@ -1,4 +1,5 @@
 //! Helpers shared by the format tests, and the round-trip properties of every format.
+pub use super::keep::Unread;
 use super::*;
 
 pub fn spec(kind: FormatKind) -> FormatSpec {
@@ -9,6 +10,7 @@ pub fn spec(kind: FormatKind) -> FormatSpec {
         delimiter: None,
         quote: None,
         header: None,
+        flexible: None,
         line_ending: None,
         records: None,
         record: None,
@@ -23,6 +25,49 @@ pub fn names(names: &[&str]) -> Vec<FieldRef> {
 pub fn read_all(spec: &FormatSpec, wanted: &[FieldRef], bytes: impl Into<Vec<u8>>) -> Result<Vec<Record>, FormatError> {
     let mut reader = open_reader(spec, wanted, &[], Box::new(std::io::Cursor::new(bytes.into())), "in.txt")?;
     std::iter::from_fn(|| reader.next_record()).collect()
+}
+
+/// What reading `bytes` to its end gives: each record or refusal with its raw bytes (as the rejects
+/// would get them), and after a fatal error the unread rest and how much it was.
+/// A record or refusal, and its raw bytes.
+pub type Item = (Result<Record, FormatError>, Option<Vec<u8>>);
+
+pub struct ReadThrough {
+    pub items: Vec<Item>,
+    pub rest: Option<(Vec<u8>, Unread)>,
+}
+
+pub fn read_through(spec: &FormatSpec, wanted: &[&str], bytes: impl Into<Vec<u8>>) -> ReadThrough {
+    let mut reader = open_reader(spec, &names(wanted), &[], Box::new(std::io::Cursor::new(bytes.into())), "in.txt").unwrap();
+    let mut out = ReadThrough {
+        items: Vec::new(),
+        rest: None,
+    };
+    while let Some(item) = reader.next_record() {
+        let fatal = item.as_ref().is_err_and(|e| e.fatal);
+        out.items.push((item, reader.raw().map(<[u8]>::to_vec)));
+        if fatal {
+            let mut rest = Vec::new();
+            let unread = reader.rest(&mut rest).unwrap();
+            out.rest = Some((rest, unread));
+            assert!(reader.next_record().is_none(), "nothing is read after a fatal error");
+            break;
+        }
+    }
+    out
+}
+
+impl ReadThrough {
+    /// `Ok(first value)` or `Err(message)` per item.
+    pub fn summary(&self) -> Vec<Result<String, String>> {
+        self.items
+            .iter()
+            .map(|(r, _)| match r {
+                Ok(r) => Ok(r.values[0].clone().unwrap_or_default()),
+                Err(e) => Err(e.to_string()),
+            })
+            .collect()
+    }
 }
 
 /// The values of all records, panicking on any error.

@@ -2,6 +2,7 @@
 //! each record element (or its parent, when `../` fields are wanted) is read into a small tree, so
 //! memory holds one record. Element text is trimmed, except whitespace written as a character
 //! reference (`&#32;`), which is how the writer keeps leading and trailing spaces.
+use super::keep::{Keep, Unread};
 use super::*;
 use quick_xml::events::{BytesStart, Event};
 use std::borrow::Cow;
@@ -71,7 +72,7 @@ impl<R: BufRead> BufRead for Lines<R> {
     }
 }
 
-type Xml = quick_xml::Reader<Lines<BufReader<Box<dyn Read + Send>>>>;
+type Xml = quick_xml::Reader<Lines<BufReader<Keep>>>;
 
 pub struct XmlReader {
     xml: Xml,
@@ -88,6 +89,9 @@ pub struct XmlReader {
     record: u64,
     queue: VecDeque<Record>,
     done: bool,
+    /// Where the input after the last record read whole starts: the rest from here is handed over
+    /// when reading stops early.
+    mark: u64,
 }
 
 impl XmlReader {
@@ -109,7 +113,7 @@ impl XmlReader {
             path.len()
         };
         let lines = Lines {
-            inner: BufReader::with_capacity(64 << 10, input),
+            inner: BufReader::with_capacity(64 << 10, Keep::new(input)),
             line: 1,
         };
         Ok(XmlReader {
@@ -123,6 +127,7 @@ impl XmlReader {
             record: 0,
             queue: VecDeque::new(),
             done: false,
+            mark: 0,
         })
     }
 
@@ -169,6 +174,8 @@ impl XmlReader {
 
     /// Reads events up to the next element to read whole, and queues its records.
     fn advance(&mut self) -> Result<(), FormatError> {
+        self.mark = self.xml.buffer_position();
+        self.xml.get_mut().inner.get_mut().release(self.mark);
         let mut buf = Vec::new();
         loop {
             buf.clear();
@@ -293,7 +300,7 @@ impl XmlReader {
             self.queue.push_back(Record {
                 location,
                 values,
-                raw: None,
+                inexact: 0,
             });
         }
     }
@@ -305,6 +312,11 @@ fn local(name: &[u8]) -> String {
 }
 
 impl RecordReader for XmlReader {
+    fn rest(&mut self, out: &mut dyn Write) -> std::io::Result<Unread> {
+        let mark = self.mark;
+        self.xml.get_mut().inner.get_mut().rest(mark, out)
+    }
+
     fn next_record(&mut self) -> Option<Result<Record, FormatError>> {
         loop {
             if let Some(r) = self.queue.pop_front() {
@@ -527,6 +539,14 @@ impl<'w> XmlWriter<'w> {
 impl RecordWriter for XmlWriter<'_> {
     fn write(&mut self, record: &OutRecord) -> Result<(), FormatError> {
         self.write_record(record)
+    }
+
+    fn write_raw(&mut self, raw: &[u8]) -> Result<(), FormatError> {
+        if self.nested.is_none() {
+            self.start(false).map_err(write_error)?;
+        }
+        self.out.write_all(raw.trim_ascii()).map_err(write_error)?;
+        self.out.write_all(b"\n").map_err(write_error)
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), FormatError> {

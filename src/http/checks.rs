@@ -74,11 +74,7 @@ async fn ivr_answer(State(state): State<AppState>, caller: Caller, Body(b): Body
     let answer = Incoming {
         number: n,
         usage: Usage::CallRecording,
-        op: Op::Set {
-            consent: accepted,
-            created_at: None,
-            updated_at: None,
-        },
+        op: Op::decided(accepted, ctx.now),
     };
     let outcome = state.store.apply(&[answer], &ctx, false)?[0];
     tracing::info!(call_id = b.call_id.as_deref().unwrap_or("-"), accepted, "IVR answer stored.");

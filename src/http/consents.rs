@@ -93,16 +93,13 @@ async fn create(
     if state.store.get(n, b.usage)?.is_some() {
         caller.require(Right::Modify)?;
     }
+    let ctx = agent(&caller);
     let set = Incoming {
         number: n,
         usage: b.usage,
-        op: Op::Set {
-            consent: true,
-            created_at: None,
-            updated_at: None,
-        },
+        op: Op::decided(true, ctx.now),
     };
-    let outcome = state.store.apply(&[set], &agent(&caller), false)?[0];
+    let outcome = state.store.apply(&[set], &ctx, false)?[0];
     let now = state
         .store
         .get(n, b.usage)?
@@ -137,16 +134,13 @@ async fn set(
     if state.store.get(id.number, id.usage)?.is_none() {
         return Err(ApiError::not_found("no consent with this id"));
     }
+    let ctx = agent(&caller);
     let set = Incoming {
         number: id.number,
         usage: id.usage,
-        op: Op::Set {
-            consent: b.consent,
-            created_at: None,
-            updated_at: None,
-        },
+        op: Op::decided(b.consent, ctx.now),
     };
-    state.store.apply(&[set], &agent(&caller), false)?;
+    state.store.apply(&[set], &ctx, false)?;
     let now = state
         .store
         .get(id.number, id.usage)?

@@ -125,6 +125,7 @@ async fn replay(
             rejects: Some(rejects.path().to_path_buf()),
             chunk_records: st.config.import.chunk_records,
             skip: None,
+            region: c.region(),
         };
         let ctx = ChangeContext {
             actor: caller.name.to_string(),

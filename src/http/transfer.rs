@@ -72,6 +72,8 @@ struct ImportParams {
     /// Answer 202 with a job at once and import in the background (`GET /v1/imports/{id}`).
     #[serde(default)]
     background: bool,
+    /// The region national numbers in the file are written in (over the mapping's and the config's).
+    region: Option<String>,
 }
 
 fn too_large(limit_mb: u64) -> ApiError {
@@ -93,6 +95,12 @@ async fn import(
 ) -> Result<Response, ApiError> {
     caller.require(Right::Manage)?;
     let mapping = mapping(&state, &p.mapping)?;
+    let region = p
+        .region
+        .as_deref()
+        .map(crate::domain::Region::parse)
+        .transpose()
+        .map_err(|e| ApiError::field("region", e))?;
     let limit_mb = state.config.http.max_import_mb;
     let limit = limit_mb << 20;
     let declared = headers
@@ -132,6 +140,7 @@ async fn import(
         rejects: None,
         chunk_records: state.config.import.chunk_records,
         skip: None,
+        region,
     };
     if p.background {
         let (id, read) = state.imports.start(caller.name.clone(), size);
@@ -182,7 +191,7 @@ async fn run_import(
     let mut report = result?;
     if !caller.has(Right::View) {
         // Refused values may be phone numbers: only callers who may view consents see them.
-        for r in &mut report.rejects {
+        for r in report.rejects.iter_mut().chain(&mut report.skips) {
             r.value = None;
         }
     }

@@ -2,7 +2,7 @@
 
 use super::spec::{From, Slot, SlotUsage, Source, TimeFormat, TimeKind, TimeSource};
 use super::*;
-use crate::domain::{Op, PhoneNumber, Timestamp};
+use crate::domain::{Op, PhoneNumber, Region, Timestamp};
 use crate::formats::{FormatKind, OutValue, Part};
 use chrono::{DateTime, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
 use std::fmt::Write;
@@ -11,11 +11,13 @@ pub fn wanted_fields(m: &Mapping) -> Vec<FieldRef> {
     m.spec.columns.clone()
 }
 
+/// The delete marker's column, and fallbacks (a field's first column must be there, the others may not).
 pub fn optional_fields(m: &Mapping) -> Vec<FieldRef> {
-    match m.spec.delete.as_ref().map(|d| &d.source.from) {
-        Some(From::Field { at, .. }) => vec![at.clone()],
-        _ => Vec::new(),
+    let mut optional: Vec<FieldRef> = m.spec.columns[m.spec.written..].to_vec();
+    if let Some(From::Field { at, .. }) = m.spec.delete.as_ref().map(|d| &d.source.from) {
+        optional.push(at.clone());
     }
+    optional
 }
 
 pub fn groups_by_number(m: &Mapping) -> bool {
@@ -23,17 +25,17 @@ pub fn groups_by_number(m: &Mapping) -> bool {
 }
 
 pub fn out_columns(m: &Mapping) -> Vec<FieldRef> {
-    m.spec.columns.clone()
+    m.spec.columns[..m.spec.written].to_vec()
 }
 
 impl Source {
     /// The value in `record`, `None` when absent or blank.
     fn get<'r>(&'r self, record: &'r Record) -> Option<&'r str> {
-        let v = match &self.from {
-            From::Field { index, .. } => record.values.get(*index)?.as_deref()?,
-            From::Const(v) => v,
-        };
-        (!v.trim().is_empty()).then_some(v)
+        let value = |i: usize| record.values.get(i)?.as_deref().filter(|v| !v.trim().is_empty());
+        match &self.from {
+            From::Field { index, fallbacks, .. } => value(*index).or_else(|| fallbacks.iter().find_map(|(_, i)| value(*i))),
+            From::Const(v) => (!v.trim().is_empty()).then_some(v.as_str()),
+        }
     }
 
     fn error(&self, record: &Record, value: &str, reason: String) -> RecordError {
@@ -47,6 +49,19 @@ impl Source {
             field: self.describe(),
             value: value.to_string(),
             reason: format!("{reason}{hint}"),
+            skipped: false,
+        }
+    }
+
+    /// The record is not a consent of ours: `value` is listed under `skip` in `[values.<key>]`.
+    fn skip(&self, record: &Record, value: &str) -> RecordError {
+        RecordError {
+            skipped: true,
+            ..self.error(
+                record,
+                value,
+                format!("listed under skip in [values.{}]: not a consent of ours", self.key),
+            )
         }
     }
 
@@ -59,12 +74,10 @@ impl TimeFormat {
     /// Reads a time as the mapping writes it.
     pub(super) fn parse(&self, s: &str) -> Result<Timestamp, String> {
         let s = s.trim();
-        let epoch = |scale: i64| {
-            s.parse::<i64>()
-                .ok()
-                .and_then(|n| n.checked_mul(scale))
+        let epoch = |scale: u32| {
+            epoch_millis(s, scale)
                 .map(Timestamp::from_millis)
-                .ok_or_else(|| "expected a whole number".to_string())
+                .ok_or_else(|| "expected a number, such as 1704153600 or 1704153600.5".to_string())
         };
         let local = |naive: NaiveDateTime| match self.tz.from_local_datetime(&naive) {
             LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => Ok(Timestamp::from_datetime(&t)),
@@ -73,8 +86,8 @@ impl TimeFormat {
         let pattern_error = |p: &str, e: chrono::ParseError| format!("does not match the pattern {p:?}: {e}");
         match &self.kind {
             TimeKind::Rfc3339 => Timestamp::parse_rfc3339(s).map_err(|e| e.to_string()),
-            TimeKind::EpochS => epoch(1000),
-            TimeKind::EpochMs => epoch(1),
+            TimeKind::EpochS => epoch(3),
+            TimeKind::EpochMs => epoch(0),
             TimeKind::WithOffset(p) => DateTime::parse_from_str(s, p)
                 .map(|t| Timestamp::from_datetime(&t))
                 .map_err(|e| pattern_error(p, e)),
@@ -113,6 +126,48 @@ impl TimeFormat {
     }
 }
 
+/// A decimal number of seconds (`scale` 3) or milliseconds (`scale` 0) as milliseconds since 1970,
+/// a fraction of a millisecond cut off (towards the past): `1704153600.5` s is `1704153600500`.
+/// Reads a sign, digits, a fraction and an exponent (`1.7041536005e9`, as JSON writers may).
+fn epoch_millis(s: &str, scale: u32) -> Option<i64> {
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], s[i + 1..].parse::<i32>().ok()?),
+        None => (s, 0),
+    };
+    let (negative, digits) = match mantissa.as_bytes().first()? {
+        b'-' => (true, &mantissa[1..]),
+        b'+' => (false, &mantissa[1..]),
+        _ => (false, mantissa),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    if (whole.is_empty() && fraction.is_empty()) || !whole.bytes().chain(fraction.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // The digits as one integer, and the power of ten that makes it milliseconds.
+    let mut n: i128 = 0;
+    let mut power = i64::from(exponent) + i64::from(scale) - fraction.len() as i64;
+    for b in whole.bytes().chain(fraction.bytes()) {
+        match n.checked_mul(10) {
+            Some(m) if m < 1 << 100 => n = m + i128::from(b - b'0'),
+            // Digits past what a time needs are beyond a millisecond: drop them.
+            _ => power += 1,
+        }
+    }
+    if negative {
+        n = -n;
+    }
+    let ms = if power >= 0 {
+        n.checked_mul(10i128.checked_pow(u32::try_from(power).ok()?)?)?
+    } else {
+        match 10i128.checked_pow(u32::try_from(-power).ok()?) {
+            Some(d) => n.div_euclid(d),
+            None if n < 0 => -1,
+            None => 0,
+        }
+    };
+    i64::try_from(ms).ok()
+}
+
 impl TimeSource {
     fn read(&self, record: &Record) -> Result<Option<Timestamp>, RecordError> {
         self.source
@@ -133,23 +188,64 @@ pub fn to_incoming(m: &Mapping, record: &Record, phones: &PhoneParser, out: &mut
 
 fn read(m: &Mapping, record: &Record, phones: &PhoneParser, out: &mut Vec<Incoming>) -> Result<(), RecordError> {
     let s = &m.spec;
-    let text = s.number.required(record)?;
-    let number = phones.parse(text).map_err(|e| s.number.error(record, text, e.to_string()))?;
     let deleting = s.delete.as_ref().is_some_and(|d| {
         d.source
             .get(record)
             .is_some_and(|v| d.values.iter().any(|t| spec::same_token(t, v)))
     });
+    // Records that are not consents of ours are skipped before anything else is read of them: a
+    // marketing e-mail row need not hold a phone number. A deletion is a decision whatever its consent.
+    for slot in s.slots.iter().filter(|_| !s.wide) {
+        if let SlotUsage::Read(src) = &slot.usage {
+            if let Some(v) = src
+                .get(record)
+                .filter(|v| s.usage_values.lookup(v).is_none() && s.usage_values.skips(v))
+            {
+                return Err(src.skip(record, v));
+            }
+        }
+        let consent = slot.consent.get(record).filter(|_| !deleting);
+        if let Some(v) = consent.filter(|v| s.consent_values.lookup(v).is_none() && s.consent_values.skips(v)) {
+            return Err(slot.consent.skip(record, v));
+        }
+    }
+    let text = s.number.required(record)?;
+    if let From::Field { index, .. } = s.number.from {
+        if record.inexact(index) {
+            return Err(s.number.error(
+                record,
+                text,
+                "not a string: a JSON number that is not a whole number as written".into(),
+            ));
+        }
+    }
+    let written;
+    let text = if s.international {
+        written = international(text);
+        written.as_ref()
+    } else {
+        text
+    };
+    let phones = match s.region.as_ref().and_then(|src| Some((src, src.get(record)?))) {
+        Some((src, v)) => phones.with_region(Region::parse_code(v).map_err(|e| src.error(record, v, e.to_string()))?),
+        None => *phones,
+    };
+    let number = phones.parse(text).map_err(|e| s.number.error(record, text, e.to_string()))?;
+    let (start, mut skipped) = (out.len(), None);
     for slot in &s.slots {
         let consent = match slot.consent.get(record) {
             _ if deleting => None,
             None if s.wide => continue,
             None => return Err(slot.consent.error(record, "", "missing".into())),
-            Some(v) => Some(
-                s.consent_values
-                    .lookup(v)
-                    .ok_or_else(|| unmapped(&slot.consent, record, v, &s.consent_values.accepted()))?,
-            ),
+            Some(v) => match s.consent_values.lookup(v) {
+                Some(c) => Some(c),
+                // A wide record's usage without a decision: no consent for that usage.
+                None if s.consent_values.skips(v) => {
+                    skipped.get_or_insert_with(|| slot.consent.skip(record, v));
+                    continue;
+                }
+                None => return Err(unmapped(&slot.consent, record, v, &s.consent_values.accepted())),
+            },
         };
         let usage = match &slot.usage {
             SlotUsage::Fixed(u) => *u,
@@ -173,7 +269,22 @@ fn read(m: &Mapping, record: &Record, phones: &PhoneParser, out: &mut Vec<Incomi
         };
         out.push(Incoming { number, usage, op });
     }
-    Ok(())
+    match skipped {
+        // Every usage the record spoke of was skipped.
+        Some(e) if out.len() == start => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// A number of a column that holds international numbers: `491512345678` and `0049 151…` as
+/// `+49…`. A `+`, a `tel:` URI, or a leading single 0 (a national number after all) is left as it is.
+fn international(text: &str) -> std::borrow::Cow<'_, str> {
+    let t = text.trim_start();
+    match t.as_bytes() {
+        [b'0', b'0', ..] => format!("+{}", &t[2..]).into(),
+        [b'1'..=b'9', ..] => format!("+{t}").into(),
+        _ => text.into(),
+    }
 }
 
 fn unmapped(src: &Source, record: &Record, value: &str, accepted: &str) -> RecordError {
@@ -197,6 +308,7 @@ fn times(slot: &Slot, record: &Record) -> Result<(Option<Timestamp>, Option<Time
 #[derive(Clone, Copy)]
 enum Cell<'m> {
     Number(PhoneNumber),
+    Region(Region),
     Value(OutValue<'m>),
     Time(Timestamp, &'m TimeFormat),
 }
@@ -254,6 +366,9 @@ fn out_record(m: &Mapping, consents: &[Consent], delete: Option<&str>, out: &mut
     for (n, group) in consents.chunks(per_record).enumerate() {
         cells.fill(None);
         set(cells, &s.number, Cell::Number(group[0].number));
+        if let (Some(src), Some(region)) = (&s.region, Region::of(group[0].number)) {
+            set(cells, src, Cell::Region(region));
+        }
         if let Some(d) = &s.delete {
             set(cells, &d.source, Cell::Value(OutValue::Text(delete.unwrap_or_default())));
         }
@@ -288,6 +403,7 @@ fn out_record(m: &Mapping, consents: &[Consent], delete: Option<&str>, out: &mut
             match *cell {
                 None => {}
                 Some(Cell::Number(number)) => out.push_text_with(part, i, |t| number.push_to(t)),
+                Some(Cell::Region(region)) => out.push_text_with(part, i, |t| t.push_str(&region.to_string())),
                 Some(Cell::Value(v)) => out.push(part, i, v),
                 Some(Cell::Time(t, format)) => match format.number(t) {
                     Some(n) if json => out.push(part, i, OutValue::Int(n)),
@@ -385,7 +501,7 @@ mod tests {
 
     fn incoming(m: &Mapping, fields: &[(&str, &str)]) -> Result<Vec<Incoming>, RecordError> {
         let mut out = Vec::new();
-        m.to_incoming(&record(m, 7, fields), &PhoneParser::new(Some(49)), &mut out)
+        m.to_incoming(&record(m, 7, fields), &PhoneParser::new(Region::parse("DE").ok()), &mut out)
             .map(|()| out)
     }
 
@@ -550,9 +666,20 @@ mod tests {
         assert_eq!(s.number(ts("2023-11-14T22:13:20.9Z")), Some(1_700_000_000));
         assert_eq!(text(&s, ts("2023-11-14T22:13:20Z")), "1700000000");
         assert_eq!(utc.number(ts("2023-11-14T22:13:20Z")), None);
-        assert!(s.parse("1.5").is_err() && s.parse("99999999999999999").is_err());
+        assert_eq!(s.parse("1704153600.5"), Ok(Timestamp::from_millis(1_704_153_600_500)));
+        assert_eq!(s.parse("1.7041536005e9"), Ok(Timestamp::from_millis(1_704_153_600_500)));
+        assert_eq!(s.parse("1704153600.123456"), Ok(Timestamp::from_millis(1_704_153_600_123)));
+        assert_eq!(s.parse("-1.5"), Ok(Timestamp::from_millis(-1500)));
+        assert_eq!(s.parse("+12"), Ok(Timestamp::from_millis(12_000)));
+        for bad in ["", ".", "1.5.2", "12a", "1e", "99999999999999999", "--1", "1e400", "0x10"] {
+            assert!(s.parse(bad).is_err(), "{bad:?}");
+        }
         assert_eq!(
             time("epoch_ms", "UTC").parse("1700000000123"),
+            Ok(Timestamp::from_millis(1_700_000_000_123))
+        );
+        assert_eq!(
+            time("epoch_ms", "UTC").parse("1700000000123.9"),
             Ok(Timestamp::from_millis(1_700_000_000_123))
         );
         let de = time("%d.%m.%Y %H:%M:%S", "Europe/Berlin");
@@ -772,13 +899,13 @@ mod tests {
         Record {
             location: Location::default(),
             values,
-            raw: None,
+            inexact: 0,
         }
     }
 
-    fn arb_consent() -> impl Strategy<Value = (u64, bool, i64, i64)> {
+    fn arb_consent() -> impl Strategy<Value = (PhoneNumber, bool, i64, i64)> {
         (
-            1_000_000u64..999_999_999_999_999,
+            crate::domain::phone::possible_numbers(),
             any::<bool>(),
             0i64..4_000_000_000,
             0i64..100_000_000,
@@ -801,7 +928,7 @@ mod tests {
                 .replace("created = { path = \"created_at\" }", &format!("created = {{ path = \"created_at\", format = \"{format}\", timezone = \"{zone}\" }}"));
             let m = mapping(&text);
             let c = Consent {
-                number: PhoneNumber::from_u64(digits).unwrap(),
+                number: digits,
                 usage: if whatsapp { Usage::Whatsapp } else { Usage::CallRecording },
                 consent: value,
                 created_at: Timestamp::from_millis(created * 1000),
@@ -820,7 +947,7 @@ mod tests {
             other in prop::option::of(any::<bool>()),
         ) {
             let m = mapping(&WIDE.replace("%d.%m.%Y %H:%M", "%Y-%m-%d %H:%M:%S%.3f %z"));
-            let number = PhoneNumber::from_u64(digits).unwrap();
+            let number = digits;
             let make = |usage, consent| Consent { number, usage, consent, created_at: Timestamp::from_millis(created), updated_at: Timestamp::from_millis(created + later), source: From_::Cli };
             let consents: Vec<Consent> = std::iter::once(make(Usage::CallRecording, value)).chain(other.map(|v| make(Usage::Whatsapp, v))).collect();
             let out = written(&m, &consents);

@@ -34,15 +34,19 @@ pub struct MappingErrors {
     pub problems: Vec<String>,
 }
 
-/// Why one record was refused: where, which field, the value, and why.
+/// Why one record was refused (or skipped): where, which field, the value, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{location}: field {field} = {value:?}: {reason}")]
 pub struct RecordError {
     pub location: Location,
-    /// The mapping key (`number`, `usage`, `consent`, `created`, `updated`, `delete`) and where it is read.
+    /// The mapping key (`number`, `region`, `usage`, `consent`, `created`, `updated`, `delete`) and where
+    /// it is read.
     pub field: String,
     pub value: String,
     pub reason: String,
+    /// Not refused but skipped: the record is not a consent of ours (a value the mapping lists under
+    /// `skip`). It is left out and counted, and not written to the rejects.
+    pub skipped: bool,
 }
 
 impl Mapping {
@@ -65,6 +69,12 @@ impl Mapping {
         &self.spec.format
     }
 
+    /// The parser for this mapping's files: `base` reading national numbers in the mapping's
+    /// `[format] region`, when it names one. (A record's own region field goes further still.)
+    pub fn phones(&self, base: &PhoneParser) -> PhoneParser {
+        self.spec.default_region.map_or(*base, |r| base.with_region(r))
+    }
+
     /// The fields a reader must pick out of each record, in the order `Record::values` gives them.
     pub fn wanted_fields(&self) -> Vec<FieldRef> {
         apply::wanted_fields(self)
@@ -75,7 +85,9 @@ impl Mapping {
         apply::optional_fields(self)
     }
 
-    /// Turns one record into incoming changes (a wide record gives one per usage it carries).
+    /// Turns one record into incoming changes (a wide record gives one per usage it carries). `phones`
+    /// reads national numbers in the region the caller decided (see [`Mapping::phones`]), unless the
+    /// record names its own.
     pub fn to_incoming(&self, record: &Record, phones: &PhoneParser, out: &mut Vec<Incoming>) -> Result<(), RecordError> {
         apply::to_incoming(self, record, phones, out)
     }
@@ -147,7 +159,7 @@ mod testing {
                 path: None,
             },
             values,
-            raw: None,
+            inexact: 0,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! and turns what passes into a [`MappingSpec`] that `apply` uses without further checks.
 
 use super::*;
-use crate::domain::{Op, PhoneNumber, Timestamp, Usage};
+use crate::domain::{Op, PhoneNumber, Region, Timestamp, Usage};
 use crate::formats::FormatKind;
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
@@ -20,15 +20,20 @@ use std::fmt::{self, Write};
 #[serde(deny_unknown_fields)]
 struct RawField {
     /// CSV/TSV: the column, by its header name (`column = "phone"`) or its 1-based position (`column = 3`).
-    column: Option<RawColumn>,
+    /// A list names fallbacks: the first non-empty of them is read (`column = ["revoked_at", "opt_in_at"]`;
+    /// the first must be in the file, the others may be absent). Export writes the first.
+    column: Option<OneOrMany<RawColumn>>,
     /// JSON/NDJSON: dotted path inside the record (`contact.phone`). XML: slash path inside the record
     /// element (`phone`, `contact/phone`, `@id`, `.`). A leading `../` reads from the parent of a nested
-    /// record (`../@id`, `../phone`).
-    path: Option<String>,
+    /// record (`../@id`, `../phone`). A list names fallbacks, as with `column`.
+    path: Option<OneOrMany<String>>,
     /// A constant used for every record instead of reading one, e.g. `usage = { value = "whatsapp" }`.
     value: Option<String>,
-    /// `created`/`updated` only: how times are written: `rfc3339` (default), `epoch_s`, `epoch_ms`, or
-    /// a chrono strftime pattern such as `%d.%m.%Y %H:%M:%S` or the date-only `%Y-%m-%d`.
+    /// `created`/`updated`: how times are written: `rfc3339` (default), `epoch_s`, `epoch_ms`, or a
+    /// chrono strftime pattern such as `%d.%m.%Y %H:%M:%S` or the date-only `%Y-%m-%d`.
+    /// `number`: `national` (default: digits without `+` are a number of the region, as libphonenumber
+    /// reads them) or `international` (digits without `+` are E.164 without its plus, as MSISDN
+    /// columns hold them; `00` also starts a country code).
     format: Option<String>,
     /// `created`/`updated` only: the IANA time zone (`Europe/Berlin`) of times without an offset.
     /// Default `UTC`. Export writes times in this zone.
@@ -44,6 +49,23 @@ enum RawColumn {
     Name(String),
 }
 
+/// One value, or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    fn items(&self) -> &[T] {
+        match self {
+            OneOrMany::One(t) => std::slice::from_ref(t),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
 /// The `[values]` table: how values are written in the files.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +73,8 @@ struct RawValues {
     /// `consent = { true = [...], false = [...] }`: the tokens meaning given and denied.
     consent: Option<RawConsentValues>,
     /// `usage = { call_recording = [...], whatsapp = [...] }`: the tokens of each usage. A usage left
-    /// out keeps its canonical name.
+    /// out keeps its canonical name. `skip = [...]`: purposes we do not keep (`marketing_email`), whose
+    /// records are skipped and counted, not refused.
     usage: Option<BTreeMap<String, Vec<String>>>,
 }
 
@@ -64,6 +87,10 @@ struct RawConsentValues {
     /// Tokens meaning the consent is denied; the first one is written on export.
     #[serde(rename = "false")]
     denied: Vec<String>,
+    /// Tokens that are no decision (`NotSeen`, `pending`): such records are skipped and counted, not
+    /// refused.
+    #[serde(default)]
+    skip: Vec<String>,
 }
 
 /// One `[[wide]]` entry: a record carries the consent of this usage in its own column.
@@ -126,7 +153,7 @@ struct RawReject {
 }
 
 const TOP_KEYS: [&str; 6] = ["description", "format", "fields", "values", "wide", "tests"];
-const FIELD_KEYS: [&str; 6] = ["number", "usage", "consent", "created", "updated", "delete"];
+const FIELD_KEYS: [&str; 7] = ["number", "region", "usage", "consent", "created", "updated", "delete"];
 const GIVEN: [&str; 7] = ["true", "1", "y", "yes", "ja", "opt-in", "granted"];
 const DENIED: [&str; 8] = ["false", "0", "n", "no", "nein", "opt-out", "revoked", "denied"];
 
@@ -139,9 +166,17 @@ pub struct MappingSpec {
     pub description: String,
     /// The `[format]` table.
     pub format: FormatSpec,
-    /// Every field read, deduplicated, in write order; `Source::Field` indexes into it.
+    /// Every field read, deduplicated, in write order; `Source::Field` indexes into it. The first
+    /// `written` are what export writes; after them come fallbacks, which are only read.
     pub(super) columns: Vec<FieldRef>,
+    pub(super) written: usize,
     pub(super) number: Source,
+    /// Where a record says the region its number is written in (an ISO code or a calling code).
+    pub(super) region: Option<Source>,
+    /// `[format] region`: the region this file's national numbers are written in.
+    pub(super) default_region: Option<Region>,
+    /// `number.format = "international"`: digits without `+` are E.164 without its plus.
+    pub(super) international: bool,
     /// One slot for a flat layout; one per `[[wide]]` entry for a wide one.
     pub(super) slots: Vec<Slot>,
     pub(super) wide: bool,
@@ -163,7 +198,12 @@ pub(super) struct Source {
 
 #[derive(Debug, Clone)]
 pub(super) enum From {
-    Field { at: FieldRef, index: usize },
+    /// A field of the record (`at`, the `index`-th wanted field), else the first non-empty fallback.
+    Field {
+        at: FieldRef,
+        index: usize,
+        fallbacks: Vec<(FieldRef, usize)>,
+    },
     Const(String),
 }
 
@@ -213,10 +253,12 @@ pub(super) struct DeleteMarker {
     pub values: Vec<String>,
 }
 
-/// Tokens per value; the first token of each is written on export.
+/// Tokens per value; the first token of each is written on export. `skip` tokens mean "not a consent
+/// of ours": the record is skipped, not refused.
 #[derive(Debug, Clone)]
 pub(super) struct ValueMap<T> {
     pub entries: Vec<(T, Vec<String>)>,
+    pub skip: Vec<String>,
 }
 
 /// A test case with its expectations parsed.
@@ -264,6 +306,11 @@ impl<T: Copy + PartialEq + fmt::Display> ValueMap<T> {
             .find(|(v, _)| *v == value)
             .and_then(|(_, ts)| ts.first())
             .map(String::as_str)
+    }
+
+    /// Whether the value is one the mapping skips.
+    pub fn skips(&self, value: &str) -> bool {
+        self.skip.iter().any(|t| same_token(t, value))
     }
 
     /// `true: true, 1, yes; false: false, 0, no`, for messages.
@@ -366,7 +413,21 @@ impl Checker {
             .remove("description")
             .and_then(|v| self.parse::<String>("description", v))
             .unwrap_or_default();
-        let format = match table.remove("format") {
+        let mut format_table = table.remove("format");
+        // `region` is about numbers, not bytes: the mapping reads it, the format spec does not.
+        let default_region = match format_table
+            .as_mut()
+            .and_then(toml::Value::as_table_mut)
+            .and_then(|t| t.remove("region"))
+        {
+            None => None,
+            Some(toml::Value::String(r)) => Region::parse(&r).map_err(|e| self.problem("format.region", e)).ok(),
+            Some(_) => {
+                self.problem("format.region", "must be a region code in quotes, such as \"US\"");
+                None
+            }
+        };
+        let format = match format_table {
             Some(v) => self.parse::<FormatSpec>("format", v),
             None => {
                 self.problem("format", "missing: add a [format] table with at least `type`");
@@ -386,7 +447,30 @@ impl Checker {
         let tests: Vec<RawTest> = table.remove("tests").and_then(|v| self.parse("tests", v)).unwrap_or_default();
 
         let (consent_values, usage_values) = self.value_maps(values);
-        let number = self.required(&mut fields, "number", "the phone number");
+        let raw_number = fields.remove("number");
+        let number = match &raw_number {
+            Some(f) => self.source("fields.number", "number", f, Extras::Number),
+            None => {
+                self.problem("fields.number", "missing: say where the phone number is read");
+                None
+            }
+        };
+        let international = match raw_number.as_ref().and_then(|f| f.format.as_deref()) {
+            None | Some("national") => false,
+            Some("international") => true,
+            Some(other) => {
+                self.problem("fields.number.format", format!("{other:?}: expected national or international"));
+                false
+            }
+        };
+        let region = fields
+            .remove("region")
+            .and_then(|f| self.source("fields.region", "region", &f, Extras::None));
+        if let Some(Source { from: From::Const(v), .. }) = &region {
+            if let Err(e) = Region::parse_code(v) {
+                self.problem("fields.region.value", e);
+            }
+        }
         let created = fields.remove("created").and_then(|f| self.time("fields.created", "created", &f));
         let updated = fields.remove("updated").and_then(|f| self.time("fields.updated", "updated", &f));
         let delete = fields.remove("delete").and_then(|f| self.delete(&f));
@@ -418,7 +502,11 @@ impl Checker {
             description,
             format: format?,
             columns: Vec::new(),
+            written: 0,
             number: number?,
+            region,
+            default_region,
+            international,
             wide: slots.iter().any(|s| matches!(s.usage, SlotUsage::Fixed(_))),
             slots,
             delete,
@@ -465,10 +553,11 @@ impl Checker {
 
     fn source(&mut self, path: &str, key: &'static str, f: &RawField, extras: Extras) -> Option<Source> {
         if extras != Extras::Time {
-            for (set, name) in [(f.format.is_some(), "format"), (f.timezone.is_some(), "timezone")] {
-                if set {
-                    self.problem(&format!("{path}.{name}"), "only for the times `created` and `updated`");
-                }
+            if f.format.is_some() && extras != Extras::Number {
+                self.problem(&format!("{path}.format"), "only for `number` and the times `created` and `updated`");
+            }
+            if f.timezone.is_some() {
+                self.problem(&format!("{path}.timezone"), "only for the times `created` and `updated`");
             }
         }
         if extras != Extras::Delete && f.values.is_some() {
@@ -478,7 +567,7 @@ impl Checker {
             );
         }
         let csv = self.kind.map(|k| matches!(k, FormatKind::Csv | FormatKind::Tsv));
-        let from = match (&f.column, &f.path, &f.value) {
+        let refs: Vec<Option<FieldRef>> = match (&f.column, &f.path, &f.value) {
             (Some(_), _, _) if csv == Some(false) => {
                 self.problem(path, "`column` is for csv/tsv files; use `path` with json, ndjson and xml");
                 return None;
@@ -487,25 +576,28 @@ impl Checker {
                 self.problem(path, "`path` is for json, ndjson and xml files; use `column` with csv/tsv");
                 return None;
             }
-            (Some(RawColumn::Position(p)), None, None) => match usize::try_from(*p) {
-                Ok(p) if p >= 1 => From::Field {
-                    at: FieldRef::Position(p),
-                    index: 0,
-                },
-                _ => {
-                    self.problem(&format!("{path}.column"), format!("position {p}: positions count from 1"));
-                    return None;
-                }
-            },
-            (Some(RawColumn::Name(n)), None, None) | (None, Some(n), None) if n.trim().is_empty() || n == "../" => {
-                self.problem(path, "the column name or path is empty");
-                return None;
+            (Some(columns), None, None) => columns
+                .items()
+                .iter()
+                .map(|c| match c {
+                    RawColumn::Position(p) => match usize::try_from(*p) {
+                        Ok(p) if p >= 1 => Some(FieldRef::Position(p)),
+                        _ => {
+                            self.problem(&format!("{path}.column"), format!("position {p}: positions count from 1"));
+                            None
+                        }
+                    },
+                    RawColumn::Name(n) => self.field_name(path, n),
+                })
+                .collect(),
+            (None, Some(paths), None) => paths.items().iter().map(|n| self.field_name(path, n)).collect(),
+            (None, None, Some(v)) => {
+                return Some(Source {
+                    key,
+                    label: format!("value {v:?}"),
+                    from: From::Const(v.clone()),
+                })
             }
-            (Some(RawColumn::Name(n)), None, None) | (None, Some(n), None) => From::Field {
-                at: FieldRef::Name(n.clone()),
-                index: 0,
-            },
-            (None, None, Some(v)) => From::Const(v.clone()),
             (None, None, None) => {
                 self.problem(path, "say where the value is: one of `column`, `path` or `value`");
                 return None;
@@ -515,18 +607,35 @@ impl Checker {
                 return None;
             }
         };
-        let label = match (&from, csv) {
-            (From::Const(v), _) => format!("value {v:?}"),
-            (
-                From::Field {
-                    at: FieldRef::Position(p), ..
-                },
-                _,
-            ) => format!("column {p}"),
-            (From::Field { at, .. }, Some(true)) => format!("column {at}"),
-            (From::Field { at, .. }, _) => format!("path {at}"),
+        if refs.is_empty() {
+            self.problem(path, "the list of columns or paths is empty");
+        }
+        let mut refs = refs.into_iter().collect::<Option<Vec<FieldRef>>>()?.into_iter();
+        let at = refs.next()?;
+        let fallbacks: Vec<(FieldRef, usize)> = refs.map(|r| (r, 0)).collect();
+        let word = if csv == Some(true) { "column" } else { "path" };
+        let name = |r: &FieldRef| match r {
+            FieldRef::Position(p) => format!("column {p}"),
+            FieldRef::Name(n) => format!("{word} {n}"),
         };
-        Some(Source { key, label, from })
+        let mut label = name(&at);
+        for (r, _) in &fallbacks {
+            label.push_str(&format!(", else {}", name(r)));
+        }
+        Some(Source {
+            key,
+            label,
+            from: From::Field { at, index: 0, fallbacks },
+        })
+    }
+
+    /// A column name or path as written, or a problem when it is empty.
+    fn field_name(&mut self, path: &str, n: &str) -> Option<FieldRef> {
+        if n.trim().is_empty() || n == "../" {
+            self.problem(path, "the column name or path is empty");
+            return None;
+        }
+        Some(FieldRef::Name(n.to_string()))
     }
 
     fn time(&mut self, path: &str, key: &'static str, f: &RawField) -> Option<TimeSource> {
@@ -585,24 +694,40 @@ impl Checker {
         let tokens = |ts: &[&str]| ts.iter().map(|t| t.to_string()).collect::<Vec<_>>();
         let (consent, usage) = values.map(|v| (v.consent, v.usage)).unwrap_or_default();
         let consent = match consent {
-            Some(c) => vec![(true, c.given), (false, c.denied)],
-            None => vec![(true, tokens(&GIVEN)), (false, tokens(&DENIED))],
+            Some(c) => ValueMap {
+                entries: vec![(true, c.given), (false, c.denied)],
+                skip: c.skip,
+            },
+            None => ValueMap {
+                entries: vec![(true, tokens(&GIVEN)), (false, tokens(&DENIED))],
+                skip: Vec::new(),
+            },
         };
         let mut usages: Vec<(Usage, Vec<String>)> = Usage::ALL.iter().map(|u| (*u, vec![u.as_str().to_string()])).collect();
+        let mut skip = Vec::new();
         for (name, list) in usage.unwrap_or_default() {
+            if name == "skip" {
+                skip = list;
+                continue;
+            }
             match Usage::parse(&name) {
                 Ok(u) => usages.iter_mut().filter(|(v, _)| *v == u).for_each(|(_, ts)| *ts = list.clone()),
-                Err(e) => self.problem(&format!("values.usage.{name}"), e),
+                Err(e) => self.problem(&format!("values.usage.{name}"), format!("{e} (or skip, for values to leave out)")),
             }
         }
-        let consent = ValueMap { entries: consent };
-        let usage = ValueMap { entries: usages };
+        let usage = ValueMap { entries: usages, skip };
         self.check_tokens("values.consent", &consent);
         self.check_tokens("values.usage", &usage);
         (consent, usage)
     }
 
     fn check_tokens<T: Copy + PartialEq + fmt::Display>(&mut self, key: &str, map: &ValueMap<T>) {
+        if map.skip.iter().any(|t| t.trim().is_empty()) {
+            self.problem(&format!("{key}.skip"), "no empty tokens");
+        }
+        for t in map.skip.iter().filter(|t| map.lookup(t).is_some()) {
+            self.problem(&format!("{key}.skip"), format!("{t:?} is also listed as a value"));
+        }
         for (i, (value, tokens)) in map.entries.iter().enumerate() {
             if tokens.is_empty() || tokens.iter().any(|t| t.trim().is_empty()) {
                 self.problem(&format!("{key}.{value}"), "list at least one token, and no empty ones");
@@ -693,6 +818,7 @@ enum Extras {
     None,
     Time,
     Delete,
+    Number,
 }
 
 /// An expected change of a test case, parsed.
@@ -749,36 +875,62 @@ pub(super) fn time_kind(format: &str) -> Result<TimeKind, String> {
 }
 
 impl MappingSpec {
-    /// Lists every field read, in write order (number, usages, consents, created, updated, delete), and
-    /// points each source at its place in that list.
-    fn index_columns(&mut self) {
-        let columns = &mut self.columns;
-        let mut index = |s: &mut Source| {
-            if let From::Field { at, index } = &mut s.from {
-                *index = columns.iter().position(|c| c == at).unwrap_or_else(|| {
-                    columns.push(at.clone());
-                    columns.len() - 1
-                });
-            }
-        };
-        index(&mut self.number);
+    /// Every source of a value, in write order: number, region, usages, consents, created, updated,
+    /// delete.
+    fn each_source(&mut self, mut f: impl FnMut(&mut Source)) {
+        f(&mut self.number);
+        if let Some(r) = &mut self.region {
+            f(r);
+        }
         for slot in &mut self.slots {
             if let SlotUsage::Read(u) = &mut slot.usage {
-                index(u);
+                f(u);
             }
         }
-        self.slots.iter_mut().for_each(|s| index(&mut s.consent));
+        self.slots.iter_mut().for_each(|s| f(&mut s.consent));
         self.slots
             .iter_mut()
             .filter_map(|s| s.created.as_mut())
-            .for_each(|t| index(&mut t.source));
+            .for_each(|t| f(&mut t.source));
         self.slots
             .iter_mut()
             .filter_map(|s| s.updated.as_mut())
-            .for_each(|t| index(&mut t.source));
+            .for_each(|t| f(&mut t.source));
         if let Some(d) = &mut self.delete {
-            index(&mut d.source);
+            f(&mut d.source);
         }
+    }
+
+    /// Lists every field read, in write order, fallbacks last (export writes only the fields before
+    /// them), and points each source at its place in that list.
+    fn index_columns(&mut self) {
+        let mut columns = std::mem::take(&mut self.columns);
+        let mut place = |at: &FieldRef| {
+            columns.iter().position(|c| c == at).unwrap_or_else(|| {
+                columns.push(at.clone());
+                columns.len() - 1
+            })
+        };
+        self.each_source(|s| {
+            if let From::Field { at, index, .. } = &mut s.from {
+                *index = place(at);
+            }
+        });
+        self.written = columns.len();
+        let mut place = |at: &FieldRef| {
+            columns.iter().position(|c| c == at).unwrap_or_else(|| {
+                columns.push(at.clone());
+                columns.len() - 1
+            })
+        };
+        self.each_source(|s| {
+            if let From::Field { fallbacks, .. } = &mut s.from {
+                for (f, i) in fallbacks {
+                    *i = place(f);
+                }
+            }
+        });
+        self.columns = columns;
     }
 }
 
@@ -876,14 +1028,14 @@ mod tests {
         );
         let expected = [
             "t.toml: colour: unknown key, expected one of description, format, fields, values, wide, tests",
-            "t.toml: fields.phone: unknown field, expected one of number, usage, consent, created, updated, delete",
+            "t.toml: fields.phone: unknown field, expected one of number, region, usage, consent, created, updated, delete",
             "t.toml: fields.number: `column` is for csv/tsv files; use `path` with json, ndjson and xml",
             "t.toml: fields.usage: give only one of `column`, `path` or `value`",
             "t.toml: fields.consent: missing: say where the consent (or use [[wide]]) is read",
             "t.toml: fields.updated.timezone: unknown time zone \"Europe/Berln\": use an IANA name such as Europe/Berlin or UTC",
             "t.toml: fields.delete.values: list at least one non-empty value, e.g. [\"D\"]",
             "t.toml: values.consent: \"ja\" is listed for both true and false",
-            "t.toml: values.usage.sms: unknown usage \"sms\": expected call_recording or whatsapp",
+            "t.toml: values.usage.sms: unknown usage \"sms\": expected call_recording or whatsapp (or skip, for values to leave out)",
             "t.toml: values.usage.whatsapp: list at least one token, and no empty ones",
         ];
         for e in expected {
@@ -918,7 +1070,7 @@ mod tests {
         );
         assert_problem(
             &base("number = { column = \"a\", format = \"epoch_s\" }"),
-            "t.toml: fields.number.format: only for the times `created` and `updated`",
+            "t.toml: fields.number.format: \"epoch_s\": expected national or international",
         );
         assert_problem(
             &base("number = { column = \"a\", values = [\"x\"] }"),
@@ -989,7 +1141,7 @@ mod tests {
             "t.toml: tests[1].expect[2]: unknown usage \"sms\": expected call_recording or whatsapp",
             "t.toml: tests[1].expect[3]: give `consent = true|false` or `delete = true`",
             "t.toml: tests[1].expect[4]: \"yesterday\" is not a date (YYYY-MM-DD) or an RFC 3339 time (2024-05-01T12:00:00Z)",
-            "t.toml: tests[1].rejects[1].field: \"phone\": expected one of number, usage, consent, created, updated, delete",
+            "t.toml: tests[1].rejects[1].field: \"phone\": expected one of number, region, usage, consent, created, updated, delete",
         ];
         for e in expected {
             assert!(p.contains(&e.to_string()), "expected {e:?} among {p:#?}");

@@ -134,7 +134,11 @@ impl Store {
                 ..Default::default()
             })?
             .collect::<Result<_>>()?;
-        let by_number: Vec<Change> = held.iter().map(|c| (keys::number_key(c.number, c.usage), None)).collect();
+        // Both usages' entries, consents and tombstones alike.
+        let by_number: Vec<Change> = crate::domain::Usage::ALL
+            .iter()
+            .map(|u| (keys::number_key(number, *u), None))
+            .collect();
         let mut by_created: Vec<Change> = held
             .iter()
             .map(|c| (keys::created_key(c.number, c.usage, c.consent, c.created_at.millis()), None))
@@ -195,15 +199,19 @@ impl Store {
         let source = self.names.id(&ctx.source.to_string())?;
         let actor = self.names.id(&ctx.actor)?;
         let mut deleted = 0u64;
+        // Deleted consents stay as tombstones, so each round goes on after the last key it took.
+        let mut from: Vec<u8> = Vec::new();
         loop {
             let mut changes: Vec<RawChange> = Vec::with_capacity(RESET_CHUNK);
-            let mut scan = self.by_number.scan(&[], None);
+            let mut scan = self.by_number.scan(&from, None);
             while changes.len() < RESET_CHUNK {
                 let Some(e) = scan.next_entry() else { break };
                 let (k, v) = e?;
-                let ((number, usage), before) = keys::decode_number_key(k)
-                    .zip(keys::decode_number_value(v))
+                let ((number, usage), entry) = keys::decode_number_key(k)
+                    .zip(keys::decode_number_entry(v))
                     .ok_or_else(|| StoreError::Corrupt("consent entry".into()))?;
+                from = [k, &[0]].concat();
+                let keys::Entry::Consent(before) = entry else { continue };
                 changes.push(RawChange {
                     seq: 0,
                     at: ctx.now.millis(),
@@ -213,6 +221,7 @@ impl Store {
                     usage,
                     before: Some(before),
                     after: None,
+                    deleted_at: Some(ctx.now.millis()),
                 });
             }
             drop(scan);

@@ -23,6 +23,20 @@ pub struct RawChange {
     pub usage: Usage,
     pub before: Option<Stored>,
     pub after: Option<Stored>,
+    /// When `after` is none: the deletion time of the tombstone the change leaves (none only in
+    /// journals written before tombstones, whose deletions left nothing).
+    pub deleted_at: Option<i64>,
+}
+
+/// What `by_number` holds for a number and usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Consent(Stored),
+    /// A tombstone: deleted at this time, by a change from this source.
+    Deleted {
+        at: i64,
+        source: u32,
+    },
 }
 
 /// Sorts signed times correctly as unsigned big-endian bytes.
@@ -100,14 +114,37 @@ pub fn number_value(s: &Stored) -> Small {
     v
 }
 
-pub fn decode_number_value(v: &[u8]) -> Option<Stored> {
-    let [1, c, rest @ ..] = v else { return None };
-    (rest.len() == 20).then(|| Stored {
-        consent: *c == 1,
-        created: time_from(&rest[0..8]),
-        updated: time_from(&rest[8..16]),
-        source: u32::from_be_bytes(rest[16..20].try_into().expect("4 bytes")),
-    })
+/// `by_number` value of a tombstone: format 2, deletion time, source id.
+pub fn tomb_value(at: i64, source: u32) -> Small {
+    let mut v = Small::new(&[2]);
+    v.push(&time_bytes(at));
+    v.push(&source.to_be_bytes());
+    v
+}
+
+/// The `by_number` value of what a journalled change leaves: its consent, a tombstone, or nothing.
+pub fn after_value(c: &RawChange) -> Option<Small> {
+    match (&c.after, c.deleted_at) {
+        (Some(s), _) => Some(number_value(s)),
+        (None, Some(at)) => Some(tomb_value(at, c.source)),
+        (None, None) => None,
+    }
+}
+
+pub fn decode_number_entry(v: &[u8]) -> Option<Entry> {
+    match v {
+        [1, c, rest @ ..] if rest.len() == 20 => Some(Entry::Consent(Stored {
+            consent: *c == 1,
+            created: time_from(&rest[0..8]),
+            updated: time_from(&rest[8..16]),
+            source: u32::from_be_bytes(rest[16..20].try_into().expect("4 bytes")),
+        })),
+        [2, rest @ ..] if rest.len() == 12 => Some(Entry::Deleted {
+            at: time_from(&rest[0..8]),
+            source: u32::from_be_bytes(rest[8..12].try_into().expect("4 bytes")),
+        }),
+        _ => None,
+    }
 }
 
 /// `by_created` key: usage, consent, created, number.
@@ -161,14 +198,19 @@ pub fn decode_audit_seq(k: &[u8]) -> Option<u64> {
 const JOURNAL_FORMAT: u8 = 1;
 const KIND_CHANGE: u8 = 0;
 
-fn put_stored(out: &mut Vec<u8>, s: &Option<Stored>) {
-    match s {
-        None => out.push(0),
-        Some(s) => {
+/// A consent (`1`), nothing (`0`), or after a deletion the tombstone's time (`2`).
+fn put_stored(out: &mut Vec<u8>, s: &Option<Stored>, deleted_at: Option<i64>) {
+    match (s, deleted_at) {
+        (Some(s), _) => {
             out.extend_from_slice(&[1, u8::from(s.consent)]);
             out.extend_from_slice(&s.created.to_be_bytes());
             out.extend_from_slice(&s.updated.to_be_bytes());
             out.extend_from_slice(&s.source.to_be_bytes());
+        }
+        (None, None) => out.push(0),
+        (None, Some(at)) => {
+            out.push(2);
+            out.extend_from_slice(&at.to_be_bytes());
         }
     }
 }
@@ -176,7 +218,12 @@ fn put_stored(out: &mut Vec<u8>, s: &Option<Stored>) {
 /// Bytes one change takes in a journal block.
 pub fn encoded_len(c: &RawChange) -> usize {
     let stored = |s: &Option<Stored>| if s.is_some() { 22 } else { 1 };
-    34 + stored(&c.before) + stored(&c.after)
+    let after = if c.after.is_none() && c.deleted_at.is_some() {
+        9
+    } else {
+        stored(&c.after)
+    };
+    34 + stored(&c.before) + after
 }
 
 /// A journal block: many changes in one sled value, keyed by its first sequence number.
@@ -192,8 +239,8 @@ pub fn encode_block(changes: &[RawChange]) -> Vec<u8> {
         out.extend_from_slice(&c.source.to_be_bytes());
         out.extend_from_slice(&c.number.as_u64().to_be_bytes());
         out.push(c.usage.code());
-        put_stored(&mut out, &c.before);
-        put_stored(&mut out, &c.after);
+        put_stored(&mut out, &c.before, None);
+        put_stored(&mut out, &c.after, c.deleted_at);
     }
     out
 }
@@ -218,15 +265,21 @@ impl Cur<'_> {
     fn i64(&mut self) -> Option<i64> {
         self.take().map(i64::from_be_bytes)
     }
-    fn stored(&mut self) -> Option<Option<Stored>> {
+    /// A stored consent or nothing, and the deletion time of a tombstone.
+    fn stored(&mut self) -> Option<(Option<Stored>, Option<i64>)> {
         match self.u8()? {
-            0 => Some(None),
-            _ => Some(Some(Stored {
-                consent: self.u8()? == 1,
-                created: self.i64()?,
-                updated: self.i64()?,
-                source: self.u32()?,
-            })),
+            0 => Some((None, None)),
+            1 => Some((
+                Some(Stored {
+                    consent: self.u8()? == 1,
+                    created: self.i64()?,
+                    updated: self.i64()?,
+                    source: self.u32()?,
+                }),
+                None,
+            )),
+            2 => Some((None, Some(self.i64()?))),
+            _ => None,
         }
     }
 }
@@ -242,15 +295,20 @@ pub fn decode_block(bytes: &[u8]) -> Option<Vec<RawChange>> {
         if c.u8()? != KIND_CHANGE {
             return None;
         }
+        let (seq, at, actor, source) = (c.u64()?, c.i64()?, c.u32()?, c.u32()?);
+        let (number, usage) = (PhoneNumber::from_u64(c.u64()?)?, Usage::from_code(c.u8()?)?);
+        let (before, _) = c.stored()?;
+        let (after, deleted_at) = c.stored()?;
         out.push(RawChange {
-            seq: c.u64()?,
-            at: c.i64()?,
-            actor: c.u32()?,
-            source: c.u32()?,
-            number: PhoneNumber::from_u64(c.u64()?)?,
-            usage: Usage::from_code(c.u8()?)?,
-            before: c.stored()?,
-            after: c.stored()?,
+            seq,
+            at,
+            actor,
+            source,
+            number,
+            usage,
+            before,
+            after,
+            deleted_at,
         });
     }
     Some(out)
@@ -272,18 +330,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn keys_and_values_round_trip(n in 1_000_000u64..999_999_999_999_999, u in 0u8..2, s in stored(), seq: u64, at: i64, before in prop::option::of(stored()), after in prop::option::of(stored())) {
+        fn keys_and_values_round_trip(n in 1_000_000u64..999_999_999_999_999, u in 0u8..2, s in stored(), seq: u64, at: i64, before in prop::option::of(stored()), after in prop::option::of(stored()), deleted_at in prop::option::of(any::<i64>())) {
             let number = PhoneNumber::from_u64(n).unwrap();
             let usage = Usage::from_code(u).unwrap();
             prop_assert_eq!(decode_number_key(&number_key(number, usage)), Some((number, usage)));
             let mut rev = Vec::new();
             number.reversed_digits(&mut rev);
             prop_assert_eq!(&*rev_digits(number), rev.as_slice());
-            prop_assert_eq!(decode_number_value(&number_value(&s)), Some(s));
+            prop_assert_eq!(decode_number_entry(&number_value(&s)), Some(Entry::Consent(s)));
+            prop_assert_eq!(decode_number_entry(&tomb_value(at, s.source)), Some(Entry::Deleted { at, source: s.source }));
             prop_assert_eq!(decode_created_key(&created_key(number, usage, s.consent, s.created)), Some((number, usage, s.consent, s.created)));
             prop_assert_eq!(decode_created_value(&created_value(&s)), Some((s.updated, s.source)));
             prop_assert_eq!(decode_audit_seq(&audit_key(number, seq)), Some(seq));
-            let c = RawChange { seq, at, actor: 1, source: s.source, number, usage, before, after };
+            let deleted_at = if after.is_some() { None } else { deleted_at };
+            let c = RawChange { seq, at, actor: 1, source: s.source, number, usage, before, after, deleted_at };
             prop_assert_eq!(decode_block(&encode_block(&[c, c])), Some(vec![c, c]));
             prop_assert_eq!(encode_block(&[c, c]).len(), 5 + 2 * encoded_len(&c));
         }

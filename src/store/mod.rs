@@ -50,14 +50,16 @@ pub mod sync;
 
 pub use batch::Batch;
 
-use crate::domain::{Consent, Criteria, Decision, Incoming, PhoneNumber, Source, Timestamp, Usage};
-use keys::{RawChange, Stored};
+use crate::domain::{Consent, Criteria, Decision, Held, Incoming, PhoneNumber, Source, Timestamp, Usage};
+use keys::{Entry, RawChange, Stored};
 use pages::{Change, PagedMap, Small};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-const STORE_FORMAT: u8 = 1;
+/// The store format: 2 added tombstones (by_number values and journal entries of format 2); a format 1
+/// store is read as it is and marked 2 when opened.
+const STORE_FORMAT: u8 = 2;
 /// Journal block size in bytes (one sled value). sled writes a node larger than 128 KiB (its segment
 /// size / 4) as a separate blob and its cache then counts that node as a few bytes, so memory would
 /// outgrow `cache_bytes`; a node holds up to 17 values, so blocks stay well under 128 KiB / 17.
@@ -270,6 +272,38 @@ impl Writer {
     }
 }
 
+/// What the decision of one change in a batch sees, and what it leaves for the next change to it.
+enum Slot {
+    Nothing,
+    Consent(Stored, Consent),
+    /// A tombstone: deleted at this time (UTC ms).
+    Deleted(i64),
+}
+
+impl Slot {
+    fn held(&self) -> Held<'_> {
+        match self {
+            Slot::Nothing => Held::Nothing,
+            Slot::Consent(_, c) => Held::Consent(c),
+            Slot::Deleted(at) => Held::Deleted(Timestamp::from_millis(*at)),
+        }
+    }
+
+    fn stored(&self) -> Option<Stored> {
+        match self {
+            Slot::Consent(s, _) => Some(*s),
+            _ => None,
+        }
+    }
+
+    fn deleted_at(&self) -> Option<i64> {
+        match self {
+            Slot::Deleted(at) => Some(*at),
+            _ => None,
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`, finishing any batch a crash interrupted.
     pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Self> {
@@ -282,11 +316,12 @@ impl Store {
                 e => StoreError::Sled(e),
             })?;
         let meta = db.open_tree("meta")?;
-        match meta.get("format")? {
-            None => {
+        match meta.get("format")?.as_deref() {
+            // New, or format 1 (no tombstones yet), which this version reads as it is.
+            None | Some([1]) => {
                 meta.insert("format", &[STORE_FORMAT])?;
             }
-            Some(v) if v.as_ref() == [STORE_FORMAT] => {}
+            Some([STORE_FORMAT]) => {}
             Some(v) => {
                 return Err(StoreError::Format {
                     dir: dir.to_path_buf(),
@@ -398,13 +433,26 @@ impl Store {
 
     /// The consent held for a number and usage.
     pub fn get(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Consent>> {
-        let v = self.by_number.get(&keys::number_key(number, usage))?;
-        v.map(|v| {
-            keys::decode_number_value(&v)
-                .map(|s| self.consent(number, usage, &s))
-                .ok_or_else(|| StoreError::Corrupt("consent value".into()))
-        })
-        .transpose()
+        match self.entry(number, usage)? {
+            Some(Entry::Consent(s)) => Ok(Some(self.consent(number, usage, &s))),
+            Some(Entry::Deleted { .. }) | None => Ok(None),
+        }
+    }
+
+    /// What `by_number` holds for a number and usage: a consent, a tombstone, or nothing.
+    fn entry(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Entry>> {
+        self.by_number
+            .get(&keys::number_key(number, usage))?
+            .map(|v| keys::decode_number_entry(&v).ok_or_else(|| StoreError::Corrupt("consent value".into())))
+            .transpose()
+    }
+
+    /// When the consent of a number and usage was deleted, if what we hold for it is a tombstone.
+    pub fn deleted_at(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Timestamp>> {
+        match self.entry(number, usage)? {
+            Some(Entry::Deleted { at, .. }) => Ok(Some(Timestamp::from_millis(at))),
+            _ => Ok(None),
+        }
     }
 
     /// Decides, journals and applies a batch of incoming changes (in order: a later change to the same
@@ -427,36 +475,41 @@ impl Store {
         let mut outcomes = vec![Outcome::Unchanged; batch.len()];
         let (mut block, mut block_bytes): (Vec<RawChange>, usize) = (Vec::new(), 0);
         let mut lookup = self.by_number.sorted_lookup();
-        let mut held: Option<(u64, Option<(Stored, Consent)>)> = None;
+        let mut held: Option<(u64, Slot)> = None;
         for (i, key, inc) in batch.iter() {
             if held.as_ref().is_none_or(|(k, _)| *k != key) {
-                let stored = lookup
+                let entry = lookup
                     .get(&keys::number_key(inc.number, inc.usage))?
-                    .map(|v| keys::decode_number_value(&v).ok_or_else(|| StoreError::Corrupt("consent value".into())))
+                    .map(|v| keys::decode_number_entry(&v).ok_or_else(|| StoreError::Corrupt("consent value".into())))
                     .transpose()?;
-                held = Some((key, stored.map(|s| (s, self.consent(inc.number, inc.usage, &s)))));
+                let slot = match entry {
+                    None => Slot::Nothing,
+                    Some(Entry::Consent(s)) => Slot::Consent(s, self.consent(inc.number, inc.usage, &s)),
+                    Some(Entry::Deleted { at, .. }) => Slot::Deleted(at),
+                };
+                held = Some((key, slot));
             }
             let slot = &mut held.as_mut().expect("set above").1;
-            let (outcome, after) = match inc.decide_preferring(slot.as_ref().map(|(_, c)| c), &ctx.source, ctx.now, ctx.prefer) {
-                Decision::Insert(c) => (Outcome::Inserted, Some(Some(c))),
-                Decision::Update(c) => (Outcome::Updated, Some(Some(c))),
-                Decision::Delete => (Outcome::Deleted, Some(None)),
+            let stored = |c: Consent| {
+                let s = Stored {
+                    consent: c.consent,
+                    created: c.created_at.millis(),
+                    updated: c.updated_at.millis(),
+                    source: source_id,
+                };
+                Slot::Consent(s, c)
+            };
+            let (outcome, after) = match inc.decide_preferring(slot.held(), &ctx.source, ctx.now, ctx.prefer) {
+                Decision::Insert(c) => (Outcome::Inserted, Some(stored(c))),
+                Decision::Update(c) => (Outcome::Updated, Some(stored(c))),
+                Decision::Delete { at } => (Outcome::Deleted, Some(Slot::Deleted(at.millis()))),
+                // A deletion recorded where no consent was held: no consent changes.
+                Decision::Tombstone { at } => (Outcome::Unchanged, Some(Slot::Deleted(at.millis()))),
                 Decision::Unchanged => (Outcome::Unchanged, None),
                 Decision::NotFound => (Outcome::NotFound, None),
             };
             outcomes[i] = outcome;
             if let Some(after) = after {
-                let after = after.map(|c| {
-                    (
-                        Stored {
-                            consent: c.consent,
-                            created: c.created_at.millis(),
-                            updated: c.updated_at.millis(),
-                            source: source_id,
-                        },
-                        c,
-                    )
-                });
                 if !dry_run {
                     let change = RawChange {
                         seq: writer.next_seq,
@@ -465,8 +518,9 @@ impl Store {
                         source: source_id,
                         number: inc.number,
                         usage: inc.usage,
-                        before: slot.as_ref().map(|(s, _)| *s),
-                        after: after.as_ref().map(|(s, _)| *s),
+                        before: slot.stored(),
+                        after: after.stored(),
+                        deleted_at: after.deleted_at(),
                     };
                     writer.next_seq += 1;
                     count_change(&mut counted, &change);
@@ -567,7 +621,7 @@ impl Store {
             .apply(until_error(self.journal_after(applied), &mut failed).map(|c| {
                 last = Some(c.seq);
                 created_len += usize::from(c.before.is_some()) + usize::from(c.after.is_some());
-                (keys::number_key(c.number, c.usage), c.after.as_ref().map(keys::number_value))
+                (keys::number_key(c.number, c.usage), keys::after_value(&c))
             }))?;
         if let Some(e) = failed {
             return Err(e);
@@ -681,9 +735,11 @@ impl Store {
             if !k.starts_with(&prefix) {
                 return None;
             }
-            let decoded = keys::decode_number_key(k).zip(keys::decode_number_value(v));
-            let Some(((number, usage), s)) = decoded else {
-                return Some(Err(StoreError::Corrupt("consent entry".into())));
+            let decoded = keys::decode_number_key(k).zip(keys::decode_number_entry(v));
+            let ((number, usage), s) = match decoded {
+                Some((key, Entry::Consent(s))) => (key, s),
+                Some((_, Entry::Deleted { .. })) => continue,
+                None => return Some(Err(StoreError::Corrupt("consent entry".into()))),
             };
             let c = self.consent(number, usage, &s);
             if criteria.matches(&c) {
@@ -1126,6 +1182,7 @@ mod tests {
                     updated: 5,
                     source: 0,
                 }),
+                deleted_at: None,
             };
             store.journal.insert(2u64.to_be_bytes(), keys::encode_block(&[change])).unwrap();
             store.flush().unwrap();
@@ -1160,6 +1217,140 @@ mod tests {
             store.changes_since(0, 10).unwrap().iter().map(|c| c.seq).collect::<Vec<_>>(),
             vec![1, 2, 3]
         );
+    }
+
+    fn delete(n: &str, usage: Usage, at: Option<&str>) -> Incoming {
+        Incoming {
+            number: PhoneNumber::parse(n).unwrap(),
+            usage,
+            op: Op::Delete { at: at.map(ts) },
+        }
+    }
+
+    fn undated(n: &str, usage: Usage, consent: bool) -> Incoming {
+        Incoming {
+            number: PhoneNumber::parse(n).unwrap(),
+            usage,
+            op: Op::Set {
+                consent,
+                created_at: None,
+                updated_at: None,
+            },
+        }
+    }
+
+    #[test]
+    fn deletions_stay_deleted_whatever_the_order_and_however_often() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let n = PhoneNumber::parse("+491512345678").unwrap();
+        // A file with a consent and its deletion (no times, as Sinch writes them), twice.
+        let file = [
+            undated("+491512345678", Usage::Whatsapp, true),
+            delete("+491512345678", Usage::Whatsapp, None),
+        ];
+        assert_eq!(store.apply(&file, &ctx(), false).unwrap(), [Outcome::Inserted, Outcome::Deleted]);
+        let journalled = store.changes_since(0, 100).unwrap().len();
+        assert_eq!(store.apply(&file, &ctx(), false).unwrap(), [Outcome::Unchanged, Outcome::Unchanged]);
+        assert_eq!(
+            store.changes_since(0, 100).unwrap().len(),
+            journalled,
+            "the second import changes nothing"
+        );
+        assert_eq!(store.get(n, Usage::Whatsapp).unwrap(), None);
+        assert_eq!(store.deleted_at(n, Usage::Whatsapp).unwrap(), Some(ctx().now));
+        // The deletion first, then an older consent: the consent is not taken.
+        let reversed = [
+            delete("+491519999999", Usage::Whatsapp, Some("2024-06-01T00:00:00Z")),
+            set("+491519999999", Usage::Whatsapp, true, "2024-05-01T00:00:00Z"),
+        ];
+        assert_eq!(
+            store.apply(&reversed, &ctx(), false).unwrap(),
+            [Outcome::Unchanged, Outcome::Unchanged]
+        );
+        let other = PhoneNumber::parse("+491519999999").unwrap();
+        assert_eq!(store.get(other, Usage::Whatsapp).unwrap(), None);
+        // A late, older file does not bring it back; a newer record does.
+        assert_eq!(
+            store
+                .apply(
+                    &[set("+491519999999", Usage::Whatsapp, true, "2024-05-15T00:00:00Z")],
+                    &ctx(),
+                    false
+                )
+                .unwrap(),
+            [Outcome::Unchanged]
+        );
+        assert_eq!(
+            store
+                .apply(
+                    &[set("+491519999999", Usage::Whatsapp, false, "2024-06-02T00:00:00Z")],
+                    &ctx(),
+                    false
+                )
+                .unwrap(),
+            [Outcome::Inserted]
+        );
+        assert_eq!(store.deleted_at(other, Usage::Whatsapp).unwrap(), None);
+        // Tombstones are not consents: searches, counts and toggles do not see them.
+        let digits = Criteria {
+            digits: Some(Digits::parse("5678").unwrap()),
+            ..Default::default()
+        };
+        assert!(store.search(&digits, None, 10).unwrap().items.is_empty());
+        assert_eq!(store.counts().unwrap().iter().map(|c| c.2).sum::<u64>(), 1);
+        let toggle = Incoming {
+            number: n,
+            usage: Usage::Whatsapp,
+            op: Op::Toggle,
+        };
+        assert_eq!(store.apply(&[toggle], &ctx(), false).unwrap(), [Outcome::NotFound]);
+        // Someone deciding now undoes the deletion.
+        let now = Timestamp::from_millis(ctx().now.millis() + 1);
+        let decided = Incoming {
+            number: n,
+            usage: Usage::Whatsapp,
+            op: Op::decided(true, now),
+        };
+        assert_eq!(store.apply(&[decided], &ctx(), false).unwrap(), [Outcome::Inserted]);
+    }
+
+    #[test]
+    fn tombstones_survive_reopening_and_a_purge_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = PhoneNumber::parse("+491512345678").unwrap();
+        {
+            let s = open(dir.path());
+            s.apply(
+                &[delete("+491512345678", Usage::CallRecording, Some("2024-06-01T00:00:00Z"))],
+                &ctx(),
+                false,
+            )
+            .unwrap();
+        }
+        let s = open(dir.path());
+        assert_eq!(s.deleted_at(n, Usage::CallRecording).unwrap(), Some(ts("2024-06-01T00:00:00Z")));
+        let history = s.history(n).unwrap();
+        assert_eq!(history.len(), 1, "the deletion is audited");
+        assert!(history[0].before.is_none() && history[0].after.is_none());
+        s.purge(n, "dpo", ts("2025-01-01T00:00:00Z")).unwrap();
+        assert_eq!(s.deleted_at(n, Usage::CallRecording).unwrap(), None);
+        assert!(s.history(n).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_reset_leaves_tombstones_that_older_records_do_not_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let batch: Vec<Incoming> = (0..300u64)
+            .map(|i| set(&format!("+4915100{i:05}"), Usage::Whatsapp, true, "2024-01-01T00:00:00Z"))
+            .collect();
+        s.apply(&batch, &ctx(), false).unwrap();
+        let e = s.reset(&ctx()).unwrap();
+        assert_eq!(e.removed.consents, 300);
+        assert_eq!(s.apply(&batch, &ctx(), false).unwrap(), vec![Outcome::Unchanged; 300]);
+        assert_eq!(s.counts().unwrap().iter().map(|c| c.2).sum::<u64>(), 0);
+        assert_eq!(s.reset(&ctx()).unwrap().removed.consents, 0);
     }
 
     #[test]

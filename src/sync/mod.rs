@@ -135,6 +135,12 @@ pub struct Connector {
 }
 
 impl Connector {
+    /// The region national numbers of this connector's records are read in, when it names one
+    /// (checked with the config).
+    pub fn region(&self) -> Option<crate::domain::Region> {
+        self.cfg.region.as_deref().and_then(|r| crate::domain::Region::parse(r).ok())
+    }
+
     /// Who wins a conflict in what this connector pulls.
     pub fn prefer(&self) -> crate::domain::Prefer {
         match self.cfg.authority {
@@ -362,14 +368,10 @@ impl Sync {
     }
 
     /// Dead letters (refused pulled records) that may hold the number: any line of their records whose
-    /// digits contain the number's, international or national (a leading 0 for the default country).
+    /// digits contain the number's, international or national (as dialled in its country: `0151…`).
     pub fn dead_letters_naming(&self, number: PhoneNumber) -> Result<Vec<(String, run::DeadLetter)>, SyncError> {
         let digits = number.digits();
-        let national = self
-            .config
-            .default_country_code
-            .and_then(|cc| digits.strip_prefix(&cc.to_string()))
-            .map(|rest| format!("0{rest}"));
+        let national = number.national_digits();
         let mut out = Vec::new();
         for c in &self.connectors {
             for (_, d) in self.store.sync_list::<run::DeadLetter>(&c.cfg.name, "dead")? {

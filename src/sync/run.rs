@@ -78,6 +78,10 @@ impl Sync {
                 let report = session.finish().map_err(|e| e.to_string())?;
                 self.account(c, &opts.url, &report, rejects.path(), run)?;
                 result.map_err(|e| e.to_string())?;
+                // A page not read to its end: the watermark stays, so the next run reads it again.
+                if let Some(u) = report.unread.first() {
+                    return Err(format!("a page was not read to its end: {u}"));
+                }
                 if report.newest > newest {
                     newest = report.newest;
                 }
@@ -107,6 +111,8 @@ impl Sync {
             })
             .collect();
         files.sort();
+        // Files not read to their end: kept whole in failed/, and the run says so.
+        let mut incomplete = Vec::new();
         for path in files {
             if self.stopping.load(Ordering::SeqCst) {
                 break;
@@ -135,19 +141,30 @@ impl Sync {
                 self.store
                     .sync_put(&c.cfg.name, "file", name.as_bytes(), &seen)
                     .map_err(|e| e.to_string())?;
-                if report.rejected > 0 {
+                let failed = report.rejected > 0 || !report.complete;
+                if failed {
                     let report_path = dir.join("failed").join(format!("{name}.report.json"));
                     std::fs::create_dir_all(dir.join("failed")).map_err(|e| e.to_string())?;
                     let text = serde_json::to_vec_pretty(&report).expect("serialisable");
                     std::fs::write(&report_path, text).map_err(|e| format!("cannot write {}: {e}", report_path.display()))?;
                 }
-                report.rejected > 0
+                if !report.complete {
+                    incomplete.push(name.clone());
+                }
+                failed
             };
             let to = dir.join(if failed { "failed" } else { "processed" });
             std::fs::create_dir_all(&to).map_err(|e| format!("cannot create {}: {e}", to.display()))?;
             std::fs::rename(&path, to.join(&name)).map_err(|e| format!("cannot move {}: {e}", path.display()))?;
         }
-        Ok(())
+        match incomplete.as_slice() {
+            [] => Ok(()),
+            names => Err(format!(
+                "{} file(s) could not be read to their end and are kept whole in failed/ with a report: {}",
+                names.len(),
+                names.join(", ")
+            )),
+        }
     }
 
     /// Imports one file or page through the connector's mapping; refused records become a dead letter.
@@ -182,6 +199,7 @@ impl Sync {
             rejects: Some(rejects.to_path_buf()),
             chunk_records: self.config.import.chunk_records,
             skip,
+            region: c.region(),
         };
         let ctx = ChangeContext {
             actor: format!("sync:{}", c.cfg.name),
