@@ -249,6 +249,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         now: Timestamp::now(),
         prefer: crate::domain::Prefer::Newest,
     };
+    if matches!(cli.command, Command::Serve | Command::CheckConfig | Command::Sync { .. }) {
+        config.check_connectors()?;
+    }
     let stdout = &mut std::io::stdout().lock();
     match cli.command {
         Command::Serve => crate::app::serve(config)?,
@@ -332,6 +335,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 )?,
             };
             eprintln!("Exported {written} consent(s) with mapping {}.", mapping.name);
+            match mapping.narrow(&criteria) {
+                Some((_, Some(note))) => eprintln!("Exported {note}."),
+                None => eprintln!("The mapping {} cannot write the consents these criteria ask for.", mapping.name),
+                Some((_, None)) => {}
+            }
         }
         Command::Search {
             criteria,
@@ -748,15 +756,20 @@ fn mapping_command(command: MappingCommand, config: &Config, out: &mut dyn Write
                 Box::new(std::io::BufReader::new(input)),
                 &file.display().to_string(),
             )?;
-            let phones = config.phone_parser();
+            let phones = m.phones(&config.phone_parser());
             let mut status = 0;
             for _ in 0..count {
                 let Some(next) = records.next_record() else { break };
                 let record = match next {
                     Ok(r) => r,
-                    Err(e) => {
+                    Err(e) if !e.fatal => {
                         writeln!(out, "{e}")?;
                         status = EXIT_REFUSED;
+                        continue;
+                    }
+                    Err(e) => {
+                        writeln!(out, "{e} (reading stops here)")?;
+                        status = EXIT_INCOMPLETE;
                         break;
                     }
                 };
@@ -767,6 +780,7 @@ fn mapping_command(command: MappingCommand, config: &Config, out: &mut dyn Write
                             writeln!(out, "{}: {} {} {}", record.location, i.number, i.usage, describe_op(&i.op))?;
                         }
                     }
+                    Err(e) if e.skipped => writeln!(out, "{e} (skipped)")?,
                     Err(e) => {
                         writeln!(out, "{e}")?;
                         status = EXIT_REFUSED;

@@ -44,6 +44,9 @@ pub struct Config {
     /// External consent systems synced on a schedule.
     #[serde(default)]
     pub connectors: Vec<crate::connectors::ConnectorConfig>,
+    /// Where the settings came from, for messages (the file, or the built-in config).
+    #[serde(skip)]
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -164,6 +167,7 @@ impl Config {
         let mut config: Config = toml::from_str(&text).map_err(|e| ConfigErrors(vec![format!("{name}: {}", e.to_string().trim_end())]))?;
         config.apply_env(|k| std::env::var(k).ok());
         config.check(&name)?;
+        config.source = name;
         Ok(config)
     }
 
@@ -240,9 +244,21 @@ impl Config {
                 }
             }
         }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    /// Every problem of the `[[connectors]]`: what the daemon, `sync` and `check-config` need to be
+    /// right. Other commands (search, import, export, `--server` ones) do not look at connectors, so a
+    /// broken one does not stop them.
+    pub fn check_connectors(&self) -> Result<(), ConfigErrors> {
+        let mut problems = Vec::new();
         let mut connector_names = std::collections::HashSet::new();
         for (i, c) in self.connectors.iter().enumerate() {
-            let at = format!("{name}: connectors[{i}]");
+            let at = format!("{}: connectors[{i}]", self.source);
             problems.extend(c.problems(&at, &self.mappings_dir));
             if !connector_names.insert(&c.name) {
                 problems.push(format!("{at}.name: {:?} is used by another connector", c.name));

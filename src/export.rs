@@ -16,8 +16,15 @@ pub enum ExportError {
 
 /// Writes the matching consents to `out` and returns how many were written. Flat mappings get them
 /// in creation-time order; mappings that group a number's consents (wide, nested) get them by number.
+/// Only what the mapping can write is exported ([`Mapping::narrow`]: an opt-out list, whose consent is
+/// a constant, gets the denied consents only; a WhatsApp list the WhatsApp ones).
 pub fn export<'w>(store: &Store, mapping: &Mapping, criteria: &Criteria, out: Box<dyn Write + 'w>) -> Result<u64, ExportError> {
     let mut writer = formats::open_writer(mapping.format(), &mapping.out_columns(), None, out)?;
+    let Some((narrowed, _)) = mapping.narrow(criteria) else {
+        writer.finish()?;
+        return Ok(0);
+    };
+    let criteria = &narrowed;
     let mut written = 0u64;
     // One record, filled again for each: its buffers are reused.
     let mut record = OutRecord::default();
@@ -25,6 +32,9 @@ pub fn export<'w>(store: &Store, mapping: &Mapping, criteria: &Criteria, out: Bo
         let mut group: Vec<Consent> = Vec::with_capacity(2);
         for c in store.scan_by_number(criteria)? {
             let c = c?;
+            if !mapping.expresses(c.usage, c.consent) {
+                continue;
+            }
             if group.first().is_some_and(|g| g.number != c.number) {
                 mapping.to_out_record(&group, &mut record);
                 writer.write(&record)?;

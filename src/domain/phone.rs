@@ -282,7 +282,7 @@ impl PhoneParser {
             0
         };
         let national_len = parsed.national_number.checked_ilog10().map_or(1, |l| l + 1) + zeros;
-        possible(code, parsed.national_number, national_len)?;
+        possible(code, &parsed, national_len)?;
         let total = code.ilog10() + 1 + national_len;
         if total as usize > MAX_DIGITS {
             return Err(PhoneError::TooLong(total as usize));
@@ -297,16 +297,14 @@ impl PhoneParser {
 /// (the full parse then gives the reason). Costs about what reading the digits does.
 fn fast_international(s: &str) -> Option<PhoneNumber> {
     let rest = s.strip_prefix('+')?;
-    let (mut digits, mut len) = (0u64, 0u32);
+    let mut digits = [0u8; MAX_DIGITS];
+    let mut len = 0;
     let bytes = rest.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'0'..=b'9' => {
+                *digits.get_mut(len)? = b;
                 len += 1;
-                if len > MAX_DIGITS as u32 {
-                    return None;
-                }
-                digits = digits * 10 + u64::from(b - b'0');
             }
             b' ' | b'-' | b'.' | b'/' | b')' => {}
             // "(0)" is a trunk prefix: the full parse drops it.
@@ -314,25 +312,25 @@ fn fast_international(s: &str) -> Option<PhoneNumber> {
             _ => return None,
         }
     }
-    let (code, code_len, c) = rules::split_code(digits, len)?;
-    let national_len = len - code_len;
-    let national = digits % 10u64.pow(national_len);
-    let first = national / 10u64.pow(national_len - 1);
-    if c.slow || first == 0 || c.prefix_digit == Some(first as u8) || (c.lengths >> national_len) & 1 == 0 || code == 0 {
+    let digits = &digits[..len];
+    let (code_len, c) = rules::code_of(digits)?;
+    let national = &digits[code_len..];
+    if national.is_empty() || (c.lengths >> national.len()) & 1 == 0 {
         return None;
     }
-    PhoneNumber::from_u64(digits)
+    // A leading 0 is a trunk prefix where the country has a national prefix (`+49 0151…`): the full
+    // parse takes it off. Where it has none (Italy), it is part of the number.
+    if (national[0] == b'0' && !matches!(c.prefix, rules::Prefix::None)) || c.prefix.may_strip(national) {
+        return None;
+    }
+    PhoneNumber::from_u64(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-/// Whether a national number of `len` digits is possible for the calling code, as libphonenumber's
-/// `isPossibleNumberWithReason` says; a number possible only when dialled locally is not complete.
-fn possible(code: u16, national: u64, len: u32) -> Result<(), PhoneError> {
-    let number = rlibphonenumber::PhoneNumber {
-        country_code: i32::from(code),
-        national_number: national,
-        ..Default::default()
-    };
-    let reason = match rlibphonenumber::PHONE_NUMBER_UTIL.is_possible_number_with_reason(&number) {
+/// Whether a parsed number (its national part `len` digits long) is possible for its calling code, as
+/// libphonenumber's `isPossibleNumberWithReason` says; a number possible only when dialled locally is
+/// not complete.
+fn possible(code: u16, number: &rlibphonenumber::PhoneNumber, len: u32) -> Result<(), PhoneError> {
+    let reason = match rlibphonenumber::PHONE_NUMBER_UTIL.is_possible_number_with_reason(number) {
         Ok(rlibphonenumber::NumberLengthType::IsPossible) => return Ok(()),
         Ok(rlibphonenumber::NumberLengthType::IsPossibleLocalOnly) => "short (a local number without its area code)",
         Err(rlibphonenumber::ValidationError::InvalidCountryCode) => return Err(PhoneError::UnknownCountryCode(code.to_string())),
@@ -492,7 +490,7 @@ pub(crate) fn possible_numbers() -> impl proptest::strategy::Strategy<Value = Ph
         .filter_map(|c| {
             let cc = rules::CODES[usize::from(c)].as_ref()?;
             let lengths: Vec<u32> = (1..18).filter(|l| (cc.lengths >> l) & 1 == 1 && c.ilog10() + 1 + l <= 15).collect();
-            (!cc.slow && !lengths.is_empty() && Region::for_calling_code(c).is_some()).then_some((c, lengths))
+            (!lengths.is_empty() && Region::for_calling_code(c).is_some()).then_some((c, lengths))
         })
         .collect();
     (prop::sample::select(codes), any::<u64>(), 1u64..10).prop_filter_map("a possible number", |((code, lengths), seed, first)| {
@@ -642,6 +640,30 @@ mod tests {
             PhoneNumber::parse("+491512345678").unwrap().national_digits().as_deref(),
             Some("01512345678")
         );
+    }
+
+    #[test]
+    fn the_fast_path_leaves_national_prefixes_to_the_full_parse() {
+        // Numbers whose national part starts with what a national prefix pattern matches (CN, GB, RU,
+        // BR), or with 0 (a trunk prefix in DE, part of the number in IT).
+        for text in [
+            "+86 1112345678",
+            "+86 17912345678",
+            "+86 13800138000",
+            "+44 1800201234567",
+            "+7 8123456789",
+            "+7 9123456789",
+            "+55 11 91234 5678",
+            "+55 0 21 11 91234 5678",
+            "+49 0151 2345678",
+            "+39 06 1234 5678",
+            "+1 1 512 555 1234",
+        ] {
+            let full = PhoneParser::default().parse_full(text);
+            if let Some(fast) = fast_international(text) {
+                assert_eq!(Ok(fast), full, "{text}");
+            }
+        }
     }
 
     fn calling_codes() -> Vec<u16> {

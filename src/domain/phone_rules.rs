@@ -1,32 +1,48 @@
 //! What libphonenumber's metadata says about each country calling code, read once: the region it
-//! belongs to, the lengths its national numbers may have, and whether a number written with `+` can
-//! be taken as it stands (the fast path of [`super::PhoneParser`]), or needs the full parse because a
-//! national prefix might have to come off it.
+//! belongs to, the lengths its national numbers may have, and the national prefix it may take off the
+//! front of one. A number written with `+` whose national part no prefix can come off, and whose
+//! length is possible, is taken as it stands (the fast path of [`super::PhoneParser`]); every other
+//! number takes libphonenumber's full parse.
 
 use rlibphonenumber::interfaces::AsOriginal;
 use rlibphonenumber::{Region as Lib, PHONE_NUMBER_UTIL};
 use std::sync::LazyLock;
 
 /// One country calling code.
-#[derive(Debug, Clone, Copy)]
 pub(super) struct CallingCode {
     /// The main region of the code (`US` for 1, `GB` for 44).
     pub region: Lib,
     /// Bit `n` set: a national significant number of `n` digits is possible.
     pub lengths: u32,
-    /// The first digit of the national prefix. A number written with `+` and the code whose national
-    /// part starts with another digit (with any, when there is no prefix) is read by libphonenumber
-    /// exactly as written: no national prefix can come off it.
-    pub prefix_digit: Option<u8>,
-    /// The national prefix is read by a pattern (or transformed), so no number of this code takes the
-    /// fast path.
-    pub slow: bool,
+    /// What libphonenumber may take off the front of a national number as a national prefix (its
+    /// `nationalPrefixForParsing`). A national number this does not match is read exactly as written.
+    pub prefix: Prefix,
+}
+
+/// A national prefix as libphonenumber reads it.
+pub(super) enum Prefix {
+    None,
+    /// Plain digits (`0`; `0` or `180020` for GB): the common case, compared without a regex.
+    Literals(Vec<Vec<u8>>),
+    /// A pattern (CN, BR, …), through libphonenumber's own compiled regex.
+    Pattern(Box<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+impl Prefix {
+    /// Whether a national prefix could come off the front of `national` (digits).
+    pub fn may_strip(&self, national: &[u8]) -> bool {
+        match self {
+            Prefix::None => false,
+            Prefix::Literals(l) => l.iter().any(|p| national.starts_with(p)),
+            Prefix::Pattern(matches) => std::str::from_utf8(national).map_or(true, |n| matches(n)),
+        }
+    }
 }
 
 /// Calling codes 1 to 999, by code.
 pub(super) static CODES: LazyLock<Vec<Option<CallingCode>>> = LazyLock::new(|| {
     let util = &*PHONE_NUMBER_UTIL;
-    let mut codes = vec![None; 1000];
+    let mut codes: Vec<Option<CallingCode>> = (0..1000).map(|_| None).collect();
     for code in util.get_supported_calling_codes() {
         let Some(slot) = usize::try_from(code).ok().and_then(|c| codes.get_mut(c)) else {
             continue;
@@ -37,18 +53,32 @@ pub(super) static CODES: LazyLock<Vec<Option<CallingCode>>> = LazyLock::new(|| {
         let Some(meta) = util.as_original().get_metadata_for_region_or_calling_code(code, region) else {
             continue;
         };
-        let bits = |lengths: &[i32]| lengths.iter().filter(|l| (0..32).contains(*l)).fold(0u32, |b, l| b | 1 << l);
-        let general = &meta.general_desc.original;
-        let lengths = bits(&general.possible_length);
-        let national = meta.original.national_prefix.as_deref().unwrap_or("");
-        *slot = Some(CallingCode {
-            region,
-            lengths,
-            prefix_digit: national.bytes().next().map(|b| b.wrapping_sub(b'0')),
-            slow: meta.national_prefix_for_parsing().pattern_base.is_some()
-                || meta.original.national_prefix_transform_rule.is_some()
-                || lengths == 0,
-        });
+        let lengths = meta
+            .general_desc
+            .original
+            .possible_length
+            .iter()
+            .filter(|l| (0..32).contains(*l))
+            .fold(0u32, |b, l| b | 1 << l);
+        // libphonenumber keeps the pattern as `^(?:…)$` and matches it at the start of the number.
+        let parsing = meta.national_prefix_for_parsing();
+        let body = parsing
+            .pattern_base
+            .as_deref()
+            .map(|p| p.strip_prefix("^(?:").and_then(|p| p.strip_suffix(")$")).unwrap_or(p));
+        let prefix = match body {
+            None | Some("") => Prefix::None,
+            Some(b) if b.bytes().all(|c| c.is_ascii_digit() || c == b'|') => {
+                Prefix::Literals(b.split('|').filter(|l| !l.is_empty()).map(|l| l.as_bytes().to_vec()).collect())
+            }
+            // Compiled when first needed (libphonenumber keeps it); one that does not compile sends
+            // every number of the code to the full parse.
+            Some(_) => Prefix::Pattern(Box::new(move |n: &str| match parsing.anchor_start() {
+                Ok(Some(re)) => re.is_match(n),
+                _ => true,
+            })),
+        };
+        *slot = Some(CallingCode { region, lengths, prefix });
     }
     codes
 });
@@ -60,6 +90,19 @@ pub(super) fn split_code(digits: u64, len: u32) -> Option<(u16, u32, &'static Ca
         let c = CODES.get(code as usize)?.as_ref()?;
         Some((code as u16, n, c))
     })
+}
+
+/// [`split_code`] for the ASCII digits of a number: the code's length and what it is.
+pub(super) fn code_of(digits: &[u8]) -> Option<(usize, &'static CallingCode)> {
+    let codes = &*CODES;
+    let mut code = 0usize;
+    for (n, d) in digits.iter().take(3).enumerate() {
+        code = code * 10 + usize::from(d - b'0');
+        if let Some(c) = codes.get(code).and_then(Option::as_ref) {
+            return Some((n + 1, c));
+        }
+    }
+    None
 }
 
 /// The regions libphonenumber knows a calling code for.

@@ -207,17 +207,8 @@ impl CsvReader {
                 .is_some_and(|f| f.contains(&b'\n') || f.contains(&b'\r'))
     }
 
-    /// Why the row just read cannot be taken, if it cannot: a field that is not UTF-8, or a number of
-    /// fields other than the file's.
-    fn refusal(&self) -> Option<String> {
-        if let Some((i, e)) = self
-            .row
-            .iter()
-            .enumerate()
-            .find_map(|(i, f)| std::str::from_utf8(f).err().map(|e| (i, e)))
-        {
-            return Some(format!("field {} is not valid UTF-8 (is format.encoding right?): {e}", i + 1));
-        }
+    /// Why the row just read cannot be taken for its number of fields, if it cannot.
+    fn width_refusal(&self) -> Option<String> {
         match self.width {
             Some(w) if w != usize::MAX && self.row.len() != w => Some(format!(
                 "the row has {} fields where the {} has {w} (a delimiter or quote out of place?); format.flexible = true reads such rows, missing fields as empty",
@@ -261,14 +252,24 @@ impl RecordReader for CsvReader {
                 if self.width.is_none() {
                     self.width = Some(self.row.len());
                 }
-                if let Some(why) = self.refusal() {
+                if let Some(why) = self.width_refusal() {
                     return Some(Err(location.refusal(why)));
                 }
-                let values = self
-                    .columns
-                    .iter()
-                    .map(|&i| self.row.get(i).and_then(|f| std::str::from_utf8(f).ok()).and_then(non_empty))
-                    .collect();
+                // Checked as UTF-8 once, as the row's own memory; it comes back for the next row.
+                let row = match ::csv::StringRecord::from_byte_record(std::mem::take(&mut self.row)) {
+                    Ok(row) => row,
+                    Err(e) => {
+                        let why = format!(
+                            "field {} is not valid UTF-8 (is format.encoding right?): a bad byte after its first {} bytes",
+                            e.utf8_error().field() + 1,
+                            e.utf8_error().valid_up_to()
+                        );
+                        self.row = e.into_byte_record();
+                        return Some(Err(location.refusal(why)));
+                    }
+                };
+                let values = self.columns.iter().map(|&i| row.get(i).and_then(non_empty)).collect();
+                self.row = row.into_byte_record();
                 Some(Ok(Record {
                     location,
                     values,

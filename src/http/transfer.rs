@@ -261,6 +261,14 @@ async fn export(State(state): State<AppState>, caller: Caller, Query(p): Query<E
     .parse(&state.config.phone_parser())?;
     let kind = mapping.format().kind;
     let (content_type, ext) = (kind.media_type(), kind.extension());
+    // What the mapping leaves out (an opt-out list writes denied consents only) is said in a header.
+    let only = match mapping.narrow(&criteria) {
+        Some((_, note)) => note,
+        None => Some(format!(
+            "nothing: the mapping {} cannot write the consents these criteria ask for",
+            mapping.name
+        )),
+    };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let store = state.store.clone();
     let name = mapping.name.clone();
@@ -276,7 +284,7 @@ async fn export(State(state): State<AppState>, caller: Caller, Query(p): Query<E
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|item| (item, rx)) });
-    Ok((
+    let mut response = (
         [
             (header::CONTENT_TYPE, content_type.to_string()),
             (
@@ -286,5 +294,9 @@ async fn export(State(state): State<AppState>, caller: Caller, Query(p): Query<E
         ],
         Body::from_stream(stream),
     )
-        .into_response())
+        .into_response();
+    if let Some(v) = only.and_then(|o| header::HeaderValue::from_str(&o).ok()) {
+        response.headers_mut().insert("x-export-only", v);
+    }
+    Ok(response)
 }

@@ -20,6 +20,35 @@ pub fn optional_fields(m: &Mapping) -> Vec<FieldRef> {
     optional
 }
 
+/// What the mapping can write: the consent value when it is a constant (an opt-out list writes only
+/// denied consents), and the usages it has a place for (a constant usage, or the `[[wide]]` entries).
+pub fn expressible(m: &Mapping) -> (Option<bool>, Vec<crate::domain::Usage>) {
+    let s = &m.spec;
+    fn constant(src: &Source) -> Option<&str> {
+        match &src.from {
+            From::Const(v) => Some(v),
+            From::Field { .. } => None,
+        }
+    }
+    let consent = match s.slots.as_slice() {
+        [slot] => constant(&slot.consent).and_then(|v| s.consent_values.lookup(v)),
+        _ => None,
+    };
+    let mut usages: Vec<crate::domain::Usage> = Vec::new();
+    for slot in &s.slots {
+        match &slot.usage {
+            SlotUsage::Fixed(u) => usages.push(*u),
+            SlotUsage::Read(src) => match constant(src).and_then(|v| s.usage_values.lookup(v)) {
+                Some(u) => usages.push(u),
+                None => usages.extend(crate::domain::Usage::ALL),
+            },
+        }
+    }
+    usages.sort_by_key(|u| u.code());
+    usages.dedup();
+    (consent, usages)
+}
+
 pub fn groups_by_number(m: &Mapping) -> bool {
     m.spec.wide || m.spec.columns.iter().any(FieldRef::is_parent)
 }
@@ -30,9 +59,11 @@ pub fn out_columns(m: &Mapping) -> Vec<FieldRef> {
 
 impl Source {
     /// The value in `record`, `None` when absent or blank.
+    #[inline]
     fn get<'r>(&'r self, record: &'r Record) -> Option<&'r str> {
         let value = |i: usize| record.values.get(i)?.as_deref().filter(|v| !v.trim().is_empty());
         match &self.from {
+            From::Field { index, fallbacks, .. } if fallbacks.is_empty() => value(*index),
             From::Field { index, fallbacks, .. } => value(*index).or_else(|| fallbacks.iter().find_map(|(_, i)| value(*i))),
             From::Const(v) => (!v.trim().is_empty()).then_some(v.as_str()),
         }
@@ -193,22 +224,35 @@ fn read(m: &Mapping, record: &Record, phones: &PhoneParser, out: &mut Vec<Incomi
             .get(record)
             .is_some_and(|v| d.values.iter().any(|t| spec::same_token(t, v)))
     });
-    // Records that are not consents of ours are skipped before anything else is read of them: a
-    // marketing e-mail row need not hold a phone number. A deletion is a decision whatever its consent.
-    for slot in s.slots.iter().filter(|_| !s.wide) {
-        if let SlotUsage::Read(src) = &slot.usage {
-            if let Some(v) = src
-                .get(record)
-                .filter(|v| s.usage_values.lookup(v).is_none() && s.usage_values.skips(v))
-            {
-                return Err(src.skip(record, v));
-            }
+    // A flat record's usage and consent are looked up first, once: a record that is not a consent of
+    // ours (a value listed under skip) is skipped before anything else is read of it, as a marketing
+    // e-mail row need not hold a phone number. A deletion is a decision whatever its consent says.
+    let flat = match s.slots.as_slice() {
+        [slot] if !s.wide => {
+            let usage = match &slot.usage {
+                SlotUsage::Fixed(u) => Ok(*u),
+                SlotUsage::Read(src) => match src.get(record) {
+                    None => Err(src.error(record, "", "missing".into())),
+                    Some(v) => match s.usage_values.lookup(v) {
+                        Some(u) => Ok(u),
+                        None if s.usage_values.skips(v) => return Err(src.skip(record, v)),
+                        None => Err(unmapped(src, record, v, &s.usage_values.accepted())),
+                    },
+                },
+            };
+            let consent = match slot.consent.get(record) {
+                _ if deleting => Ok(None),
+                None => Err(slot.consent.error(record, "", "missing".into())),
+                Some(v) => match s.consent_values.lookup(v) {
+                    Some(c) => Ok(Some(c)),
+                    None if s.consent_values.skips(v) => return Err(slot.consent.skip(record, v)),
+                    None => Err(unmapped(&slot.consent, record, v, &s.consent_values.accepted())),
+                },
+            };
+            Some((slot, usage, consent))
         }
-        let consent = slot.consent.get(record).filter(|_| !deleting);
-        if let Some(v) = consent.filter(|v| s.consent_values.lookup(v).is_none() && s.consent_values.skips(v)) {
-            return Err(slot.consent.skip(record, v));
-        }
-    }
+        _ => None,
+    };
     let text = s.number.required(record)?;
     if let From::Field { index, .. } = s.number.from {
         if record.inexact(index) {
@@ -231,33 +275,9 @@ fn read(m: &Mapping, record: &Record, phones: &PhoneParser, out: &mut Vec<Incomi
         None => *phones,
     };
     let number = phones.parse(text).map_err(|e| s.number.error(record, text, e.to_string()))?;
-    let (start, mut skipped) = (out.len(), None);
-    for slot in &s.slots {
-        let consent = match slot.consent.get(record) {
-            _ if deleting => None,
-            None if s.wide => continue,
-            None => return Err(slot.consent.error(record, "", "missing".into())),
-            Some(v) => match s.consent_values.lookup(v) {
-                Some(c) => Some(c),
-                // A wide record's usage without a decision: no consent for that usage.
-                None if s.consent_values.skips(v) => {
-                    skipped.get_or_insert_with(|| slot.consent.skip(record, v));
-                    continue;
-                }
-                None => return Err(unmapped(&slot.consent, record, v, &s.consent_values.accepted())),
-            },
-        };
-        let usage = match &slot.usage {
-            SlotUsage::Fixed(u) => *u,
-            SlotUsage::Read(src) => {
-                let v = src.required(record)?;
-                s.usage_values
-                    .lookup(v)
-                    .ok_or_else(|| unmapped(src, record, v, &s.usage_values.accepted()))?
-            }
-        };
+    let op = |consent: Option<bool>, slot: &Slot| -> Result<Op, RecordError> {
         let (created_at, updated_at) = times(slot, record)?;
-        let op = match consent {
+        Ok(match consent {
             Some(consent) => Op::Set {
                 consent,
                 created_at,
@@ -266,8 +286,41 @@ fn read(m: &Mapping, record: &Record, phones: &PhoneParser, out: &mut Vec<Incomi
             None => Op::Delete {
                 at: updated_at.or(created_at),
             },
+        })
+    };
+    if let Some((slot, usage, consent)) = flat {
+        let consent = consent?;
+        let usage = usage?;
+        out.push(Incoming {
+            number,
+            usage,
+            op: op(consent, slot)?,
+        });
+        return Ok(());
+    }
+    // Wide: one consent per [[wide]] entry that has one.
+    let (start, mut skipped) = (out.len(), None);
+    for slot in &s.slots {
+        let consent = match slot.consent.get(record) {
+            _ if deleting => None,
+            None => continue,
+            Some(v) => match s.consent_values.lookup(v) {
+                Some(c) => Some(c),
+                // A usage without a decision: no consent for that usage.
+                None if s.consent_values.skips(v) => {
+                    skipped.get_or_insert_with(|| slot.consent.skip(record, v));
+                    continue;
+                }
+                None => return Err(unmapped(&slot.consent, record, v, &s.consent_values.accepted())),
+            },
         };
-        out.push(Incoming { number, usage, op });
+        // [[wide]] entries name their usage.
+        let SlotUsage::Fixed(usage) = slot.usage else { continue };
+        out.push(Incoming {
+            number,
+            usage,
+            op: op(consent, slot)?,
+        });
     }
     match skipped {
         // Every usage the record spoke of was skipped.

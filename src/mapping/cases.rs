@@ -27,6 +27,7 @@ impl TestReport {
 }
 
 pub fn run(m: &Mapping, phones: &PhoneParser) -> TestReport {
+    let phones = &m.phones(phones);
     // Test inputs are TOML text, so they are read as UTF-8 whatever encoding the files have.
     let format = FormatSpec {
         encoding: Encoding::default(),
@@ -57,10 +58,12 @@ pub fn run(m: &Mapping, phones: &PhoneParser) -> TestReport {
 /// Maps `records` and compares the outcome with the case.
 fn judge(m: &Mapping, case: &TestCase, records: &[Record], phones: &PhoneParser) -> CaseOutcome {
     let mut got = Vec::new();
-    let mut refused = Vec::new();
+    let (mut refused, mut skipped) = (Vec::new(), Vec::new());
     for r in records {
-        if let Err(e) = m.to_incoming(r, phones, &mut got) {
-            refused.push(e);
+        match m.to_incoming(r, phones, &mut got) {
+            Err(e) if e.skipped => skipped.push(e),
+            Err(e) => refused.push(e),
+            Ok(()) => {}
         }
     }
     let mut detail = Vec::new();
@@ -81,6 +84,14 @@ fn judge(m: &Mapping, case: &TestCase, records: &[Record], phones: &PhoneParser)
     }
     for e in refused.iter().filter(|e| !case.rejects.contains(&(e.location.record, key(e)))) {
         detail.push(format!("refused, not expected: {e}"));
+    }
+    for (record, field) in &case.skipped {
+        if !skipped.iter().any(|e| e.location.record == *record && key(e) == *field) {
+            detail.push(format!("expected record {record} to be skipped for {field}, it was not"));
+        }
+    }
+    for e in skipped.iter().filter(|e| !case.skipped.contains(&(e.location.record, key(e)))) {
+        detail.push(format!("skipped, not expected: {e}"));
     }
     CaseOutcome {
         name: case.name.clone(),

@@ -103,6 +103,39 @@ impl Mapping {
         apply::to_out_delete(self, number, usage, out)
     }
 
+    /// Whether the mapping can write this consent: its usage has a place, and its value is the one a
+    /// constant consent says (an opt-out list never writes a given consent).
+    pub fn expresses(&self, usage: crate::domain::Usage, consent: bool) -> bool {
+        let (only, usages) = apply::expressible(self);
+        usages.contains(&usage) && only.is_none_or(|v| v == consent)
+    }
+
+    /// The criteria narrowed to what the mapping can write, and what was left out, in words; `None`
+    /// when it can write none of what the criteria match.
+    pub fn narrow(&self, criteria: &crate::domain::Criteria) -> Option<(crate::domain::Criteria, Option<String>)> {
+        let (only, usages) = apply::expressible(self);
+        let mut narrowed = criteria.clone();
+        let mut said = Vec::new();
+        if let Some(v) = only {
+            if criteria.consent.is_some_and(|c| c != v) {
+                return None;
+            }
+            narrowed.consent = Some(v);
+            said.push(if v { "given consents only" } else { "denied consents only" }.to_string());
+        }
+        if usages.len() < crate::domain::Usage::ALL.len() {
+            if criteria.usage.is_some_and(|u| !usages.contains(&u)) {
+                return None;
+            }
+            if let [u] = usages.as_slice() {
+                narrowed.usage = Some(*u);
+                said.push(format!("{u} only"));
+            }
+        }
+        let note = (!said.is_empty()).then(|| format!("{}: the mapping {} writes nothing else", said.join(", "), self.name));
+        Some((narrowed, note))
+    }
+
     /// Whether records group the consents of one number (wide or nested layouts); export then hands
     /// [`Mapping::to_out_record`] all consents of a number at once.
     pub fn groups_by_number(&self) -> bool {

@@ -121,6 +121,9 @@ struct RawTest {
     /// The records expected to be refused.
     #[serde(default)]
     rejects: Vec<RawReject>,
+    /// The records expected to be skipped as not consents of ours (values listed under `skip`).
+    #[serde(default)]
+    skipped: Vec<RawReject>,
 }
 
 /// One expected change.
@@ -269,6 +272,8 @@ pub(super) struct TestCase {
     pub expect: Vec<Incoming>,
     /// (record number, field key).
     pub rejects: Vec<(u64, String)>,
+    /// (record number, field key) of records skipped as not ours.
+    pub skipped: Vec<(u64, String)>,
 }
 
 impl Source {
@@ -325,34 +330,58 @@ impl<T: Copy + PartialEq + fmt::Display> ValueMap<T> {
 
 // ----- Loading and checking -----
 
-/// The names of the mappings in `mappings_dir` (`NAME.toml`), sorted.
+/// The shipped mappings, built into the binary: commands work wherever they are run, with or without
+/// a `mappings/` directory. A file of the same name in `mappings_dir` wins.
+const BUILT_IN: [(&str, &str); 8] = [
+    ("example-nested-json", include_str!("../../mappings/example-nested-json.toml")),
+    ("example-nested-xml", include_str!("../../mappings/example-nested-xml.toml")),
+    ("example-wide", include_str!("../../mappings/example-wide.toml")),
+    ("generic-csv", include_str!("../../mappings/generic-csv.toml")),
+    ("generic-json", include_str!("../../mappings/generic-json.toml")),
+    ("generic-ndjson", include_str!("../../mappings/generic-ndjson.toml")),
+    ("generic-xml", include_str!("../../mappings/generic-xml.toml")),
+    ("sinch-contact-pro", include_str!("../../mappings/sinch-contact-pro.toml")),
+];
+
+/// The names of the mappings in `mappings_dir` (`NAME.toml`) and the built-in ones, sorted.
 pub fn names(mappings_dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(mappings_dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|d| d.file_name().to_str()?.strip_suffix(".toml").map(String::from))
+        .chain(BUILT_IN.iter().map(|(n, _)| n.to_string()))
         .collect();
     names.sort();
+    names.dedup();
     names
 }
 
 pub fn load(name_or_path: &str, mappings_dir: &Path) -> Result<Mapping, MappingErrors> {
-    let file = if name_or_path.ends_with(".toml") || name_or_path.contains('/') {
+    let by_path = name_or_path.ends_with(".toml") || name_or_path.contains('/');
+    let file = if by_path {
         PathBuf::from(name_or_path)
     } else {
         mappings_dir.join(format!("{name_or_path}.toml"))
     };
-    let text = std::fs::read_to_string(&file).map_err(|e| {
-        let names = names(mappings_dir);
-        let available = if names.is_empty() { "none".to_string() } else { names.join(", ") };
-        let problem = format!(
-            "{}: cannot read the mapping ({e}); mappings available in {}: {available}",
-            file.display(),
-            mappings_dir.display()
-        );
-        MappingErrors { problems: vec![problem] }
-    })?;
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => text,
+        Err(e) => match BUILT_IN.iter().find(|(n, _)| *n == name_or_path) {
+            Some((name, text)) if !by_path && e.kind() == std::io::ErrorKind::NotFound => {
+                return from_toml(name, Path::new(&format!("<built-in {name}>")), text);
+            }
+            _ => {
+                let names = names(mappings_dir);
+                let problem = format!(
+                    "{}: cannot read the mapping ({e}); mappings available (in {} and built in): {}",
+                    file.display(),
+                    mappings_dir.display(),
+                    names.join(", ")
+                );
+                return Err(MappingErrors { problems: vec![problem] });
+            }
+        },
+    };
     let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or(name_or_path).to_string();
     from_toml(&name, &file, &text)
 }
@@ -795,20 +824,23 @@ impl Checker {
                 Err(message) => self.problem(&format!("{path}.expect[{}]", j + 1), message),
             }
         }
-        for (j, r) in t.rejects.iter().enumerate() {
-            if !FIELD_KEYS.contains(&r.field.as_str()) {
-                self.problem(
-                    &format!("{path}.rejects[{}].field", j + 1),
-                    format!("{:?}: expected one of {}", r.field, FIELD_KEYS.join(", ")),
-                );
+        for (list, items) in [("rejects", &t.rejects), ("skipped", &t.skipped)] {
+            for (j, r) in items.iter().enumerate() {
+                if !FIELD_KEYS.contains(&r.field.as_str()) {
+                    self.problem(
+                        &format!("{path}.{list}[{}].field", j + 1),
+                        format!("{:?}: expected one of {}", r.field, FIELD_KEYS.join(", ")),
+                    );
+                }
             }
         }
-        let rejects = t.rejects.into_iter().map(|r| (r.record, r.field)).collect();
+        let pairs = |v: Vec<RawReject>| v.into_iter().map(|r| (r.record, r.field)).collect();
         TestCase {
             name: t.name,
             input: t.input,
             expect,
-            rejects,
+            rejects: pairs(t.rejects),
+            skipped: pairs(t.skipped),
         }
     }
 }
@@ -991,6 +1023,31 @@ mod tests {
         ];
         assert_eq!(names, expected);
         assert_eq!(Mapping::load("generic-csv", &dir).unwrap().name, "generic-csv");
+    }
+
+    #[test]
+    fn the_shipped_mappings_are_built_in_and_a_file_of_the_same_name_wins() {
+        let empty = tempfile::tempdir().unwrap();
+        let m = Mapping::load("sinch-contact-pro", empty.path()).unwrap();
+        assert_eq!(m.file, Path::new("<built-in sinch-contact-pro>"));
+        assert_eq!(Mapping::names(empty.path()).len(), BUILT_IN.len());
+        let own = "[format]\ntype = \"csv\"\n[fields]\nnumber = { column = \"msisdn\" }\nusage = { value = \"whatsapp\" }\nconsent = { column = \"ok\" }\n";
+        std::fs::write(empty.path().join("generic-csv.toml"), own).unwrap();
+        let m = Mapping::load("generic-csv", empty.path()).unwrap();
+        assert_eq!(m.out_columns()[0], FieldRef::Name("msisdn".into()));
+        // Built-in ones are the shipped files.
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        for (name, text) in BUILT_IN {
+            assert_eq!(
+                std::fs::read_to_string(shipped.join(format!("{name}.toml"))).unwrap(),
+                text,
+                "{name}"
+            );
+        }
+        assert!(
+            Mapping::load("./no/generic-csv.toml", empty.path()).is_err(),
+            "a path is read as a path"
+        );
     }
 
     #[test]

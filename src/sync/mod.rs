@@ -109,11 +109,20 @@ pub fn encode(mapping: &Mapping, records: &[Outgoing]) -> Result<Vec<u8>, String
 }
 
 /// Writes records through a writer; a deletion the mapping cannot express (no delete marker) is left
-/// out with a warning.
+/// out with a warning. A consent the mapping cannot write as it is (a given consent, for an opt-out
+/// list whose consent is a constant) goes as a deletion where the mapping can say one, so the remote
+/// list loses the number, and is otherwise left out with a warning: it is never written as what it
+/// is not.
 pub fn write_records(mapping: &Mapping, w: &mut dyn crate::formats::RecordWriter, records: &[Outgoing]) -> Result<(), String> {
     let mut rec = crate::formats::OutRecord::default();
     for r in records {
         match r {
+            Outgoing::Set(c) if !mapping.expresses(c.usage, c.consent) => {
+                if !mapping.to_out_delete(c.number, c.usage, &mut rec) {
+                    tracing::warn!(mapping = %mapping.name, "A change is not pushed: the mapping cannot write this consent.");
+                    continue;
+                }
+            }
             Outgoing::Set(c) => mapping.to_out_record(std::slice::from_ref(c), &mut rec),
             Outgoing::Delete(n, u) => {
                 if !mapping.to_out_delete(*n, *u, &mut rec) {
