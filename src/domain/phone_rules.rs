@@ -34,7 +34,7 @@ impl Prefix {
         match self {
             Prefix::None => false,
             Prefix::Literals(l) => l.iter().any(|p| national.starts_with(p)),
-            Prefix::Pattern(matches) => std::str::from_utf8(national).map_or(true, |n| matches(n)),
+            Prefix::Pattern(matches) => std::str::from_utf8(national).map_or(true, matches),
         }
     }
 }
