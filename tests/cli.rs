@@ -2,81 +2,12 @@
 //! mappings, and the daemon started for real.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_consentd");
+mod common;
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    root().join("tests/fixtures").join(name)
-}
-
-/// A store in a temp dir and a way to run consentd against it.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Self {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.args(["--data-dir", self.path("data").to_str().unwrap()])
-            .args(args)
-            .env("CONSENTD_MAPPINGS_DIR", root().join("mappings"))
-            .env("CONSENTD_LOG", "warn")
-            .current_dir(self.dir.path());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    /// Runs and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "consentd {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn import_json(&self, args: &[&str]) -> (serde_json::Value, i32) {
-        let mut all = vec!["import", "--json"];
-        all.extend_from_slice(args);
-        let out = self.run(&all);
-        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{e}: {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (report, out.status.code().unwrap())
-    }
-
-    /// Everything in the store, as the search JSON gives it (created from 1970 on).
-    fn all(&self) -> Vec<serde_json::Value> {
-        let out = self.ok(&["search", "--created-from", "1970-01-01", "--limit", "100000", "--json"]);
-        serde_json::from_str(&out).unwrap()
-    }
-}
+use common::{fixture, Env};
 
 fn without_source(v: &[serde_json::Value]) -> Vec<serde_json::Value> {
     v.iter()

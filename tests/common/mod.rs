@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_consentd");
 
@@ -166,4 +166,69 @@ pub fn refused(r: Response, status: StatusCode, field: Option<&str>) -> Value {
 
 pub fn fixture(name: &str) -> PathBuf {
     root().join("tests/fixtures").join(name)
+}
+
+/// A store in a temp dir and a way to run the command line against it (the shipped mappings, the
+/// built-in config).
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(["--data-dir", self.path("data").to_str().unwrap()])
+            .args(args)
+            .env("CONSENTD_MAPPINGS_DIR", root().join("mappings"))
+            .env("CONSENTD_LOG", "warn")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Runs and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "consentd {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `import --json` with `args`: the report and the exit status.
+    pub fn import_json(&self, args: &[&str]) -> (Value, i32) {
+        let mut all = vec!["import", "--json"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (report, out.status.code().unwrap())
+    }
+
+    /// Everything in the store, as the search JSON gives it (created from 1970 on).
+    pub fn all(&self) -> Vec<Value> {
+        let out = self.ok(&["search", "--created-from", "1970-01-01", "--limit", "100000", "--json"]);
+        serde_json::from_str(&out).unwrap()
+    }
 }
