@@ -241,10 +241,54 @@ impl PhoneParser {
         if s.is_empty() {
             return Err(PhoneError::Empty);
         }
-        if let Some(n) = fast_international(s) {
+        if let Some(n) = fast_international(s).or_else(|| self.fast_national(s)) {
             return Ok(n);
         }
         self.parse_full(s)
+    }
+
+    /// Digits with separators, without `+`, as libphonenumber reads them in the default region when
+    /// that takes no more than the region's plain-digit national prefix (`0151…` in DE) or none
+    /// (`(512) 555-1236` in US, `06…` in IT): taken when the national number fits the region's pattern
+    /// and length. `None`: anything else (the full parse decides).
+    fn fast_national(&self, s: &str) -> Option<PhoneNumber> {
+        let region = self.region?;
+        let mut digits = [0u8; MAX_DIGITS + 2];
+        let mut len = 0;
+        for &b in s.as_bytes() {
+            match b {
+                b'0'..=b'9' => {
+                    *digits.get_mut(len)? = b;
+                    len += 1;
+                }
+                b' ' | b'-' | b'.' | b'/' | b'(' | b')' => {}
+                _ => return None,
+            }
+        }
+        let digits = &digits[..len];
+        let r = rules::NATIONAL.get(&region.0)?;
+        // Digits that start like the region's own country code may be an international number
+        // without its `+`: libphonenumber weighs both readings.
+        if digits.starts_with(&r.code_digits) {
+            return None;
+        }
+        let text = std::str::from_utf8(digits).ok()?;
+        if (r.dialled_abroad)(text) {
+            return None;
+        }
+        let national = match &r.prefix {
+            Some(p) if digits.starts_with(p) => &text[p.len()..],
+            _ => text,
+        };
+        // libphonenumber takes the prefix off when what is left is a national number of the region.
+        if national.is_empty() || (r.lengths >> national.len()) & 1 == 0 || !(r.viable)(national) {
+            return None;
+        }
+        if national.starts_with('0') && r.prefix.is_some() {
+            return None;
+        }
+        let value = national.bytes().fold(u64::from(r.code), |n, d| n * 10 + u64::from(d - b'0'));
+        PhoneNumber::from_u64(value)
     }
 
     /// Everything the fast path does not take, through libphonenumber's parser.
@@ -668,6 +712,59 @@ mod tests {
 
     fn calling_codes() -> Vec<u16> {
         (1..1000u16).filter(|c| rules::CODES[usize::from(*c)].is_some()).collect()
+    }
+
+    fn regions() -> Vec<Region> {
+        rules::NATIONAL.keys().map(|r| Region(*r)).collect()
+    }
+
+    /// A region and a national number of it near one libphonenumber gives as an example (its last
+    /// digits changed), written with the national prefix or without.
+    fn national_numbers() -> impl Strategy<Value = (Region, String)> {
+        let examples: Vec<(Region, String, String)> = regions()
+            .into_iter()
+            .filter_map(|r| {
+                let n = rlibphonenumber::PHONE_NUMBER_UTIL.get_example_number(r.0).ok()?;
+                let nsn = rlibphonenumber::PHONE_NUMBER_UTIL
+                    .format(&n, rlibphonenumber::PhoneNumberFormat::National)
+                    .to_string();
+                let digits: String = nsn.chars().filter(char::is_ascii_digit).collect();
+                Some((r, digits, rules::national_prefix(r.0).unwrap_or_default()))
+            })
+            .collect();
+        (prop::sample::select(examples), "[0-9]{4}", 0..3usize).prop_map(|((r, digits, prefix), tail, how)| {
+            let body = format!("{}{tail}", &digits[..digits.len().saturating_sub(4)]);
+            let text = match how {
+                0 => body,
+                1 => format!("{prefix}{}", body.trim_start_matches(prefix.as_str())),
+                _ => body.trim_start_matches(prefix.as_str()).to_string(),
+            };
+            (r, text)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        /// The fast path for national numbers takes numbers near the regions' own examples only as
+        /// libphonenumber's full parse does.
+        #[test]
+        fn the_national_fast_path_agrees_on_realistic_numbers((region, text) in national_numbers()) {
+            let p = PhoneParser::new(Some(region));
+            if let Some(fast) = p.fast_national(&text) {
+                prop_assert_eq!(Ok(fast), p.parse_full(&text), "[{}] {}", region, text);
+            }
+        }
+
+        /// The fast path for national numbers takes a number only as libphonenumber's full parse does,
+        /// in every region it serves.
+        #[test]
+        fn the_national_fast_path_agrees_with_the_full_parse(region in prop::sample::select(regions()), digits in "[0-9]{2,14}", spaced: bool) {
+            let text = if spaced && digits.len() > 4 { format!("{} {}", &digits[..3], &digits[3..]) } else { digits.clone() };
+            let p = PhoneParser::new(Some(region));
+            if let Some(fast) = p.fast_national(&text) {
+                prop_assert_eq!(Ok(fast), p.parse_full(&text), "[{}] {}", region, text);
+            }
+        }
     }
 
     proptest! {

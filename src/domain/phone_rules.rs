@@ -123,3 +123,72 @@ pub(super) fn national_prefix(region: Lib) -> Option<String> {
         .clone()
         .filter(|p| !p.is_empty())
 }
+
+/// What a region's national numbers need for the fast path of [`super::PhoneParser`]: how
+/// libphonenumber would read digits written without `+` in the region, when no regex but two
+/// (the region's international prefix, and the pattern of its national numbers) is needed to know.
+pub(super) struct National {
+    pub code: u16,
+    /// Its digits, as written.
+    pub code_digits: Vec<u8>,
+    /// Bit `n` set: a national number of `n` digits is possible.
+    pub lengths: u32,
+    /// The national prefix, when the region reads it as plain digits (`0`); `None` when it has none.
+    /// Regions whose prefix is a pattern (or more than one literal) take the full parse.
+    pub prefix: Option<Vec<u8>>,
+    /// Whether the digits start with the region's international prefix (`00`, `011`): then the
+    /// number is dialled abroad, and takes the full parse.
+    pub dialled_abroad: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Whether digits are a national number of the region by its general pattern (libphonenumber's
+    /// "viable" national number, which decides whether a prefix comes off).
+    pub viable: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+/// The regions whose national numbers can take the fast path, by region.
+pub(super) static NATIONAL: LazyLock<std::collections::HashMap<Lib, National>> = LazyLock::new(|| {
+    let util = &*PHONE_NUMBER_UTIL;
+    let mut regions = std::collections::HashMap::new();
+    for region in util.get_supported_regions() {
+        let Some(code) = calling_code_of(region) else { continue };
+        let Some(c) = CODES.get(usize::from(code)).and_then(Option::as_ref) else {
+            continue;
+        };
+        let Some(meta) = util.as_original().get_metadata_for_region(region) else {
+            continue;
+        };
+        let prefix = match &c.prefix {
+            Prefix::None if meta.national_prefix_for_parsing().pattern_base.is_none() => None,
+            Prefix::Literals(l) if l.len() == 1 => Some(l[0].clone()),
+            _ => continue,
+        };
+        // The main region's rules are the code's; another region of the code (CA for +1) has its own.
+        let lengths = meta
+            .general_desc
+            .original
+            .possible_length
+            .iter()
+            .filter(|l| (0..32).contains(*l))
+            .fold(0u32, |b, l| b | 1 << l);
+        let idd = meta.international_prefix();
+        let general = meta.general_desc.national_number_pattern();
+        regions.insert(
+            region,
+            National {
+                code,
+                code_digits: code.to_string().into_bytes(),
+                lengths,
+                prefix,
+                dialled_abroad: Box::new(move |n: &str| match idd.anchor_start() {
+                    Ok(Some(re)) => re.is_match(n),
+                    Ok(None) => false,
+                    Err(_) => true,
+                }),
+                viable: Box::new(move |n: &str| match general.anchor_full() {
+                    Ok(Some(re)) => re.is_match(n),
+                    _ => false,
+                }),
+            },
+        );
+    }
+    regions
+});
