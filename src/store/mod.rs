@@ -4,14 +4,16 @@
 //! # Key layout
 //! Consents and indexes are *paged maps* ([`pages`]): each sled value is a page of many small sorted
 //! entries, so a bulk write costs one sled insert per page touched, not per consent.
-//! - tree `by_number`: key `reversed digits · 0x00 · usage` → `1 · consent · created · updated · source`.
-//!   Exact lookups, and trailing-digit searches as a key-prefix range (digits `678` → prefix `876`).
+//! - tree `by_number`: key `reversed digits · 0x00 · usage` → `1 · consent · created · updated · source`,
+//!   or for a deleted consent a *tombstone* `2 · deleted at · source`, which an older record does not
+//!   pass (searches, counts and exports skip tombstones; a purge removes them). Exact lookups, and
+//!   trailing-digit searches as a key-prefix range (digits `678` → prefix `876`).
 //! - tree `by_created`: key `usage · consent · created · number(u64 BE)` → `1 · updated · source`.
 //!   Creation-time order; one partition per (usage, value), so a search only reads matching entries.
 //! - tree `audit_by_number`: key `reversed digits · 0x00 · seq` → empty. Finds a number's audit trail.
 //! - tree `journal`: key `first seq (u64 BE)` → a block of changes (seq, when, actor, source, number,
-//!   usage, before, after). It is the change feed, the audit trail (kept after a consent is deleted)
-//!   and the redo log at once.
+//!   usage, before, after; a deletion's after is its tombstone's time). It is the change feed, the
+//!   audit trail (kept after a consent is deleted) and the redo log at once.
 //! - tree `names`: `i · id(u32 BE)` → name and `s · name` → id, for sources and actors.
 //! - tree `searches` ([`searches`]): `owner · 0x00 · name` → a saved search (JSON, format byte first).
 //! - tree `events` ([`dpo`]): `seq (u64 BE)` → an administrative event without personal data (a purge,
