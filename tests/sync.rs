@@ -754,3 +754,29 @@ fn sigterm_lets_the_batch_in_hand_finish() {
         pushes.iter().map(|p| &p.0).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_dropped_file_not_read_to_its_end_fails_the_run_and_is_kept_whole() {
+    let config = format!(
+        "[[connectors]]\nname = \"drop\"\ntransport = \"file\"\ndirection = \"pull\"\nmapping = \"generic-csv\"\n\
+         schedule = \"{NEVER}\"\ncatch_up = false\n[connectors.file]\ndir = \"{{dir}}/drop\"\n"
+    );
+    let d = Daemon::start_with(&config);
+    let drop = d.dir.path().join("drop");
+    std::fs::copy(fixture("real/unclosed-quote.csv"), drop.join("x.csv")).unwrap();
+    let r = run(&d, "drop");
+    assert_eq!(r["outcome"], "failed", "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("could not be read to their end") && r["error"].as_str().unwrap().contains("x.csv"),
+        "{r}"
+    );
+    // The records before the break are taken; the file is kept whole, with a report saying where.
+    assert_eq!(r["inserted"], 1, "{r}");
+    assert_eq!(files(&drop.join("failed")), ["x.csv", "x.csv.report.json"]);
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(drop.join("failed/x.csv.report.json")).unwrap()).unwrap();
+    assert_eq!(
+        (&report["complete"], &report["unread"][0]["line"]),
+        (&json!(false), &json!(3)),
+        "{report}"
+    );
+}

@@ -89,10 +89,10 @@ impl PhoneNumber {
     /// The number as dialled inside its own country: the national prefix and the national number
     /// (`01512345678` for `+491512345678`), when its country code is known.
     pub fn national_digits(self) -> Option<String> {
-        let len = self.0.checked_ilog10()? + 1;
-        let (_, code_len, c) = rules::split_code(self.0, len)?;
+        let digits = self.digits();
+        let (code_len, c) = rules::code_of(digits.as_bytes())?;
         let prefix = rules::national_prefix(c.region).unwrap_or_default();
-        Some(format!("{prefix}{}", &self.digits()[code_len as usize..]))
+        Some(format!("{prefix}{}", &digits[code_len..]))
     }
 
     /// The digits last to first, as ASCII: the key under which trailing digits are found.
@@ -179,9 +179,8 @@ impl Region {
 
     /// The main region of the number's country calling code.
     pub fn of(number: PhoneNumber) -> Option<Self> {
-        let len = number.0.checked_ilog10()? + 1;
-        let (code, _, _) = rules::split_code(number.0, len)?;
-        Self::for_calling_code(code)
+        let (_, c) = rules::code_of(number.digits().as_bytes())?;
+        (c.region != rlibphonenumber::Region::World).then_some(Region(c.region))
     }
 
     pub fn calling_code(self) -> u16 {

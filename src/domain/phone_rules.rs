@@ -53,13 +53,7 @@ pub(super) static CODES: LazyLock<Vec<Option<CallingCode>>> = LazyLock::new(|| {
         let Some(meta) = util.as_original().get_metadata_for_region_or_calling_code(code, region) else {
             continue;
         };
-        let lengths = meta
-            .general_desc
-            .original
-            .possible_length
-            .iter()
-            .filter(|l| (0..32).contains(*l))
-            .fold(0u32, |b, l| b | 1 << l);
+        let lengths = length_bits(&meta.general_desc.original.possible_length);
         // libphonenumber keeps the pattern as `^(?:…)$` and matches it at the start of the number.
         let parsing = meta.national_prefix_for_parsing();
         let body = parsing
@@ -83,16 +77,13 @@ pub(super) static CODES: LazyLock<Vec<Option<CallingCode>>> = LazyLock::new(|| {
     codes
 });
 
-/// The calling code that starts `digits` (codes are prefix-free), and its length in digits.
-pub(super) fn split_code(digits: u64, len: u32) -> Option<(u16, u32, &'static CallingCode)> {
-    (1..=3u32).filter(|n| *n < len).find_map(|n| {
-        let code = digits / 10u64.pow(len - n);
-        let c = CODES.get(code as usize)?.as_ref()?;
-        Some((code as u16, n, c))
-    })
+/// Possible lengths as bits: bit `n` set, `n` digits possible.
+fn length_bits(lengths: &[i32]) -> u32 {
+    lengths.iter().filter(|l| (0..32).contains(*l)).fold(0u32, |b, l| b | 1 << l)
 }
 
-/// [`split_code`] for the ASCII digits of a number: the code's length and what it is.
+/// The calling code that starts the ASCII digits of a number (codes are prefix-free): its length in
+/// digits, and what it is.
 pub(super) fn code_of(digits: &[u8]) -> Option<(usize, &'static CallingCode)> {
     let codes = &*CODES;
     let mut code = 0usize;
@@ -162,13 +153,7 @@ pub(super) static NATIONAL: LazyLock<std::collections::HashMap<Lib, National>> =
             _ => continue,
         };
         // The main region's rules are the code's; another region of the code (CA for +1) has its own.
-        let lengths = meta
-            .general_desc
-            .original
-            .possible_length
-            .iter()
-            .filter(|l| (0..32).contains(*l))
-            .fold(0u32, |b, l| b | 1 << l);
+        let lengths = length_bits(&meta.general_desc.original.possible_length);
         let idd = meta.international_prefix();
         let general = meta.general_desc.national_number_pattern();
         regions.insert(

@@ -15,9 +15,20 @@ fn steps(path: &str) -> Vec<String> {
     }
 }
 
-/// One step of a JSON pointer.
+/// One key more on a record's path, as messages write it: keys joined by dots, as `format.records`
+/// names them (`data.customers`).
 fn pointer_step(pointer: &str, step: &str) -> String {
-    format!("{pointer}/{}", step.replace('~', "~0").replace('/', "~1"))
+    if pointer.is_empty() {
+        step.to_string()
+    } else {
+        format!("{pointer}.{step}")
+    }
+}
+
+/// An array element on a record's path, counted from 1 as records, lines and columns are
+/// (`data.customers[3]`).
+fn pointer_index(pointer: &str, index: usize) -> String {
+    format!("{pointer}[{}]", index + 1)
 }
 
 /// The value at `path` below `v`; array elements by number.
@@ -38,7 +49,7 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
-/// A found record: its value, the object holding the array it is in, and its JSON pointer.
+/// A found record: its value, the object holding the array it is in, and its path.
 type Found<'a> = (&'a Value, Option<&'a Value>, String);
 
 /// The records at `path` below `v`, walking every array met on the way.
@@ -46,7 +57,7 @@ fn expand<'a>(v: &'a Value, path: &[String], parent: Option<&'a Value>, pointer:
     match (v, path.split_first()) {
         (Value::Array(items), _) => {
             for (i, item) in items.iter().enumerate() {
-                expand(item, path, parent, format!("{pointer}/{i}"), out);
+                expand(item, path, parent, pointer_index(&pointer, i), out);
             }
         }
         (_, None) => out.push((v, parent, pointer)),
@@ -242,7 +253,7 @@ enum State {
 pub struct JsonReader {
     scan: Scanner,
     picker: Picker,
-    /// The records path below the streamed array, and the pointer of that array.
+    /// The records path below the streamed array, and the path of that array.
     rest: Vec<String>,
     pointer: String,
     state: State,
@@ -278,7 +289,7 @@ impl JsonReader {
 
     fn here(&self) -> Location {
         let path = match self.state {
-            State::Array { .. } => format!("{}/{}", self.pointer, self.index),
+            State::Array { .. } => pointer_index(&self.pointer, self.index),
             _ => self.pointer.clone(),
         };
         self.picker.location(Some(self.scan.line), path)
@@ -813,7 +824,7 @@ mod tests {
         let records = read_all(&json(""), &names(&["phone", "consent", "n", "x"]), text).unwrap();
         assert_eq!(records[0].values, row(&["+49151", "false", "12", ""]));
         assert_eq!(records[1].values, row(&["+49171", "true", "", ""]));
-        assert_eq!(records[1].location.to_string(), "in.txt:2 (record 2, /1)");
+        assert_eq!(records[1].location.to_string(), "in.txt:2 (record 2, [2])");
     }
 
     #[test]
@@ -833,7 +844,10 @@ mod tests {
                 row(&["2", "c", "", "[1]"])
             ]
         );
-        assert_eq!(records[1].location.to_string(), "in.txt:2 (record 2, /data/customers/0/consents/1)");
+        assert_eq!(
+            records[1].location.to_string(),
+            "in.txt:2 (record 2, data.customers[1].consents[2])"
+        );
         assert_eq!(records[2].location.line, Some(3));
     }
 
@@ -853,18 +867,18 @@ mod tests {
     #[test]
     fn broken_json_says_where() {
         let e = error(&json(""), &["a"], "[{\"a\": 1},\n{\"a\": 2},\n{\"a\": 3");
-        assert_eq!(e, "in.txt:3 (record 3, /2): the file ends inside this value (is it truncated?)");
+        assert_eq!(e, "in.txt:3 (record 3, [3]): the file ends inside this value (is it truncated?)");
         let e = error(&json(""), &["a"], "[{\"a\": 1}");
         assert_eq!(
             e,
-            "in.txt:1 (record 2, /1): the file ends inside the records array (is it truncated?)"
+            "in.txt:1 (record 2, [2]): the file ends inside the records array (is it truncated?)"
         );
         let e = error(&json(""), &["a"], "[{\"a\": 1}\n{\"a\": 2}]");
-        assert!(e.starts_with("in.txt:2 (record 2, /1): expected ',' or ']'"), "{e}");
+        assert!(e.starts_with("in.txt:2 (record 2, [2]): expected ',' or ']'"), "{e}");
         let e = error(&json(""), &["a"], "[{\"a\": 1},\n{\"a\":\n tru}]");
-        assert_eq!(e, "in.txt:3 (record 2, /1): invalid JSON: expected ident (column 5)");
+        assert_eq!(e, "in.txt:3 (record 2, [2]): invalid JSON: expected ident (column 5)");
         let e = error(&json("data.items"), &["a"], "{\"data\": {\"other\": []}}");
-        assert_eq!(e, "in.txt:1 (record 1, /data): no key \"items\" in /data (see format.records)");
+        assert_eq!(e, "in.txt:1 (record 1, data): no key \"items\" in data (see format.records)");
         let e = error(&json(""), &["a"], b"[{\"a\": \"\xE4\"}]".to_vec());
         assert!(e.contains("invalid JSON"), "{e}");
     }

@@ -202,7 +202,8 @@ pub struct Location {
     pub line: Option<u64>,
     /// 1-based record number in the file; 0 when the place is not a record (a header), and then not shown.
     pub record: u64,
-    /// JSON pointer (`/data/consents/17`) or XML path (`/consents/consent[18]`), when known.
+    /// JSON path (`data.consents[18]`) or XML path (`/consents/consent[18]`), when known; array
+    /// elements are counted from 1, as records, lines, fields and columns are in every message.
     pub path: Option<String>,
 }
 

@@ -17,7 +17,8 @@ type Requests = HashMap<String, BTreeMap<(String, u16), (u64, f64)>>;
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<Requests>,
-    /// Import runs by outcome (`clean`, `refused`, `failed`, `dry_run`).
+    /// Import runs by outcome (`clean`, `refused`, `incomplete` (the input not read to its end),
+    /// `failed`, `dry_run`).
     imports: Mutex<BTreeMap<&'static str, u64>>,
     /// Imported records and consents by outcome.
     import_records: Mutex<BTreeMap<&'static str, u64>>,
@@ -29,6 +30,7 @@ impl Metrics {
             None => "failed",
             Some(r) if r.dry_run => "dry_run",
             Some(r) if r.clean() => "clean",
+            Some(r) if !r.complete => "incomplete",
             Some(_) => "refused",
         };
         *self.imports.lock().expect("metrics").entry(outcome).or_default() += 1;
@@ -41,6 +43,7 @@ impl Metrics {
                 ("unchanged", r.unchanged),
                 ("deleted", r.deleted),
                 ("rejected", r.rejected),
+                ("skipped", r.skipped),
             ] {
                 *m.entry(k).or_default() += v;
             }

@@ -710,8 +710,14 @@ function renderImportReport(r) {
     : r.applied
       ? "Imported."
       : "Nothing was applied (strict: some records were refused).";
+  const whole = r.complete !== false;
   const parts = [
-    el("p", { class: r.rejected ? "status bad" : "status", text: `${head} ${r.files.join(", ")} through ${r.mapping}, in ${r.seconds.toFixed(2)} s.` }),
+    el("p", { class: r.rejected || !whole ? "status bad" : "status", text: `${head} ${r.files.join(", ")} through ${r.mapping}, in ${r.seconds.toFixed(2)} s.` }),
+    el("p", {
+      class: whole ? "status" : "status bad",
+      id: "import-whole",
+      text: whole ? "The whole file was read." : "The file was NOT read to its end: see below where reading stopped.",
+    }),
     figures([
       ["Read", r.read.toLocaleString()],
       ["Inserted", r.inserted.toLocaleString()],
@@ -719,12 +725,24 @@ function renderImportReport(r) {
       ["Unchanged", r.unchanged.toLocaleString()],
       ["Deleted", r.deleted.toLocaleString()],
       ["Refused", r.rejected.toLocaleString()],
+      ["Skipped", (r.skipped || 0).toLocaleString()],
     ]),
   ];
+  for (const u of r.unread || []) {
+    const where = [u.line ? `line ${u.line}` : "", u.record ? `record ${u.record}` : "", u.path || ""].filter(Boolean).join(", ");
+    const left = u.bytes == null ? "the file was not read" : `${plural(u.lines, "line")} (${plural(u.bytes, "byte")}) not read`;
+    parts.push(el("p", { class: "status bad", text: `${u.file}${where ? ` (${where})` : ""}: ${u.reason}; ${left}.` }));
+  }
   if (r.rejects.length) {
     parts.push(
       el("h3", { text: `Refused records${r.rejects.length < r.rejected ? ` (the first ${r.rejects.length} of ${r.rejected})` : ""}` }),
       rejectsTable(r.rejects, { class: "rejects", id: "rejects-table" })
+    );
+  }
+  if ((r.skips || []).length) {
+    parts.push(
+      el("h3", { text: `Skipped: not consents of ours${r.skips.length < r.skipped ? ` (the first ${r.skips.length} of ${r.skipped})` : ""}` }),
+      rejectsTable(r.skips, { class: "rejects", id: "skips-table" })
     );
   }
   $("import-report").replaceChildren(...parts);
