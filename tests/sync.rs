@@ -780,3 +780,67 @@ fn a_dropped_file_not_read_to_its_end_fails_the_run_and_is_kept_whole() {
         "{report}"
     );
 }
+
+#[test]
+fn a_connectors_authority_wins_whatever_the_times() {
+    let config = format!(
+        "[[connectors]]\nname = \"theirs\"\ntransport = \"file\"\ndirection = \"pull\"\nmapping = \"generic-csv\"\n\
+         schedule = \"{NEVER}\"\ncatch_up = false\nauthority = \"remote\"\n[connectors.file]\ndir = \"{{dir}}/theirs\"\n\n\
+         [[connectors]]\nname = \"ours\"\ntransport = \"file\"\ndirection = \"pull\"\nmapping = \"generic-csv\"\n\
+         schedule = \"{NEVER}\"\ncatch_up = false\nauthority = \"local\"\n[connectors.file]\ndir = \"{{dir}}/ours\"\n"
+    );
+    let d = Daemon::start_with(&config);
+    let header = "phone,channel,consent,created_at,updated_at\n";
+    let held = format!(
+        "{header}+491511111111,whatsapp,true,2024-06-01T00:00:00Z,2024-06-01T00:00:00Z\n\
+         +491512222222,whatsapp,true,2024-06-01T00:00:00Z,2024-06-01T00:00:00Z\n"
+    );
+    let r = d
+        .as_("admin", reqwest::Method::POST, "/v1/imports?mapping=generic-csv")
+        .body(held)
+        .send()
+        .unwrap();
+    assert_eq!(d.ok(r)["inserted"], 2);
+    let drop = |connector: &str, name: &str, row: &str| {
+        std::fs::write(d.dir.path().join(connector).join(name), format!("{header}{row}\n")).unwrap();
+    };
+    let consent = |n: &str| d.search(&format!("number={n}")).first().map(|c| c["consent"].clone());
+    // An older denial from the system that is the authority wins.
+    drop(
+        "theirs",
+        "a.csv",
+        "+491511111111,whatsapp,false,2020-01-01T00:00:00Z,2020-01-01T00:00:00Z",
+    );
+    assert_eq!(run(&d, "theirs")["updated"], 1);
+    assert_eq!(consent("%2B491511111111"), Some(json!(false)));
+    // A newer denial from a system we are the authority over changes nothing.
+    drop(
+        "ours",
+        "b.csv",
+        "+491512222222,whatsapp,false,2025-01-01T00:00:00Z,2025-01-01T00:00:00Z",
+    );
+    assert_eq!(run(&d, "ours")["unchanged"], 1);
+    assert_eq!(consent("%2B491512222222"), Some(json!(true)));
+    // Deleted here: the authority brings it back even with an older record; the other does not.
+    let ids: Vec<Value> = d
+        .search("digits=1111111")
+        .iter()
+        .chain(&d.search("digits=2222222"))
+        .map(|c| c["id"].clone())
+        .collect();
+    d.ok(d.post("admin", "/v1/consents/delete", json!({ "ids": ids })));
+    drop(
+        "theirs",
+        "c.csv",
+        "+491511111111,whatsapp,true,2020-01-01T00:00:00Z,2020-01-01T00:00:00Z",
+    );
+    drop(
+        "ours",
+        "d.csv",
+        "+491512222222,whatsapp,true,2030-01-01T00:00:00Z,2030-01-01T00:00:00Z",
+    );
+    assert_eq!(run(&d, "theirs")["inserted"], 1);
+    assert_eq!(run(&d, "ours")["inserted"], 0);
+    assert_eq!(consent("%2B491511111111"), Some(json!(true)));
+    assert_eq!(consent("%2B491512222222"), None);
+}
