@@ -259,6 +259,17 @@ impl ImportReport {
         s
     }
 
+    /// Removes the files beside the rejects file `rejects` that hold the unread rests of JSON and XML
+    /// inputs, for callers that keep the inputs themselves (a pull, a replay): they hold personal data
+    /// and are not needed there.
+    pub fn remove_unread_beside(&self, rejects: &Path) {
+        for to in self.unread.iter().filter_map(|u| u.saved_to.as_deref()) {
+            if Path::new(to) != rejects {
+                let _ = std::fs::remove_file(to);
+            }
+        }
+    }
+
     /// Sets `outcome` from the figures.
     fn conclude(&mut self) {
         self.outcome = if self.clean() { "ok" } else { "partial" }.to_string();

@@ -136,6 +136,7 @@ async fn replay(
         let input = Input::once(&letter.origin, Box::new(std::io::Cursor::new(bytes)));
         let report =
             crate::import::import(&st.store, &mapping, &mut [input], &ctx, &st.config.phone_parser(), &opts).map_err(ApiError::internal)?;
+        report.remove_unread_beside(rejects.path());
         if report.rejected == 0 {
             st.store.sync_remove(&name, "dead", &key)?;
         } else {

@@ -219,6 +219,9 @@ impl Sync {
         rejects: &Path,
         run: &mut RunReport,
     ) -> Result<(), String> {
+        // A pull keeps what it did not read where it can be read again (the file in failed/, the page
+        // at the next run).
+        report.remove_unread_beside(rejects);
         run.pulled += report.read;
         run.inserted += report.inserted;
         run.updated += report.updated;
