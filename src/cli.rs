@@ -153,6 +153,36 @@ pub enum SyncCommand {
     Run { name: String },
     /// List the connectors with their schedule, next run and last run.
     List,
+    /// List the changes a connector's remote refused (kept to re-send or dismiss).
+    Refused { name: String },
+    /// Send a refused batch again, after the remote or the mapping was fixed.
+    Resend { name: String, id: u64 },
+    /// Drop a refused batch: its changes will not be sent.
+    Dismiss {
+        name: String,
+        id: u64,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Mark an erasure owed to a connector as done outside consentd (ID: from `sync list` or the DPO report).
+    ErasureHandled {
+        name: String,
+        id: String,
+        /// How it was handled (required).
+        #[arg(long)]
+        note: String,
+    },
+    /// Clear a connector's watermark (the next pull takes everything, or from `start_from`), or set it
+    /// with --to; --pushed-seq sets the push position (the next push sends the changes after it).
+    Reset {
+        name: String,
+        /// The watermark to set (RFC 3339) instead of clearing it.
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// Set the push position only (the watermark stays unless --to is given too).
+        #[arg(long, value_name = "SEQ")]
+        pushed_seq: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -243,8 +273,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         Ok(Store::open(&config.data_dir, &config.store_options())?)
     };
+    let actor = || format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "local".into()));
     let ctx = || ChangeContext {
-        actor: format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "local".into())),
+        actor: actor(),
         source: Source::Cli,
         now: Timestamp::now(),
         prefer: crate::domain::Prefer::Newest,
@@ -438,6 +469,39 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                         return Ok(EXIT_REFUSED);
                     }
                 }
+                SyncCommand::Refused { name } => {
+                    sync.connector(&name)?;
+                    let items: Vec<crate::sync::run::RefusedBatch> =
+                        sync.store.sync_list(&name, "refused")?.into_iter().map(|(_, b)| b).collect();
+                    serde_json::to_writer_pretty(&mut *stdout, &items)?;
+                    writeln!(stdout)?;
+                }
+                SyncCommand::Resend { name, id } => {
+                    let out = sync.resend_refused(&name, id, &actor())?;
+                    serde_json::to_writer_pretty(&mut *stdout, &out)?;
+                    writeln!(stdout)?;
+                    if out.outcome == "refused" {
+                        return Ok(EXIT_REFUSED);
+                    }
+                }
+                SyncCommand::Dismiss { name, id, note } => {
+                    let b = sync.dismiss_refused(&name, id, &actor(), note.as_deref())?;
+                    writeln!(stdout, "Dismissed refused batch {} of {name} (changes {} to {}).", b.id, b.first_seq, b.last_seq)?;
+                }
+                SyncCommand::ErasureHandled { name, id, note } => {
+                    sync.erasure_handled(&name, &id, &actor(), &note)?;
+                    writeln!(stdout, "The erasure {id} at {name} is marked handled.")?;
+                }
+                SyncCommand::Reset { name, to, pushed_seq } => {
+                    let position = reset_position(to, pushed_seq);
+                    let s = sync.set_position(&name, &position, &actor())?;
+                    writeln!(
+                        stdout,
+                        "{name}: watermark {}, pushed up to #{}",
+                        s.watermark.as_deref().unwrap_or("-"),
+                        s.pushed_seq
+                    )?;
+                }
                 SyncCommand::List => {
                     let now = Timestamp::now();
                     for c in &sync.connectors {
@@ -461,6 +525,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// What `sync reset` sets: the watermark to `--to` (cleared without it, unless only `--pushed-seq` is
+/// given), and the push position to `--pushed-seq`.
+fn reset_position(to: Option<String>, pushed_seq: Option<u64>) -> crate::sync::manage::Position {
+    crate::sync::manage::Position {
+        watermark: match (&to, pushed_seq) {
+            (None, Some(_)) => None,
+            _ => Some(to),
+        },
+        pushed_seq,
+    }
 }
 
 /// A consent as the search command prints it (from the store or from the daemon).
@@ -566,6 +642,52 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
                 let list: serde_json::Value = client.json(client.get("/v1/sync"))?;
                 serde_json::to_writer_pretty(&mut *stdout, &list["items"])?;
                 writeln!(stdout)?;
+            }
+            SyncCommand::Refused { name } => {
+                let list: serde_json::Value = client.json(client.get(&format!("/v1/sync/{name}/refused")))?;
+                serde_json::to_writer_pretty(&mut *stdout, &list["items"])?;
+                writeln!(stdout)?;
+            }
+            SyncCommand::Resend { name, id } => {
+                let out: serde_json::Value = client.json(client.post(&format!("/v1/sync/{name}/refused/{id}/resend")))?;
+                serde_json::to_writer_pretty(&mut *stdout, &out)?;
+                writeln!(stdout)?;
+                if out["outcome"] == "refused" {
+                    return Ok(EXIT_REFUSED);
+                }
+            }
+            SyncCommand::Dismiss { name, id, note } => {
+                let b: serde_json::Value = client.json(
+                    client
+                        .post(&format!("/v1/sync/{name}/refused/{id}/dismiss"))
+                        .json(&serde_json::json!({ "note": note })),
+                )?;
+                writeln!(stdout, "Dismissed refused batch {id} of {name} (changes {} to {}).", b["first_seq"], b["last_seq"])?;
+            }
+            SyncCommand::ErasureHandled { name, id, note } => {
+                client.json::<serde_json::Value>(
+                    client
+                        .post(&format!("/v1/sync/{name}/erasures/{id}/handled"))
+                        .json(&serde_json::json!({ "note": note })),
+                )?;
+                writeln!(stdout, "The erasure {id} at {name} is marked handled.")?;
+            }
+            SyncCommand::Reset { name, to, pushed_seq } => {
+                let mut body = serde_json::Map::new();
+                let position = reset_position(to, pushed_seq);
+                if let Some(w) = position.watermark {
+                    body.insert("watermark".into(), w.into());
+                }
+                if let Some(seq) = position.pushed_seq {
+                    body.insert("pushed_seq".into(), seq.into());
+                }
+                let s: serde_json::Value = client.json(client.post(&format!("/v1/sync/{name}/watermark")).json(&body))?;
+                writeln!(
+                    stdout,
+                    "{name}: watermark {}, pushed up to #{}",
+                    s["watermark"].as_str().unwrap_or("-"),
+                    s["pushed_seq"]
+                )?;
             }
         },
         Command::Import {

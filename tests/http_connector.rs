@@ -707,10 +707,13 @@ fn too_many_requests_waits_as_retry_after_says() {
     });
     let (c, sleeps) = connector(&format!("url = \"{}/c\"\nbackoff_ms = 1\nmax_backoff_ms = 60000", server.base));
     let (result, ids, _) = pull_ids(&c, None);
-    result.unwrap();
-    assert_each_once(&ids, 2);
-    // 7 s as asked; an hour capped at max_backoff_ms.
-    assert_eq!(*sleeps.lock().unwrap(), [Duration::from_secs(7), Duration::from_secs(60)]);
+    // 7 s as asked; an hour is more than max_backoff_ms allows: the pull fails with that reason
+    // rather than knocking again too early.
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("3600 s") && err.contains("max_backoff_ms"), "{err}");
+    assert!(ids.is_empty());
+    assert_eq!(*sleeps.lock().unwrap(), [Duration::from_secs(7)]);
+    assert_eq!(server.requests().len(), 2, "no request after the long Retry-After");
 }
 
 #[test]
@@ -920,6 +923,68 @@ fn push_refused_keeps_the_start_of_the_answer() {
 }
 
 #[test]
+fn only_answers_that_refuse_the_content_make_a_batch_refused() {
+    // Each status answered to every request; 5xx, 408 and 429 are retried first.
+    for (status, refused) in [
+        (400, true),
+        (409, true),
+        (413, true),
+        (422, true),
+        (401, false),
+        (403, false),
+        (404, false),
+        (405, false),
+        (407, false),
+        (408, false),
+        (410, false),
+        (429, false),
+        (500, false),
+        (502, false),
+        (503, false),
+        (302, false),
+    ] {
+        let server = serve(move |_| Reply::status(status, "no"));
+        let (c, _) = connector(&format!("url = \"{}/c\"\nretries = 1", server.base));
+        match c.push(b"[]".to_vec(), "application/json", "k") {
+            Ok(Delivery::Refused { status: s, .. }) => assert!(refused && s == status, "{status} was taken as refused content"),
+            Err(HttpError::Failed { reason, .. }) => {
+                assert!(!refused, "{status} failed instead of being refused: {reason}");
+                assert!(reason.contains(&status.to_string()), "{status}: {reason}");
+            }
+            other => panic!("{status}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn refused_statuses_are_configurable() {
+    let server = serve(|s| match s.n {
+        0 => Reply::status(400, "bad"),
+        _ => Reply::status(410, "gone"),
+    });
+    let (c, _) = connector(&format!("url = \"{}/c\"\nrefused_statuses = [410, 422]", server.base));
+    assert!(
+        matches!(c.push(b"[]".to_vec(), "application/json", "k"), Err(HttpError::Failed { .. })),
+        "400 is not in the list: the run fails"
+    );
+    assert!(matches!(
+        c.push(b"[]".to_vec(), "application/json", "k"),
+        Ok(Delivery::Refused { status: 410, .. })
+    ));
+}
+
+#[test]
+fn a_delete_answered_404_fails_unless_404_means_deleted() {
+    let server = serve(|_| Reply::status(404, "no such route"));
+    let (c, _) = connector(&format!(
+        "url = \"{b}/c\"\ndeletes = \"request\"\ndelete_url = \"{b}/wrong/{{number}}\"",
+        b = server.base
+    ));
+    let err = c.delete("+49301234567", "call_recording", "c1", "k").unwrap_err().to_string();
+    assert!(err.contains("404") && !err.contains("+49301234567"), "{err}");
+}
+
+#[test]
 fn push_retries_a_server_error_with_the_same_idempotency_key() {
     let server = serve(|s| match s.n {
         0 => Reply::status(500, "oops"),
@@ -963,7 +1028,7 @@ fn delete_fills_in_the_encoded_number() {
         _ => Reply::status(400, "unknown usage"),
     });
     let (c, _) = connector(&format!(
-        "url = \"{b}/c\"\ndeletes = \"request\"\ndelete_url = \"{b}/consents/{{number}}/{{usage}}?id={{id}}\"",
+        "url = \"{b}/c\"\ndeletes = \"request\"\nnot_found_means_deleted = true\ndelete_url = \"{b}/consents/{{number}}/{{usage}}?id={{id}}\"",
         b = server.base
     ));
     assert_eq!(

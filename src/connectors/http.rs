@@ -50,6 +50,25 @@ pub struct HttpOptions {
     /// The watermark of the first pull (RFC 3339); without it the first pull takes everything.
     #[serde(default)]
     pub start_from: Option<String>,
+    /// Seconds before the watermark a pull asks from (default 60), so records at exactly the
+    /// watermark are read again by a remote whose `since` means "strictly newer", and records the
+    /// remote saved a little late are not missed. Records read again are unchanged.
+    #[serde(default = "default_overlap")]
+    pub since_overlap_secs: u64,
+    /// How the watermark is written into `since_param`: `rfc3339` (default, `2025-01-01T00:00:00Z`),
+    /// `epoch_seconds`, `epoch_millis`, or a strftime pattern in UTC such as `%Y-%m-%d %H:%M:%S`.
+    #[serde(default)]
+    pub since_format: SinceFormat,
+    /// Push answers that refuse the *content* of a batch (default 400, 409, 413 and 422): the batch is
+    /// kept as refused (see `on_refused`) and can be re-sent. Any other answer that is not a 2xx
+    /// (401, 403, 404, 405, 5xx, …) means a misconfiguration or an outage: the run fails and the
+    /// next run sends the same batch again. A 413 splits the batch first.
+    #[serde(default = "default_refused_statuses")]
+    pub refused_statuses: Vec<u16>,
+    /// `deletes = "request"`: a 404 answer to a DELETE means the consent is already gone there
+    /// (default false: a 404 fails the run, as a wrong `delete_url` would).
+    #[serde(default)]
+    pub not_found_means_deleted: bool,
     /// Seconds to wait for a connection (default 10).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
@@ -80,6 +99,65 @@ fn default_backoff() -> u64 {
 }
 fn default_max_backoff() -> u64 {
     30_000
+}
+fn default_overlap() -> u64 {
+    60
+}
+fn default_refused_statuses() -> Vec<u16> {
+    vec![400, 409, 413, 422]
+}
+
+/// How a watermark is written in the `since` parameter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SinceFormat {
+    #[default]
+    Rfc3339,
+    EpochSeconds,
+    EpochMillis,
+    /// A strftime pattern, in UTC.
+    Pattern(String),
+}
+
+impl<'de> Deserialize<'de> for SinceFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "rfc3339" => SinceFormat::Rfc3339,
+            "epoch_seconds" | "epoch_s" => SinceFormat::EpochSeconds,
+            "epoch_millis" | "epoch_ms" => SinceFormat::EpochMillis,
+            _ => SinceFormat::Pattern(s),
+        })
+    }
+}
+
+impl SinceFormat {
+    /// The time as the remote reads it.
+    pub fn write(&self, t: crate::domain::Timestamp) -> String {
+        match self {
+            SinceFormat::Rfc3339 => t.to_rfc3339(),
+            SinceFormat::EpochSeconds => t.millis().div_euclid(1000).to_string(),
+            SinceFormat::EpochMillis => t.millis().to_string(),
+            SinceFormat::Pattern(p) => {
+                use std::fmt::Write as _;
+                let mut out = String::new();
+                // A bad pattern is refused by `problems`; here it writes what it can.
+                let _ = write!(out, "{}", t.to_datetime().format(p));
+                out
+            }
+        }
+    }
+
+    fn problem(&self) -> Option<String> {
+        let SinceFormat::Pattern(p) = self else { return None };
+        let bad = chrono::format::StrftimeItems::new(p).any(|i| matches!(i, chrono::format::Item::Error));
+        if bad || !p.contains('%') {
+            Some(format!(
+                "{p:?} is not rfc3339, epoch_seconds, epoch_millis or a strftime pattern such as \"%Y-%m-%dT%H:%M:%S\""
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -190,6 +268,16 @@ impl HttpOptions {
                 p.push(format!("{at}.start_from: {t:?} is not an RFC 3339 time"));
             }
         }
+        if let Some(e) = self.since_format.problem() {
+            p.push(format!("{at}.since_format: {e}"));
+        }
+        for &status in &self.refused_statuses {
+            if !(400..500).contains(&status) || matches!(status, 401 | 407 | 408 | 429) {
+                p.push(format!(
+                    "{at}.refused_statuses: {status} is not an answer that refuses content (a 4xx other than 401, 407, 408 and 429)"
+                ));
+            }
+        }
         if self.read_timeout_secs == 0 || self.connect_timeout_secs == 0 {
             p.push(format!("{at}: timeouts must be at least 1 second"));
         }
@@ -198,6 +286,17 @@ impl HttpOptions {
                 p.push(format!("{at}.headers: {name:?} is not a valid header name"));
             } else if HeaderValue::from_str(value).is_err() {
                 p.push(format!("{at}.headers.{name}: {value:?} is not a valid header value"));
+            }
+        }
+        let secrets: Vec<&String> = match &self.auth {
+            None => vec![],
+            Some(Auth::Bearer { token_env }) => vec![token_env],
+            Some(Auth::Basic { password_env, .. }) => vec![password_env],
+            Some(Auth::Header { value_env, .. }) => vec![value_env],
+        };
+        for var in secrets {
+            if let Err(HttpError::Config(e)) = secret(var) {
+                p.push(format!("{at}.auth: {e}"));
             }
         }
         if let Some(Auth::Header { name, .. }) = &self.auth {
@@ -272,7 +371,8 @@ pub enum Delivery {
     Delivered,
     /// Nothing was sent on purpose (a deletion the mapping cannot express).
     Skipped,
-    /// A 4xx answer (other than 408/429): the remote refuses this batch; retrying will not help.
+    /// An answer of `refused_statuses` (400, 409, 413, 422): the remote refuses this batch's content;
+    /// sending it again unchanged will not help.
     Refused { status: u16, body: String },
 }
 
@@ -672,20 +772,26 @@ impl HttpConnector {
                 Err(e) => return self.transport_failure(&e),
             };
             let status = resp.status();
-            if status.is_success() || (is_delete && status == StatusCode::NOT_FOUND) {
+            if status.is_success() || (is_delete && status == StatusCode::NOT_FOUND && self.opts.not_found_means_deleted) {
                 Attempt::Done(Delivery::Delivered)
             } else if retryable(status) {
                 Attempt::Retry {
                     cause: format!("HTTP {status}"),
                     wait: retry_after(&resp),
                 }
-            } else if status.is_client_error() {
+            } else if self.opts.refused_statuses.contains(&status.as_u16()) {
                 Attempt::Done(Delivery::Refused {
                     status: status.as_u16(),
                     body: body_start(resp, REFUSED_BODY_BYTES),
                 })
             } else {
-                Attempt::Fail(format!("unexpected HTTP {status}"))
+                // 401, 403, 404, 405, a redirect not followed…: the request or its credentials are
+                // wrong, not the content. The run fails; the batch goes again next time.
+                Attempt::Fail(format!(
+                    "HTTP {status}{}: {}",
+                    misconfigured_hint(status),
+                    body_start(resp, FAILED_BODY_BYTES)
+                ))
             }
         })?;
         Ok(delivery)
@@ -744,7 +850,18 @@ impl HttpConnector {
                         });
                     }
                     let wait = match wait {
-                        Some(w) => w.min(Duration::from_millis(max)),
+                        Some(w) if w > Duration::from_millis(max) => {
+                            warn!(url = logged_url, attempts, retry_after_secs = w.as_secs(), "The server asks to wait longer than max_backoff_ms.");
+                            return Err(HttpError::Failed {
+                                url: shown_url.to_owned(),
+                                reason: format!(
+                                    "{cause}: the server asks to wait {} s (Retry-After), more than max_backoff_ms ({max} ms); the next run tries again",
+                                    w.as_secs_f64().ceil() as u64
+                                ),
+                                attempts,
+                            });
+                        }
+                        Some(w) => w,
                         None => jitter(Duration::from_millis(backoff)),
                     };
                     warn!(
@@ -816,6 +933,18 @@ fn parse_target(url: &str, key: &str) -> Result<Url, HttpError> {
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
         .ok_or_else(|| HttpError::Config(format!("http.{key}: {:?} is not an http:// or https:// URL", strip_userinfo(url))))
+}
+
+/// What a status that fails a push says is wrong.
+fn misconfigured_hint(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 | 407 => " (the credentials were not accepted)",
+        403 => " (the credentials lack the right)",
+        404 => " (is the URL right?)",
+        405 => " (the method is not allowed there: push_method?)",
+        300..=399 => " (a redirect that was not followed)",
+        _ => "",
+    }
 }
 
 fn retryable(status: StatusCode) -> bool {

@@ -18,8 +18,16 @@ pub struct ConnectorConfig {
     pub transport: Transport,
     /// `pull`, `push` or `both`.
     pub direction: Direction,
-    /// The mapping (`mappings/NAME.toml`) that reads and writes the remote format.
+    /// The mapping (`mappings/NAME.toml`) that reads the remote format, and writes it unless
+    /// `push_mapping` is set.
     pub mapping: String,
+    /// The mapping that writes what is pushed, when the remote takes another shape than it gives.
+    #[serde(default)]
+    pub push_mapping: Option<String>,
+    /// The remote system this connector talks to, when several connectors talk to one (a pull and a
+    /// push connector, say): a change pulled by any of them is not pushed to any of them.
+    #[serde(default)]
+    pub system: Option<String>,
     /// Cron: `sec min hour day-of-month month day-of-week` (or five fields without seconds).
     pub schedule: String,
     /// IANA time zone the schedule is read in (default UTC), e.g. `Europe/Berlin`.
@@ -31,8 +39,9 @@ pub struct ConnectorConfig {
     /// Run once at start-up when a scheduled run was missed while the daemon was down (default true).
     #[serde(default = "yes")]
     pub catch_up: bool,
-    /// Push: what a refused batch (4xx) does: `skip` (default: kept for inspection, later batches go on)
-    /// or `stop` (the run stops there and retries the batch next time).
+    /// Push: what changes the remote refuses (an answer of `http.refused_statuses`) do: `skip`
+    /// (default: kept as a refused batch to re-send or dismiss by hand, later batches go on; the run
+    /// is `partial`) or `stop` (kept too, and the run stops there and sends them again next time).
     #[serde(default)]
     pub on_refused: OnRefused,
     /// Push: changes per batch (default 1000).
@@ -116,6 +125,19 @@ impl ConnectorConfig {
         }
         if let Err(e) = crate::mapping::Mapping::load(&self.mapping, mappings_dir) {
             p.push(format!("{at}.mapping: {:?}: {}", self.mapping, e.problems.join("; ")));
+        }
+        if let Some(Err(e)) = self.push_mapping.as_deref().map(|m| crate::mapping::Mapping::load(m, mappings_dir)) {
+            p.push(format!(
+                "{at}.push_mapping: {:?}: {}",
+                self.push_mapping.as_deref().unwrap_or_default(),
+                e.problems.join("; ")
+            ));
+        }
+        if self.push_mapping.is_some() && !self.direction.pushes() {
+            p.push(format!("{at}.push_mapping: the connector does not push (direction = \"pull\")"));
+        }
+        if self.system.as_deref().is_some_and(str::is_empty) {
+            p.push(format!("{at}.system: must not be empty"));
         }
         if self.batch_size == 0 {
             p.push(format!("{at}.batch_size: must be at least 1"));

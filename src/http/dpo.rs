@@ -38,9 +38,9 @@ struct Held {
     /// Every change to its consents (also of deleted ones): the proof of consent.
     history: Vec<AuditEntry>,
     saved_searches: Vec<SavedSearch>,
-    /// Per push connector, whether a purge of this number was delivered (`pending`, `delivered`,
-    /// `skipped`, `refused`, `failed`), found by the number's keyed hash.
-    erasures: Vec<(String, String)>,
+    /// Per push connector, whether a purge of this number reached it (`pending` with attempts and
+    /// the last answer, `delivered`, or `handled` by hand with a note), found by the number's keyed hash.
+    erasures: Vec<crate::sync::ErasureView>,
     /// Refused records of sync pulls that may hold the number: (connector, dead letter).
     dead_letters: Vec<(String, crate::sync::run::DeadLetter)>,
 }

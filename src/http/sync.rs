@@ -1,9 +1,10 @@
-//! Sync over HTTP (manage): each connector with its schedule, next run, last runs and watermark; run
-//! one now; its dead letters (refused records), replayed after the mapping is fixed; refused push
-//! batches.
+//! Sync over HTTP (manage): each connector with its schedule, next run, last runs, watermark and
+//! erasures owed; run one now; its dead letters (refused records), replayed after the mapping is
+//! fixed; refused push batches, re-sent or dismissed; erasures marked handled; watermark and push
+//! position set by hand. Work by hand is audited (`GET /v1/audit/events`).
 
 use super::auth::{Caller, Right};
-use super::error::ApiError;
+use super::error::{ApiError, Body};
 use super::{blocking, AppState};
 use crate::domain::Timestamp;
 use crate::import::{ImportOptions, ImportReport, Input};
@@ -23,6 +24,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/sync/{name}/dead-letters", get(dead_letters))
         .route("/v1/sync/{name}/dead-letters/{id}/replay", post(replay))
         .route("/v1/sync/{name}/refused", get(refused))
+        .route("/v1/sync/{name}/refused/{id}/resend", post(resend))
+        .route("/v1/sync/{name}/refused/{id}/dismiss", post(dismiss))
+        .route("/v1/sync/{name}/erasures", get(erasures))
+        .route("/v1/sync/{name}/erasures/{id}/handled", post(erasure_handled))
+        .route("/v1/sync/{name}/watermark", post(watermark))
 }
 
 impl From<SyncError> for ApiError {
@@ -30,6 +36,10 @@ impl From<SyncError> for ApiError {
         match e {
             SyncError::Unknown(_) => ApiError::not_found(e.to_string()),
             SyncError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
+            SyncError::NotFound(_) => ApiError::not_found(e.to_string()),
+            SyncError::Invalid(_) => ApiError::bad_request(e.to_string()),
+            // The remote's answer may quote numbers: the handler hides them from callers without view.
+            SyncError::Failed(_) => ApiError::new(StatusCode::BAD_GATEWAY, "sync_failed", e.to_string()),
             SyncError::Store(e) => ApiError::from(e),
         }
     }
@@ -63,6 +73,14 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
                     "progress": progress,
                     "watermark": s.watermark,
                     "pushed_seq": s.pushed_seq,
+                    "in_flight": s.in_flight,
+                    "erasures_pending": sync.pending_erasures(&c.cfg.name)?
+                        .into_iter()
+                        .map(|mut e| {
+                            e.last.last_answer = e.last.last_answer.as_deref().map(|a| super::hide_numbers(&caller, a));
+                            e
+                        })
+                        .collect::<Vec<_>>(),
                     "skipped_ticks": s.skipped_ticks,
                     "runs": s.runs.iter().rev().collect::<Vec<_>>(),
                     "dead_letters": sync.store.sync_list::<DeadLetter>(&c.cfg.name, "dead")?.len(),
@@ -81,7 +99,9 @@ async fn run(State(state): State<AppState>, caller: Caller, Path(name): Path<Str
     caller.require(Right::Manage)?;
     let sync = state.sync.clone();
     sync.connector(&name)?;
-    let report = blocking(move || Ok(sync.run_once(&name, "manual")?)).await?;
+    let mut report = blocking(move || Ok(sync.run_once(&name, "manual")?)).await?;
+    // The error may quote a remote's answer, as in `GET /v1/sync`.
+    report.error = report.error.as_deref().map(|e| super::hide_numbers(&caller, e));
     Ok(Json(serde_json::to_value(report).expect("serialisable")))
 }
 
@@ -163,4 +183,114 @@ async fn refused(State(state): State<AppState>, caller: Caller, Path(name): Path
         b.response = super::hide_numbers(&caller, &b.response);
     }
     Ok(Json(json!({ "items": items })))
+}
+
+/// A failure of work by hand, its message (which may quote a remote's answer) hidden as for the caller.
+fn hidden(caller: &Caller, e: SyncError) -> ApiError {
+    match e {
+        SyncError::Failed(m) => SyncError::Failed(super::hide_numbers(caller, &m)).into(),
+        other => other.into(),
+    }
+}
+
+/// `POST /v1/sync/{name}/refused/{id}/resend` (manage): sends a refused batch's changes again; the
+/// batch is gone when the remote took them, kept with the new answer when it refused them again;
+/// 502 when the remote is misconfigured or down (nothing changes).
+async fn resend(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, u64)>,
+) -> Result<Json<crate::sync::manage::Resent>, ApiError> {
+    caller.require(Right::Manage)?;
+    let sync = state.sync.clone();
+    let actor = caller.name.to_string();
+    let c = caller.clone();
+    let mut out = blocking(move || sync.resend_refused(&name, id, &actor).map_err(|e| hidden(&c, e))).await?;
+    out.response = out.response.as_deref().map(|r| super::hide_numbers(&caller, r));
+    Ok(Json(out))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Note {
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// `POST /v1/sync/{name}/refused/{id}/dismiss {"note"?}` (manage): drops a refused batch; its changes
+/// will not be sent.
+async fn dismiss(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, u64)>,
+    body: axum::body::Bytes,
+) -> Result<Json<RefusedBatch>, ApiError> {
+    caller.require(Right::Manage)?;
+    // The body is optional.
+    let note = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<Note>(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not {{\"note\": \"…\"}}: {e}")))?
+            .note
+    };
+    let sync = state.sync.clone();
+    let actor = caller.name.to_string();
+    let mut b = blocking(move || Ok(sync.dismiss_refused(&name, id, &actor, note.as_deref())?)).await?;
+    b.response = super::hide_numbers(&caller, &b.response);
+    Ok(Json(b))
+}
+
+/// `GET /v1/sync/{name}/erasures` (manage): erasures owed to the connector, with attempts and the
+/// last answer (by the number's keyed hash; no numbers).
+async fn erasures(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    caller.require(Right::Manage)?;
+    state.sync.connector(&name)?;
+    let mut items = state.sync.pending_erasures(&name)?;
+    for e in &mut items {
+        e.last.last_answer = e.last.last_answer.as_deref().map(|a| super::hide_numbers(&caller, a));
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+/// `POST /v1/sync/{name}/erasures/{id}/handled {"note"}` (manage): the erasure was done outside
+/// consentd; it is no longer sent. The note is required.
+async fn erasure_handled(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, id)): Path<(String, String)>,
+    Body(b): Body<Note>,
+) -> Result<Json<crate::sync::ErasureStatus>, ApiError> {
+    caller.require(Right::Manage)?;
+    let sync = state.sync.clone();
+    let actor = caller.name.to_string();
+    let note = b.note.unwrap_or_default();
+    Ok(Json(blocking(move || Ok(sync.erasure_handled(&name, &id, &actor, &note)?)).await?))
+}
+
+/// `POST /v1/sync/{name}/watermark {"watermark": TIME | null, "pushed_seq": N}` (manage): sets (a time)
+/// or clears (null) the pull watermark, and/or sets the push position; a key left out is left as it
+/// is. 409 while the connector runs.
+async fn watermark(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Body(b): Body<serde_json::Map<String, Value>>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Right::Manage)?;
+    let mut to = crate::sync::manage::Position::default();
+    for (k, v) in &b {
+        match (k.as_str(), v) {
+            ("watermark", Value::Null) => to.watermark = Some(None),
+            ("watermark", Value::String(t)) => to.watermark = Some(Some(t.clone())),
+            ("pushed_seq", v) if v.as_u64().is_some() => to.pushed_seq = v.as_u64(),
+            ("watermark", _) => return Err(ApiError::field("watermark", "expected an RFC 3339 time or null")),
+            ("pushed_seq", _) => return Err(ApiError::field("pushed_seq", "expected a whole number (a change's sequence number)")),
+            (other, _) => return Err(ApiError::field(other, "unknown key: expected watermark or pushed_seq")),
+        }
+    }
+    let sync = state.sync.clone();
+    let actor = caller.name.to_string();
+    let s = blocking(move || Ok(sync.set_position(&name, &to, &actor)?)).await?;
+    Ok(Json(json!({"watermark": s.watermark, "pushed_seq": s.pushed_seq})))
 }

@@ -18,13 +18,21 @@ pub struct Event {
     pub seq: u64,
     pub at: String,
     pub actor: String,
-    /// `purge` or `reset`.
+    /// `purge` or `reset`; sync work by hand: `sync_resend`, `sync_dismiss`, `erasure_handled`,
+    /// `sync_position`.
     pub kind: String,
     /// What was removed, by kind of item.
+    #[serde(default)]
     pub removed: PurgeCounts,
     /// Purges: the keyed hash that recognises the purged number (the number itself is not kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number_hash: Option<String>,
+    /// Sync events: the connector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<String>,
+    /// Sync events: what was done, and how it came out (no personal data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
 }
 
 /// How many items of each kind a purge or reset removed.
@@ -102,6 +110,8 @@ impl Store {
             kind: "purge".into(),
             removed,
             number_hash: Some(number_hash),
+            connector: None,
+            detail: None,
         };
         let marker = serde_json::to_vec(&Purging { number: number.as_u64() }).expect("serialisable");
         self.meta.insert("purging", marker)?;
@@ -241,10 +251,40 @@ impl Store {
                 ..Default::default()
             },
             number_hash: None,
+            connector: None,
+            detail: None,
         };
         self.put_event(&event)?;
         self.db.flush()?;
         Ok(event)
+    }
+
+    /// Records an administrative sync event (a re-send, a dismissal, an erasure marked handled, a
+    /// watermark set) and flushes it.
+    pub fn record_event(&self, actor: &str, kind: &str, connector: &str, detail: serde_json::Value) -> Result<Event> {
+        loop {
+            let event = Event {
+                seq: self.next_event_seq()?,
+                at: crate::domain::Timestamp::now().to_rfc3339(),
+                actor: actor.to_string(),
+                kind: kind.to_string(),
+                removed: PurgeCounts::default(),
+                number_hash: None,
+                connector: Some(connector.to_string()),
+                detail: Some(detail.clone()),
+            };
+            let mut v = vec![EVENT_FORMAT];
+            serde_json::to_writer(&mut v, &event).expect("serialisable");
+            // Another event may take the number first: then the next one.
+            if self
+                .events
+                .compare_and_swap(event.seq.to_be_bytes(), None as Option<&[u8]>, Some(v))?
+                .is_ok()
+            {
+                self.events.flush()?;
+                return Ok(event);
+            }
+        }
     }
 
     fn next_event_seq(&self) -> Result<u64> {

@@ -17,10 +17,12 @@
 //! - tree `names`: `i · id(u32 BE)` → name and `s · name` → id, for sources and actors.
 //! - tree `searches` ([`searches`]): `owner · 0x00 · name` → a saved search (JSON, format byte first).
 //! - tree `events` ([`dpo`]): `seq (u64 BE)` → an administrative event without personal data (a purge,
-//!   a reset): when, who, what, how many (JSON, format byte first).
+//!   a reset, sync work by hand such as a re-send): when, who, what, how many (JSON, format byte first).
 //! - tree `sync` ([`sync`]): `connector · 0x00 · kind · 0x00 · id` → what sync keeps per connector
-//!   (state, imported files, dead letters, refused batches, erasures to push); JSON, format byte first.
+//!   (state, skipped ticks, imported files, dead letters, refused batches, erasures to push and
+//!   delivered); JSON, format byte first.
 //! - tree `meta`: `format` → store format version; `applied` → the last seq applied to the maps;
+//!   `store_id` → a random id made once, the start of sync idempotency keys;
 //!   `erasure_key` → the secret of the keyed hashes that recognise purged numbers; `purging` → a purge
 //!   in progress (finished on open).
 //!
@@ -366,6 +368,11 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The sequence number of the latest change (0 for none).
+    pub fn last_change(&self) -> Result<u64> {
+        self.applied()
     }
 
     fn applied(&self) -> Result<u64> {

@@ -19,6 +19,24 @@ fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T> {
 }
 
 impl Store {
+    /// This store's id: random, made once and kept (`meta` `store_id`), so idempotency keys of a store
+    /// made again never repeat an old store's.
+    pub fn store_id(&self) -> Result<String> {
+        if let Some(id) = self.meta.get("store_id")? {
+            return Ok(String::from_utf8_lossy(&id).into_owned());
+        }
+        let mut raw = [0u8; 8];
+        getrandom::getrandom(&mut raw).map_err(|e| StoreError::Corrupt(format!("no randomness for the store id: {e}")))?;
+        let id = hex::encode(raw);
+        match self.meta.compare_and_swap("store_id", None as Option<&[u8]>, Some(id.as_bytes()))? {
+            Ok(()) => {
+                self.meta.flush()?;
+                Ok(id)
+            }
+            Err(current) => Ok(String::from_utf8_lossy(&current.current.unwrap_or_default()).into_owned()),
+        }
+    }
+
     /// A connector's entry of one kind (`state`, `file`, `dead`, `refused`, `erase`) and id.
     pub fn sync_get<T: DeserializeOwned>(&self, connector: &str, kind: &str, id: &[u8]) -> Result<Option<T>> {
         self.sync.get(key(connector, kind, id))?.map(|v| decode(&v)).transpose()

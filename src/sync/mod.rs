@@ -1,7 +1,9 @@
 //! Scheduled sync with external consent systems: [`schedule`] (cron in a time zone), [`run`] (one pull
 //! and/or push of one connector), [`scheduler`] (tokio-cron-scheduler timers; runs of one connector
-//! never overlap). Connectors move bytes; mappings turn them into consents and back.
+//! never overlap), [`manage`] (what an admin does by hand: re-send or dismiss a refused batch, mark an
+//! erasure handled, set a watermark). Connectors move bytes; mappings turn them into consents and back.
 
+pub mod manage;
 pub mod run;
 pub mod schedule;
 pub mod scheduler;
@@ -25,9 +27,16 @@ const KEPT_RUNS: usize = 20;
 pub struct ConnectorState {
     /// Pull: the newest update time seen by the last successful pull (RFC 3339).
     pub watermark: Option<String>,
-    /// Push: the last change (sequence number) delivered or deliberately skipped.
+    /// Push: the last change (sequence number) delivered, refused (and kept) or not for this remote.
     pub pushed_seq: u64,
-    /// Scheduled ticks skipped because the previous run was still going.
+    /// Push: the batch being sent (its first and last change), recorded before it is sent, so that
+    /// after a crash the same batch goes again with the same key and content, and new changes go
+    /// in later batches.
+    #[serde(default)]
+    pub in_flight: Option<(u64, u64)>,
+    /// Scheduled ticks skipped because the previous run was still going (kept apart in the store,
+    /// filled in by [`Sync::state`]).
+    #[serde(default)]
     pub skipped_ticks: u64,
     /// The latest runs, oldest first.
     pub runs: Vec<RunReport>,
@@ -40,7 +49,10 @@ pub struct RunReport {
     pub trigger: String,
     pub started: String,
     pub finished: Option<String>,
-    /// `ok`, `failed`, or `running`.
+    /// `ok` (everything was done), `partial` (done, but records or batches were refused or erasures
+    /// are still owed: see `warnings`), `failed` (see `error`; the next run goes on from where this
+    /// one stood), `stopped` (by a shutdown, after the page, file or batch in hand), `interrupted`
+    /// (the daemon died during the run; found at the next start), or `running`.
     pub outcome: String,
     pub pulled: u64,
     pub inserted: u64,
@@ -50,34 +62,92 @@ pub struct RunReport {
     pub rejected: u64,
     pub skipped: u64,
     pub pushed: u64,
+    /// Changes in batches the remote refused (kept, see `GET /v1/sync/NAME/refused`).
     pub push_refused: u64,
+    /// Erasures (purged numbers) the remote took in this run.
+    #[serde(default)]
+    pub erasures_delivered: u64,
+    /// Erasures still owed to the remote after this run (sent again next run).
+    #[serde(default)]
+    pub erasures_pending: u64,
     pub error: Option<String>,
+    /// Why a run is `partial`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     pub watermark: Option<String>,
 }
 
-/// A purged number still to be deleted at one push connector. The number is kept only until then.
+/// A purged number still to be deleted at one push connector: sent on every run until the remote
+/// answers 2xx, or an admin marks it handled. The number is kept only until then.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Erasure {
     pub number: PhoneNumber,
     pub usages: Vec<Usage>,
+    /// When it was queued (the purge).
     pub at: String,
     #[serde(default)]
-    pub status: String,
+    pub attempts: u32,
+    #[serde(flatten)]
+    pub last: LastTry,
+}
+
+/// The last attempt at delivering an erasure: when, the remote's status (none when no answer came)
+/// and the start of its answer or the reason.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LastTry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_try: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_answer: Option<String>,
 }
 
 /// Whether a purge reached a connector, by the number's keyed hash (no number).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErasureStatus {
-    /// `delivered`, `skipped` (the mapping cannot express a deletion), `refused` or `failed` (retried next run).
+    /// `delivered` (the remote answered 2xx), or `handled` (an admin marked it done outside consentd).
     pub status: String,
     pub at: String,
+    #[serde(default)]
+    pub attempts: u32,
+    /// `handled`: who, and their note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
-impl From<&Erasure> for ErasureStatus {
-    fn from(e: &Erasure) -> Self {
+/// An erasure as the DPO report and `GET /v1/sync` show it: per connector, by the number's keyed
+/// hash; `status` is `pending`, `delivered` or `handled`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErasureView {
+    pub connector: String,
+    /// The keyed hash of the number (what `…/erasures/ID/handled` takes).
+    pub id: String,
+    pub status: String,
+    /// Queued (pending) or finished (delivered, handled).
+    pub at: String,
+    pub attempts: u32,
+    #[serde(flatten)]
+    pub last: LastTry,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl ErasureView {
+    fn pending(connector: &str, id: &str, e: &Erasure) -> Self {
         Self {
-            status: e.status.clone(),
+            connector: connector.to_string(),
+            id: id.to_string(),
+            status: "pending".into(),
             at: e.at.clone(),
+            attempts: e.attempts,
+            last: e.last.clone(),
+            by: None,
+            note: None,
         }
     }
 }
@@ -136,11 +206,17 @@ pub fn write_records(mapping: &Mapping, w: &mut dyn crate::formats::RecordWriter
     Ok(())
 }
 
-/// A connector ready to run: its settings, mapping and schedule.
+/// A connector ready to run: its settings, mappings and schedule.
 pub struct Connector {
     pub cfg: ConnectorConfig,
+    /// Reads what is pulled (and writes pushes, unless `push_mapping` is set).
     pub mapping: Mapping,
+    /// Writes what is pushed.
+    pub push_mapping: Mapping,
     pub schedule: Schedule,
+    /// The sources whose changes are not pushed to this connector: its own pulls, and those of the
+    /// connectors of the same `system`.
+    pub own: Vec<crate::domain::Source>,
 }
 
 impl Connector {
@@ -166,6 +242,15 @@ pub enum SyncError {
     Unknown(String),
     #[error("connector {0:?} is already running")]
     Busy(String),
+    /// Something asked of a connector's entry that is not there (a refused batch, an erasure).
+    #[error("{0}")]
+    NotFound(String),
+    /// A request by hand that the connector or the remote could not carry out.
+    #[error("{0}")]
+    Failed(String),
+    /// A request by hand with a wrong value.
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -194,20 +279,55 @@ impl Sync {
                     std::fs::create_dir_all(dir).map_err(|e| format!("connector {}: cannot create {}: {e}", c.name, dir.display()))?;
                 }
             }
+            let mapping = Mapping::load(&c.mapping, &config.mappings_dir).map_err(|e| e.to_string())?;
+            let push_mapping = match &c.push_mapping {
+                Some(m) => Mapping::load(m, &config.mappings_dir).map_err(|e| e.to_string())?,
+                None => mapping.clone(),
+            };
+            let own = config
+                .connectors
+                .iter()
+                .filter(|o| o.name == c.name || (c.system.is_some() && o.system == c.system))
+                .map(|o| crate::domain::Source::Sync(o.name.as_str().into()))
+                .collect();
             connectors.push(Arc::new(Connector {
-                mapping: Mapping::load(&c.mapping, &config.mappings_dir).map_err(|e| e.to_string())?,
+                mapping,
+                push_mapping,
                 schedule: Schedule::parse(&c.schedule, c.timezone.as_deref())?,
                 cfg: c.clone(),
+                own,
             }));
         }
-        Ok(Self {
+        let sync = Self {
             store,
             config,
             connectors,
             running: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             counters: Mutex::new(Default::default()),
-        })
+        };
+        sync.mark_interrupted().map_err(|e| e.to_string())?;
+        Ok(sync)
+    }
+
+    /// Runs the store shows `running` were cut off by a crash (no run goes on before this): they are
+    /// `interrupted`. The next run goes on from where they stood.
+    fn mark_interrupted(&self) -> Result<(), SyncError> {
+        for c in &self.connectors {
+            let name = &c.cfg.name;
+            let mut state = self.state(name)?;
+            let mut changed = false;
+            for r in state.runs.iter_mut().filter(|r| r.outcome == "running") {
+                r.outcome = "interrupted".into();
+                r.error = Some("the daemon stopped during this run (a crash or a kill); the next run goes on from where it stood".into());
+                changed = true;
+            }
+            if changed {
+                tracing::warn!(connector = %name, "A sync run was interrupted by a crash; the next run goes on from where it stood.");
+                self.save_state(name, &state).map_err(|e| SyncError::Failed(e.to_string()))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn connector(&self, name: &str) -> Result<Arc<Connector>, SyncError> {
@@ -219,7 +339,9 @@ impl Sync {
     }
 
     pub fn state(&self, name: &str) -> Result<ConnectorState, SyncError> {
-        Ok(self.store.sync_get(name, "state", b"")?.unwrap_or_default())
+        let mut state: ConnectorState = self.store.sync_get(name, "state", b"")?.unwrap_or_default();
+        state.skipped_ticks = self.store.sync_get(name, "ticks", b"")?.unwrap_or(0);
+        Ok(state)
     }
 
     pub fn is_running(&self, name: &str) -> bool {
@@ -238,33 +360,36 @@ impl Sync {
         }
     }
 
-    /// Counts a scheduled tick that found the previous run still going.
+    /// Counts a scheduled tick that found the previous run still going (kept apart from the state,
+    /// which the run going on writes).
     pub fn skipped_tick(&self, name: &str) -> Result<(), SyncError> {
-        let mut state = self.state(name)?;
-        state.skipped_ticks += 1;
-        self.store.sync_put(name, "state", b"", &state)?;
+        let ticks: u64 = self.store.sync_get(name, "ticks", b"")?.unwrap_or(0);
+        self.store.sync_put(name, "ticks", b"", &(ticks + 1))?;
         Ok(())
+    }
+
+    /// Holds the connector for a run (or a re-send by hand) until the guard is dropped; `Busy` if a
+    /// run of it is going.
+    fn hold(&self, name: &str, trigger: &str) -> Result<Holding<'_>, SyncError> {
+        let mut running = self.running.lock().expect("running");
+        if running.contains_key(name) {
+            return Err(SyncError::Busy(name.to_string()));
+        }
+        let starting = RunReport {
+            trigger: trigger.to_string(),
+            started: Timestamp::now().to_rfc3339(),
+            outcome: "running".into(),
+            ..Default::default()
+        };
+        running.insert(name.to_string(), starting);
+        Ok(Holding { sync: self, name: name.to_string() })
     }
 
     /// One pull and/or push of a connector (blocking). `Busy` if a run of it is going.
     pub fn run_once(&self, name: &str, trigger: &str) -> Result<RunReport, SyncError> {
         let c = self.connector(name)?;
-        {
-            let mut running = self.running.lock().expect("running");
-            if running.contains_key(name) {
-                return Err(SyncError::Busy(name.to_string()));
-            }
-            let starting = RunReport {
-                trigger: trigger.to_string(),
-                started: Timestamp::now().to_rfc3339(),
-                outcome: "running".into(),
-                ..Default::default()
-            };
-            running.insert(name.to_string(), starting);
-        }
-        let result = self.run_locked(&c, trigger);
-        self.running.lock().expect("running").remove(name);
-        result
+        let _held = self.hold(name, trigger)?;
+        self.run_locked(&c, trigger)
     }
 
     fn run_locked(&self, c: &Connector, trigger: &str) -> Result<RunReport, SyncError> {
@@ -287,13 +412,30 @@ impl Sync {
         if result.is_ok() && c.cfg.direction.pushes() {
             result = self.push(c, &mut run, &mut state);
         }
-        // The push saved its position as it went; keep it, add this run.
-        let saved = self.state(name)?;
-        state.pushed_seq = state.pushed_seq.max(saved.pushed_seq);
-        state.skipped_ticks = saved.skipped_ticks;
         run.finished = Some(Timestamp::now().to_rfc3339());
+        if run.rejected > 0 {
+            run.warnings
+                .push(format!("{} pulled record(s) refused: see the dead letters", run.rejected));
+        }
+        if run.push_refused > 0 {
+            run.warnings
+                .push(format!("{} change(s) refused by the remote: see the refused batches", run.push_refused));
+        }
+        if run.erasures_pending > 0 {
+            run.warnings.push(format!(
+                "{} erasure(s) not yet taken by the remote: sent again next run",
+                run.erasures_pending
+            ));
+        }
+        let stopping = self.stopping.load(Ordering::SeqCst);
         match result {
-            Ok(()) => run.outcome = "ok".into(),
+            Err(e) if stopping => {
+                tracing::info!(connector = %name, "Sync run stopped by the shutdown.");
+                run.outcome = "stopped".into();
+                run.error = Some(format!("stopped by the shutdown after the page, file or batch in hand ({e}); the next run goes on from here"));
+            }
+            Ok(()) if run.warnings.is_empty() => run.outcome = "ok".into(),
+            Ok(()) => run.outcome = "partial".into(),
             Err(e) => {
                 // The error may quote a remote's answer, numbers and all: those only at debug level.
                 tracing::warn!(connector = %name, error = %crate::domain::mask_numbers(&e), "Sync run failed.");
@@ -316,6 +458,7 @@ impl Sync {
                 ("skipped", run.skipped),
                 ("pushed", run.pushed),
                 ("push_refused", run.push_refused),
+                ("erasures_delivered", run.erasures_delivered),
             ] {
                 add(what.to_string(), n);
             }
@@ -324,7 +467,7 @@ impl Sync {
         state.runs.push(run.clone());
         let excess = state.runs.len().saturating_sub(KEPT_RUNS);
         state.runs.drain(..excess);
-        self.store.sync_put(name, "state", b"", &state)?;
+        self.save_state(name, &state).map_err(SyncError::Failed)?;
         tracing::info!(
             connector = %name,
             outcome = %run.outcome,
@@ -333,6 +476,8 @@ impl Sync {
             updated = run.updated,
             rejected = run.rejected,
             pushed = run.pushed,
+            push_refused = run.push_refused,
+            erasures_pending = run.erasures_pending,
             "Sync run finished."
         );
         Ok(run)
@@ -345,25 +490,49 @@ impl Sync {
                 number,
                 usages: usages.to_vec(),
                 at: Timestamp::now().to_rfc3339(),
-                status: "pending".into(),
+                attempts: 0,
+                last: LastTry::default(),
             };
             self.store.sync_put(&c.cfg.name, "erase", hash.as_bytes(), &e)?;
         }
         Ok(())
     }
 
-    /// Per push connector: whether a purge (by the number's keyed hash) was delivered.
-    pub fn erasure_status(&self, hash: &str) -> Result<Vec<(String, String)>, SyncError> {
+    /// Per push connector: whether a purge (by the number's keyed hash) reached it.
+    pub fn erasure_status(&self, hash: &str) -> Result<Vec<ErasureView>, SyncError> {
         let mut out = Vec::new();
         for c in self.connectors.iter().filter(|c| c.cfg.direction.pushes()) {
             let name = &c.cfg.name;
-            if let Some(s) = self.store.sync_get::<ErasureStatus>(name, "erased", hash.as_bytes())? {
-                out.push((name.clone(), s.status));
-            } else if self.store.sync_get::<Erasure>(name, "erase", hash.as_bytes())?.is_some() {
-                out.push((name.clone(), "pending".into()));
+            if let Some(e) = self.store.sync_get::<Erasure>(name, "erase", hash.as_bytes())? {
+                out.push(ErasureView::pending(name, hash, &e));
+            } else if let Some(s) = self.store.sync_get::<ErasureStatus>(name, "erased", hash.as_bytes())? {
+                out.push(ErasureView {
+                    connector: name.clone(),
+                    id: hash.to_string(),
+                    status: s.status,
+                    at: s.at,
+                    attempts: s.attempts,
+                    last: LastTry::default(),
+                    by: s.by,
+                    note: s.note,
+                });
             }
         }
         Ok(out)
+    }
+
+    /// A connector's erasures still owed (no numbers: by keyed hash).
+    pub fn pending_erasures(&self, name: &str) -> Result<Vec<ErasureView>, SyncError> {
+        Ok(self
+            .store
+            .sync_list::<Erasure>(name, "erase")?
+            .iter()
+            .map(|(id, e)| ErasureView::pending(name, &String::from_utf8_lossy(id), e))
+            .collect())
+    }
+
+    fn save_state(&self, name: &str, state: &ConnectorState) -> Result<(), String> {
+        self.store.sync_put(name, "state", b"", state).map_err(|e| e.to_string())
     }
 
     /// The counters since start-up: ((connector, what), count).
@@ -408,5 +577,17 @@ impl Sync {
 
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A connector held by a run or a request by hand; let go when dropped, also on a panic.
+struct Holding<'a> {
+    sync: &'a Sync,
+    name: String,
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.sync.running.lock().expect("running").remove(&self.name);
     }
 }

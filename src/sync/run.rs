@@ -31,15 +31,24 @@ pub struct DeadLetter {
     pub records: String,
 }
 
-/// A push batch the remote refused (4xx), kept with its answer.
+/// Changes the remote refused (an answer of `refused_statuses`), kept with its answer until they are
+/// re-sent and taken, or dismissed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefusedBatch {
     pub id: u64,
+    /// When it was (last) refused.
     pub at: String,
+    /// The changes (sequence numbers of the journal) it holds.
     pub first_seq: u64,
     pub last_seq: u64,
+    /// How many changes were sent.
+    #[serde(default)]
+    pub records: u64,
     pub status: u16,
     pub response: String,
+    /// Re-sends by hand so far.
+    #[serde(default)]
+    pub resends: u32,
 }
 
 /// A file already imported: its name, size and content hash.
@@ -57,8 +66,17 @@ impl Sync {
             Transport::Http => {
                 let opts = c.cfg.http.as_ref().expect("checked: http connectors have [http]");
                 let http = HttpConnector::new(opts).map_err(|e| e.to_string())?;
-                let since = state.watermark.clone().or_else(|| opts.start_from.clone());
-                let mut newest = since.as_deref().and_then(|s| Timestamp::parse_rfc3339(s).ok());
+                let watermark = state.watermark.as_deref().and_then(|s| Timestamp::parse_rfc3339(s).ok());
+                // From a little before the watermark (records read again are unchanged), or from
+                // `start_from` the first time.
+                let since = match watermark {
+                    Some(w) => Some(Timestamp::from_millis(
+                        w.millis().saturating_sub(opts.since_overlap_secs.saturating_mul(1000) as i64),
+                    )),
+                    None => opts.start_from.as_deref().and_then(|s| Timestamp::parse_rfc3339(s).ok()),
+                };
+                let since = since.map(|t| opts.since_format.write(t));
+                let mut newest = watermark;
                 // All pages go through one import session, so they share chunks: pulling a page of
                 // 10,000 costs what importing 10,000 rows of a big file does.
                 let rejects = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
@@ -280,133 +298,241 @@ impl Sync {
             Transport::Http => Some(HttpConnector::new(c.cfg.http.as_ref().expect("checked")).map_err(|e| e.to_string())?),
             Transport::File => None,
         };
-        let by_request = c.cfg.http.as_ref().is_some_and(|h| h.deletes == DeleteMode::Request);
+        let keys = self.key_base(c)?;
         // Erasures first: a purged number is deleted remotely, then only a keyed hash remains.
-        for (hash, e) in self.store.sync_list::<Erasure>(name, "erase").map_err(|e| e.to_string())? {
-            let key = format!("{name}-erase-{}", String::from_utf8_lossy(&hash));
-            let outcome = match &http {
-                Some(h) if by_request => {
-                    let mut out = Ok(Delivery::Delivered);
-                    for u in &e.usages {
-                        let id = crate::domain::ConsentId {
-                            number: e.number,
-                            usage: *u,
-                        }
-                        .to_string();
-                        out = h
-                            .delete(&e.number.to_string(), u.as_str(), &id, &format!("{key}-{u}"))
-                            .map_err(|e| e.to_string());
-                        if !matches!(out, Ok(Delivery::Delivered)) {
-                            break;
-                        }
-                    }
-                    out
-                }
-                // The mapping cannot say "deleted": nothing is sent, and the DPO report says so.
-                _ if !c.mapping.writes_deletes() => Ok(Delivery::Skipped),
-                _ => {
-                    let records: Vec<super::Outgoing> = e.usages.iter().map(|u| super::Outgoing::Delete(e.number, *u)).collect();
-                    self.deliver(c, http.as_ref(), &records, &key, 0)
-                }
-            };
-            let status = match &outcome {
-                Ok(Delivery::Delivered) => "delivered",
-                Ok(Delivery::Refused { .. }) => "refused",
-                Ok(Delivery::Skipped) => "skipped",
-                Err(_) => "failed",
-            };
-            let mut erased = e.clone();
-            erased.status = status.to_string();
-            erased.at = Timestamp::now().to_rfc3339();
-            let done = status != "failed";
-            self.store
-                .sync_put(name, "erased", &hash, &super::ErasureStatus::from(&erased))
-                .map_err(|e| e.to_string())?;
-            if done {
-                self.store.sync_remove(name, "erase", &hash).map_err(|e| e.to_string())?;
-                run.pushed += 1;
-            }
-            outcome?;
-        }
-        // Files: one file per run with every change, written as the batches come (memory stays flat).
-        let mut file: Option<OutFile> = None;
-        let (mut file_first, mut file_last) = (None, state.pushed_seq);
+        self.push_erasures(c, http.as_ref(), &keys, run)?;
+        let Some(h) = http else {
+            return self.push_file(c, run, state);
+        };
         loop {
             if self.stopping.load(Ordering::SeqCst) {
-                break;
+                return Err(STOPPED.into());
             }
-            let changes = self
-                .store
-                .changes_since(file_last.max(state.pushed_seq), c.cfg.batch_size)
-                .map_err(|e| e.to_string())?;
+            // After a crash, the batch that was in flight goes again, exactly: same changes, same keys.
+            let changes = match state.in_flight {
+                Some((_, last)) if last > state.pushed_seq => {
+                    let most = (last - state.pushed_seq).min(usize::MAX as u64) as usize;
+                    let mut c = self
+                        .store
+                        .changes_since(state.pushed_seq, most.max(c.cfg.batch_size))
+                        .map_err(|e| e.to_string())?;
+                    c.retain(|e| e.seq <= last);
+                    c
+                }
+                _ => self
+                    .store
+                    .changes_since(state.pushed_seq, c.cfg.batch_size)
+                    .map_err(|e| e.to_string())?,
+            };
             let (Some(first), Some(last)) = (changes.first().map(|e| e.seq), changes.last().map(|e| e.seq)) else {
                 break;
             };
-            let own = Source::Sync(name.as_str().into());
-            let records: Vec<super::Outgoing> = changes.iter().filter(|e| e.source != own).map(outgoing).collect();
-            if http.is_none() {
-                // Files: one file per run with every change; written at the end.
-                if !records.is_empty() {
-                    if file.is_none() {
-                        file = Some(OutFile::create(c)?);
-                    }
-                    file.as_mut().expect("opened above").write(c, &records)?;
-                    run.pushed += records.len() as u64;
+            let records: Vec<(u64, super::Outgoing)> = changes
+                .iter()
+                .filter(|e| !c.own.contains(&e.source))
+                .map(|e| (e.seq, outgoing(e)))
+                .collect();
+            if !records.is_empty() {
+                if state.in_flight != Some((first, last)) {
+                    state.in_flight = Some((first, last));
+                    self.save_state(name, state)?;
                 }
-                file_first.get_or_insert(first);
-                file_last = last;
-                self.publish(name, run);
-                continue;
-            }
-            let h = http.as_ref().expect("http");
-            let key = format!("{name}-{first}-{last}");
-            let outcome = if records.is_empty() {
-                Ok(Delivery::Delivered)
-            } else if by_request {
-                self.deliver_by_request(c, h, &records, &key)
-            } else {
-                self.deliver(c, Some(h), &records, &key, first)
-            };
-            match outcome? {
-                Delivery::Delivered => run.pushed += records.len() as u64,
-                Delivery::Skipped => {}
-                Delivery::Refused { status, body } => {
-                    run.push_refused += records.len() as u64;
-                    let id = self.store.sync_next_id(name, "refused").map_err(|e| e.to_string())?;
-                    let kept = RefusedBatch {
-                        id,
-                        at: Timestamp::now().to_rfc3339(),
-                        first_seq: first,
-                        last_seq: last,
-                        status,
-                        response: body,
-                    };
-                    self.store
-                        .sync_put(name, "refused", &id.to_be_bytes(), &kept)
-                        .map_err(|e| e.to_string())?;
+                let mut refused = 0;
+                for refusal in self.send(c, &h, &records, &keys)? {
+                    refused += refusal.records;
+                    self.keep_refused(name, &refusal)?;
                     if c.cfg.on_refused == OnRefused::Stop {
+                        // The position stays before them: the next run sends them again.
+                        run.push_refused += refused;
                         return Err(format!(
-                            "the remote refused changes {first} to {last} with status {status}; stopped (on_refused = \"stop\")"
+                            "the remote refused changes {} to {} with status {}; stopped (on_refused = \"stop\")",
+                            refusal.first, refusal.last, refusal.status
                         ));
                     }
                 }
+                run.push_refused += refused;
+                run.pushed += records.len() as u64 - refused;
             }
             state.pushed_seq = last;
+            state.in_flight = None;
             self.save_state(name, state)?;
             self.publish(name, run);
-        }
-        if http.is_none() && file_first.is_some() {
-            if let Some(f) = file {
-                f.finish(c, file_last)?;
-            }
-            state.pushed_seq = file_last;
-            self.save_state(name, state)?;
         }
         Ok(())
     }
 
-    fn save_state(&self, name: &str, state: &ConnectorState) -> Result<(), String> {
-        self.store.sync_put(name, "state", b"", state).map_err(|e| e.to_string())
+    /// Keeps refused changes for a re-send by hand; refused again (`on_refused = "stop"` sends them
+    /// every run), the entry is brought up to date rather than kept twice.
+    pub(super) fn keep_refused(&self, name: &str, r: &Refusal) -> Result<(), String> {
+        let existing = self
+            .store
+            .sync_list::<RefusedBatch>(name, "refused")
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(_, b)| b)
+            .find(|b| b.first_seq == r.first && b.last_seq == r.last);
+        let id = match &existing {
+            Some(b) => b.id,
+            None => self.store.sync_next_id(name, "refused").map_err(|e| e.to_string())?,
+        };
+        let kept = RefusedBatch {
+            id,
+            at: Timestamp::now().to_rfc3339(),
+            first_seq: r.first,
+            last_seq: r.last,
+            records: r.records,
+            status: r.status,
+            response: r.body.clone(),
+            resends: existing.map_or(0, |b| b.resends),
+        };
+        tracing::warn!(connector = %name, status = r.status, records = r.records, "The remote refused changes; they are kept for a re-send.");
+        self.store
+            .sync_put(name, "refused", &id.to_be_bytes(), &kept)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The start of every idempotency key of this connector: the store's id (made once per store,
+    /// so a store made again does not reuse keys) and the connector's name.
+    pub(super) fn key_base(&self, c: &super::Connector) -> Result<String, String> {
+        Ok(format!("{}-{}", self.store.store_id().map_err(|e| e.to_string())?, c.cfg.name))
+    }
+
+    /// Sends each erasure still owed; one the remote refuses stays owed (sent again next run), one that
+    /// finds the remote misconfigured or down fails the run.
+    fn push_erasures(&self, c: &super::Connector, http: Option<&HttpConnector>, keys: &str, run: &mut RunReport) -> Result<(), String> {
+        let name = &c.cfg.name;
+        let by_request = c.cfg.http.as_ref().is_some_and(|h| h.deletes == DeleteMode::Request);
+        for (hash, mut e) in self.store.sync_list::<Erasure>(name, "erase").map_err(|e| e.to_string())? {
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(STOPPED.into());
+            }
+            // The same key for every attempt at one erasure: a remote that took it once takes it once.
+            let key = format!("{keys}-erase-{}", String::from_utf8_lossy(&hash));
+            let records: Vec<(u64, super::Outgoing)> = e.usages.iter().map(|u| (0, super::Outgoing::Delete(e.number, *u))).collect();
+            let outcome = match http {
+                _ if !by_request && !c.push_mapping.writes_deletes() => Ok(Delivery::Skipped),
+                Some(h) if by_request => self.deliver_deletes(h, &records, &key),
+                _ => self.deliver(c, http, &records, &key, 0),
+            };
+            e.attempts += 1;
+            e.last = super::LastTry {
+                last_try: Some(Timestamp::now().to_rfc3339()),
+                ..Default::default()
+            };
+            match &outcome {
+                Ok(Delivery::Delivered) => {
+                    let done = super::ErasureStatus {
+                        status: "delivered".into(),
+                        at: Timestamp::now().to_rfc3339(),
+                        attempts: e.attempts,
+                        by: None,
+                        note: None,
+                    };
+                    self.store.sync_put(name, "erased", &hash, &done).map_err(|e| e.to_string())?;
+                    self.store.sync_remove(name, "erase", &hash).map_err(|e| e.to_string())?;
+                    run.erasures_delivered += 1;
+                    run.pushed += 1;
+                    continue;
+                }
+                Ok(Delivery::Skipped) => {
+                    e.last.last_answer = Some(format!(
+                        "not sent: the mapping {} cannot write a deletion; delete the number at the remote and mark this erasure handled",
+                        c.push_mapping.name
+                    ))
+                }
+                Ok(Delivery::Refused { status, body }) => {
+                    e.last.last_status = Some(*status);
+                    e.last.last_answer = Some(body.clone());
+                }
+                Err(reason) => e.last.last_answer = Some(reason.clone()),
+            }
+            run.erasures_pending += 1;
+            self.store.sync_put(name, "erase", &hash, &e).map_err(|e| e.to_string())?;
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// Files: one file per run with every change, written as the batches come (memory stays flat),
+    /// renamed into place when complete.
+    fn push_file(&self, c: &super::Connector, run: &mut RunReport, state: &mut ConnectorState) -> Result<(), String> {
+        let name = &c.cfg.name;
+        let mut file: Option<OutFile> = None;
+        let mut last_seen = state.pushed_seq;
+        let mut stopped = false;
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                stopped = true;
+                break;
+            }
+            let changes = self
+                .store
+                .changes_since(last_seen, c.cfg.batch_size)
+                .map_err(|e| e.to_string())?;
+            let Some(last) = changes.last().map(|e| e.seq) else { break };
+            let records: Vec<super::Outgoing> = changes.iter().filter(|e| !c.own.contains(&e.source)).map(outgoing).collect();
+            if !records.is_empty() {
+                if file.is_none() {
+                    file = Some(OutFile::create(c)?);
+                }
+                file.as_mut().expect("opened above").write(c, &records)?;
+                run.pushed += records.len() as u64;
+            }
+            last_seen = last;
+            self.publish(name, run);
+        }
+        if let Some(f) = file {
+            f.finish(c, last_seen)?;
+        }
+        state.pushed_seq = last_seen;
+        self.save_state(name, state)?;
+        if stopped {
+            return Err(STOPPED.into());
+        }
+        Ok(())
+    }
+
+    /// Sends records as one batch; a 413 splits it into halves, sent the same way, before anything is
+    /// called refused. Returns the parts the remote refused.
+    pub(super) fn send(
+        &self,
+        c: &super::Connector,
+        h: &HttpConnector,
+        records: &[(u64, super::Outgoing)],
+        keys: &str,
+    ) -> Result<Vec<Refusal>, String> {
+        let (first, last) = (records[0].0, records[records.len() - 1].0);
+        let key = format!("{keys}-{first}-{last}");
+        let by_request = c.cfg.http.as_ref().is_some_and(|o| o.deletes == DeleteMode::Request);
+        let outcome = if by_request {
+            let (deletes, sets): (Vec<_>, Vec<_>) = records
+                .iter()
+                .cloned()
+                .partition(|(_, r)| matches!(r, super::Outgoing::Delete(..)));
+            match self.deliver_deletes(h, &deletes, &key)? {
+                Delivery::Delivered if !sets.is_empty() => self.deliver(c, Some(h), &sets, &key, 0)?,
+                other => other,
+            }
+        } else {
+            self.deliver(c, Some(h), records, &key, 0)?
+        };
+        match outcome {
+            Delivery::Delivered | Delivery::Skipped => Ok(Vec::new()),
+            Delivery::Refused { status: 413, .. } if records.len() > 1 => {
+                tracing::info!(connector = %c.cfg.name, records = records.len(), "The remote finds the batch too large (413); sending it in halves.");
+                let (a, b) = records.split_at(records.len() / 2);
+                let mut refused = self.send(c, h, a, keys)?;
+                refused.extend(self.send(c, h, b, keys)?);
+                Ok(refused)
+            }
+            Delivery::Refused { status, body } => Ok(vec![Refusal {
+                first,
+                last,
+                records: records.len() as u64,
+                status,
+                body,
+            }]),
+        }
     }
 
     /// Sends records as one body (HTTP) or one file.
@@ -414,36 +540,32 @@ impl Sync {
         &self,
         c: &super::Connector,
         http: Option<&HttpConnector>,
-        records: &[super::Outgoing],
+        records: &[(u64, super::Outgoing)],
         key: &str,
         seq: u64,
     ) -> Result<Delivery, String> {
-        let body = super::encode(&c.mapping, records)?;
+        let records: Vec<super::Outgoing> = records.iter().map(|(_, r)| r.clone()).collect();
+        let mapping = &c.push_mapping;
+        let body = super::encode(mapping, &records)?;
         match http {
-            Some(h) => h.push(body, c.mapping.format().kind.media_type(), key).map_err(|e| e.to_string()),
+            Some(h) => h.push(body, mapping.format().kind.media_type(), key).map_err(|e| e.to_string()),
             None => {
                 let opts = c.cfg.file.as_ref().expect("checked");
                 let dir = opts.out_dir.as_ref().expect("checked: push needs out_dir");
-                write_file(dir, &file_name(&opts.file_name, seq, c.mapping.format().kind.extension()), &body)?;
+                write_file(dir, &file_name(&opts.file_name, seq, mapping.format().kind.extension()), &body)?;
                 Ok(Delivery::Delivered)
             }
         }
     }
 
-    /// `deletes = "request"`: deletions as DELETE requests, the rest as one batch.
-    fn deliver_by_request(
-        &self,
-        c: &super::Connector,
-        h: &HttpConnector,
-        records: &[super::Outgoing],
-        key: &str,
-    ) -> Result<Delivery, String> {
-        let (deletes, sets): (Vec<_>, Vec<_>) = records.iter().partition(|r| matches!(r, super::Outgoing::Delete(..)));
-        for d in deletes {
+    /// `deletes = "request"`: one DELETE per deleted consent, each with its own key; the first one
+    /// refused stops there.
+    fn deliver_deletes(&self, h: &HttpConnector, deletes: &[(u64, super::Outgoing)], key: &str) -> Result<Delivery, String> {
+        for (i, (_, d)) in deletes.iter().enumerate() {
             if let super::Outgoing::Delete(n, u) = d {
                 let id = crate::domain::ConsentId { number: *n, usage: *u }.to_string();
                 match h
-                    .delete(&n.to_string(), u.as_str(), &id, &format!("{key}-{id}"))
+                    .delete(&n.to_string(), u.as_str(), &id, &format!("{key}-d{i}"))
                     .map_err(|e| e.to_string())?
                 {
                     Delivery::Delivered => {}
@@ -451,13 +573,21 @@ impl Sync {
                 }
             }
         }
-        if sets.is_empty() {
-            return Ok(Delivery::Delivered);
-        }
-        let sets: Vec<super::Outgoing> = sets.into_iter().cloned().collect();
-        self.deliver(c, Some(h), &sets, key, 0)
+        Ok(Delivery::Delivered)
     }
 }
+
+/// Part of a batch the remote refused.
+pub(super) struct Refusal {
+    pub first: u64,
+    pub last: u64,
+    pub records: u64,
+    pub status: u16,
+    pub body: String,
+}
+
+/// What a run that sees the daemon stopping returns; the run is then `stopped`.
+pub(super) const STOPPED: &str = "the daemon is stopping";
 
 /// A push file being written: a hidden temporary name in the out directory, renamed when complete.
 struct OutFile {
@@ -497,7 +627,7 @@ impl OutFile {
     }
 }
 
-fn outgoing(e: &AuditEntry) -> super::Outgoing {
+pub(super) fn outgoing(e: &AuditEntry) -> super::Outgoing {
     match &e.after {
         Some(c) => super::Outgoing::Set(c.clone()),
         None => super::Outgoing::Delete(e.number, e.usage),

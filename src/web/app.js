@@ -832,6 +832,7 @@ function runFigures(run) {
   if (run.rejected) parts.push(`${run.rejected.toLocaleString()} refused`);
   if (run.pushed) parts.push(`${run.pushed.toLocaleString()} pushed`);
   if (run.push_refused) parts.push(`${run.push_refused.toLocaleString()} push refused`);
+  if (run.erasures_pending) parts.push(`${run.erasures_pending.toLocaleString()} erasure(s) owed`);
   return parts.join(", ") || "nothing to do";
 }
 
@@ -849,6 +850,7 @@ function renderSync(items) {
     if (c.dead_letters) waiting.push(`${c.dead_letters} dead letter${c.dead_letters === 1 ? "" : "s"}`);
     if (c.refused_batches) waiting.push(`${c.refused_batches} refused batch${c.refused_batches === 1 ? "" : "es"}`);
     if (c.skipped_ticks) waiting.push(`${c.skipped_ticks} skipped tick${c.skipped_ticks === 1 ? "" : "s"}`);
+    if (c.erasures_pending && c.erasures_pending.length) waiting.push(`${plural(c.erasures_pending.length, "erasure")} owed`);
     return el(
       "tr",
       { "data-connector": c.name },
@@ -857,7 +859,7 @@ function renderSync(items) {
       el("td", { text: `${c.schedule} (${c.timezone})` }),
       el("td", { text: formatTime(c.next_run) }),
       el("td", { text: last ? formatTime(last.started) : "" }),
-      el("td", { class: outcomeClass, title: last && last.error ? last.error : undefined, text: outcome }),
+      el("td", { class: outcomeClass, title: last && (last.error || (last.warnings || []).join("; ")) || undefined, text: outcome }),
       el("td", { class: "counts", text: runFigures(live || last) }),
       el(
         "td",
@@ -946,7 +948,14 @@ async function runConnector(name) {
   setTimeout(loadSync, 150);
   try {
     const report = await run;
-    say($("sync-error"), report.outcome === "failed" ? `${name}: the run failed: ${report.error}` : "");
+    say(
+      $("sync-error"),
+      report.outcome === "failed"
+        ? `${name}: the run failed: ${report.error}`
+        : report.outcome === "partial"
+          ? `${name}: the run was partial: ${(report.warnings || []).join("; ")}`
+          : ""
+    );
   } catch (e) {
     say($("sync-error"), e.status === 409 ? `${name} is running already.` : e.message);
   }
@@ -1035,7 +1044,7 @@ function renderReport(r) {
       );
     }
     if (h.erasures.length) {
-      parts.push(el("h4", { text: "Deletion at other systems" }), table(["Connector", "Status"], h.erasures.map(([c, s]) => [c, s])));
+      parts.push(el("h4", { text: "Deletion at other systems" }), table(["Connector", "Status", "Attempts", "Last try", "Last answer"], h.erasures.map((e) => [e.connector, e.status === "handled" ? `handled by ${e.by}: ${e.note}` : e.status, String(e.attempts), e.last_try || e.at || "", e.last_status ? `${e.last_status} ${e.last_answer || ""}` : (e.last_answer || "")])));
     }
     return el("section", { class: "card report-number", "aria-label": `Data held on ${h.number}` }, ...parts);
   });
