@@ -486,7 +486,11 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
                 SyncCommand::Dismiss { name, id, note } => {
                     let b = sync.dismiss_refused(&name, id, &actor(), note.as_deref())?;
-                    writeln!(stdout, "Dismissed refused batch {} of {name} (changes {} to {}).", b.id, b.first_seq, b.last_seq)?;
+                    writeln!(
+                        stdout,
+                        "Dismissed refused batch {} of {name} (changes {} to {}).",
+                        b.id, b.first_seq, b.last_seq
+                    )?;
                 }
                 SyncCommand::ErasureHandled { name, id, note } => {
                     sync.erasure_handled(&name, &id, &actor(), &note)?;
@@ -662,7 +666,11 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
                         .post(&format!("/v1/sync/{name}/refused/{id}/dismiss"))
                         .json(&serde_json::json!({ "note": note })),
                 )?;
-                writeln!(stdout, "Dismissed refused batch {id} of {name} (changes {} to {}).", b["first_seq"], b["last_seq"])?;
+                writeln!(
+                    stdout,
+                    "Dismissed refused batch {id} of {name} (changes {} to {}).",
+                    b["first_seq"], b["last_seq"]
+                )?;
             }
             SyncCommand::ErasureHandled { name, id, note } => {
                 client.json::<serde_json::Value>(

@@ -26,6 +26,25 @@ fn run(d: &Daemon, name: &str) -> Value {
     d.ok(d.post("importer", &format!("/v1/sync/{name}/run"), Value::Null))
 }
 
+/// The DPO report's erasures of a number: (connector, status) pairs.
+fn erasures(report: &Value) -> Vec<(String, String)> {
+    report["numbers"][0]["erasures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["connector"].as_str().unwrap().to_string(),
+                e["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
 #[test]
 fn a_file_connector_imports_dropped_files_once_and_writes_our_changes() {
     let mappings = tempfile::tempdir().unwrap();
@@ -89,9 +108,10 @@ file_name = "consents-{{seq}}.tsv"
             r["inserted"].as_u64(),
             r["rejected"].as_u64()
         ),
-        (Some("ok"), Some(21), Some(20), Some(1)),
-        "{r}"
+        (Some("partial"), Some(21), Some(20), Some(1)),
+        "a run with refused records is partial: {r}"
     );
+    assert_eq!(r["warnings"][0], "1 pulled record(s) refused: see the dead letters", "{r}");
     assert_eq!(r["pushed"], 0, "pulled changes are not echoed back: {r}");
     assert_eq!(files(&inbox.join("processed")), ["a.csv"]);
     assert_eq!(files(&inbox.join("failed")), ["bad.csv", "bad.csv.report.json"]);
@@ -156,8 +176,7 @@ file_name = "consents-{{seq}}.tsv"
     let ev = d.ok(d.post("dpo-office", "/v1/dpo/purge", json!({"number": "+491512345678"})));
     assert_eq!(ev["removed"]["consents"], 1);
     let report = d.ok(d.get("dpo-office", &format!("/v1/dpo/report?number={n}")));
-    let erasures = &report["numbers"][0]["erasures"];
-    assert_eq!(erasures, &json!([["files", "pending"], ["sinch", "pending"]]), "{report}");
+    assert_eq!(erasures(&report), pairs(&[("files", "pending"), ("sinch", "pending")]), "{report}");
     run(&d, "sinch");
     let all: String = files(&dir.join("sinch-out"))
         .iter()
@@ -171,10 +190,11 @@ file_name = "consents-{{seq}}.tsv"
     );
     let report = d.ok(d.get("dpo-office", &format!("/v1/dpo/report?number={n}")));
     assert_eq!(
-        report["numbers"][0]["erasures"],
-        json!([["files", "pending"], ["sinch", "delivered"]]),
+        erasures(&report),
+        pairs(&[("files", "pending"), ("sinch", "delivered")]),
         "{report}"
     );
+    assert_eq!(report["numbers"][0]["erasures"][1]["attempts"], 1, "{report}");
     assert!(report["numbers"][0]["consents"].as_array().unwrap().is_empty());
 
     // A pull does not bring the purged consent back unless the remote record is newer than the purge.
@@ -192,12 +212,63 @@ file_name = "consents-{{seq}}.tsv"
     .unwrap();
     let r = run(&d, "files");
     assert_eq!(r["inserted"], 1, "{r}");
-    // generic-csv has no delete marker: the erasure could not be sent there, and the report says so.
+    // generic-csv has no delete marker: the erasure cannot be sent there. It stays owed, each run says
+    // so (partial), and the report shows why, until an admin marks it handled outside consentd.
+    assert_eq!(
+        (r["outcome"].as_str(), r["erasures_pending"].as_u64()),
+        (Some("partial"), Some(1)),
+        "{r}"
+    );
     let report = d.ok(d.get("dpo-office", &format!("/v1/dpo/report?number={n}")));
     assert_eq!(
-        report["numbers"][0]["erasures"],
-        json!([["files", "skipped"], ["sinch", "delivered"]]),
+        erasures(&report),
+        pairs(&[("files", "pending"), ("sinch", "delivered")]),
         "{report}"
+    );
+    let owed = &report["numbers"][0]["erasures"][0];
+    assert_eq!(owed["attempts"], 2, "one a run: {report}");
+    assert!(
+        owed["last_answer"].as_str().unwrap().contains("cannot write a deletion"),
+        "{report}"
+    );
+    let listed = d.ok(d.get("importer", "/v1/sync"))["items"].clone();
+    let files_connector = listed.as_array().unwrap().iter().find(|c| c["name"] == "files").unwrap();
+    assert_eq!(files_connector["erasures_pending"][0]["id"], owed["id"], "{listed}");
+    let id = owed["id"].as_str().unwrap();
+    // A note is required.
+    common::refused(
+        d.post("importer", &format!("/v1/sync/files/erasures/{id}/handled"), json!({})),
+        reqwest::StatusCode::BAD_REQUEST,
+        None,
+    );
+    d.ok(d.post(
+        "importer",
+        &format!("/v1/sync/files/erasures/{id}/handled"),
+        json!({"note": "deleted in the partner portal, ticket 4711"}),
+    ));
+    let report = d.ok(d.get("dpo-office", &format!("/v1/dpo/report?number={n}")));
+    assert_eq!(
+        erasures(&report),
+        pairs(&[("files", "handled"), ("sinch", "delivered")]),
+        "{report}"
+    );
+    assert_eq!(
+        report["numbers"][0]["erasures"][0]["note"],
+        "deleted in the partner portal, ticket 4711"
+    );
+    assert_eq!(report["numbers"][0]["erasures"][0]["by"], "importer");
+    assert_eq!(run(&d, "files")["erasures_pending"], 0);
+    let events = d.ok(d.get("admin", "/v1/audit/events?limit=100"));
+    let handled = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "erasure_handled")
+        .unwrap();
+    assert_eq!(
+        (handled["actor"].as_str(), handled["connector"].as_str()),
+        (Some("importer"), Some("files")),
+        "{events}"
     );
 
     // Refused pulled records that hold a number are personal data too: reported, and purged.
@@ -223,7 +294,8 @@ file_name = "consents-{{seq}}.tsv"
     assert!(files_c["next_run"].as_str().unwrap().ends_with("-01-01T00:00:00Z"), "{files_c}");
     let metrics = d.http.get(d.url("/metrics")).send().unwrap().text().unwrap();
     assert!(
-        metrics.contains("consentd_sync_runs_total{connector=\"files\",outcome=\"ok\"} 6"),
+        metrics.contains("consentd_sync_runs_total{connector=\"files\",outcome=\"ok\"} 4")
+            && metrics.contains("consentd_sync_runs_total{connector=\"files\",outcome=\"partial\"} 3"),
         "{metrics}"
     );
     assert!(
@@ -461,7 +533,8 @@ fn an_http_connector_pulls_pages_incrementally_and_pushes_our_changes_once() {
     );
     assert_eq!(r["watermark"], "2025-01-01T00:00:09Z");
     assert_eq!(r["pushed"], 0, "pulled consents are not echoed back");
-    // Incremental: the next pull asks from the watermark; the record at the watermark comes again, unchanged.
+    // Incremental: the next pull asks from a minute before the watermark (since_overlap_secs); the
+    // records read again are unchanged.
     state
         .lock()
         .unwrap()
@@ -470,10 +543,10 @@ fn an_http_connector_pulls_pages_incrementally_and_pushes_our_changes_once() {
     let r = run(&d, "crm");
     assert_eq!(
         (r["pulled"].as_u64(), r["inserted"].as_u64(), r["unchanged"].as_u64()),
-        (Some(2), Some(1), Some(1)),
+        (Some(11), Some(1), Some(10)),
         "{r}"
     );
-    assert_eq!(state.lock().unwrap().since_seen, [None, Some("2025-01-01T00:00:09Z".to_string())]);
+    assert_eq!(state.lock().unwrap().since_seen, [None, Some("2024-12-31T23:59:09Z".to_string())]);
     // Our changes go out in batches of 3, with the mapping's format; a 500 is retried with the same key.
     for i in 0..4 {
         d.ok(d.post(
@@ -509,11 +582,15 @@ fn an_http_connector_pulls_pages_incrementally_and_pushes_our_changes_once() {
     let r = run(&d, "crm");
     assert_eq!(r["pushed"], 0);
     assert_eq!(state.lock().unwrap().pushes.len(), 3);
-    // A refused batch is kept with the answer and skipped.
+    // A refused batch is kept with the answer and skipped; the run is partial.
     d.ok(d.post("admin", "/v1/consents", json!({"number": "+491730000000", "usage": "whatsapp"})));
     state.lock().unwrap().refuse_pushes = 1;
     let r = run(&d, "crm");
-    assert_eq!((r["outcome"].as_str(), r["push_refused"].as_u64()), (Some("ok"), Some(1)), "{r}");
+    assert_eq!(
+        (r["outcome"].as_str(), r["push_refused"].as_u64()),
+        (Some("partial"), Some(1)),
+        "{r}"
+    );
     let refused = d.ok(d.get("importer", "/v1/sync/crm/refused"));
     assert_eq!(refused["items"][0]["status"], 422);
     // The remote's answer quotes the number: a token without view sees it hidden.
@@ -521,6 +598,49 @@ fn an_http_connector_pulls_pages_incrementally_and_pushes_our_changes_once() {
     let seen = d.ok(d.get("admin", "/v1/sync/crm/refused"));
     assert_eq!(seen["items"][0]["response"], "invalid record: \"+491730000000\"", "{seen}");
     assert_eq!(d.ok(d.get("importer", "/v1/sync"))["items"][0]["refused_batches"], 1);
+    // Re-sent after the fix: the remote takes it, under a key of its own; the batch is gone.
+    let id = seen["items"][0]["id"].as_u64().unwrap();
+    let out = d.ok(d.post("importer", &format!("/v1/sync/crm/refused/{id}/resend"), Value::Null));
+    assert_eq!(
+        (out["outcome"].as_str(), out["sent"].as_u64()),
+        (Some("delivered"), Some(1)),
+        "{out}"
+    );
+    let pushes = state.lock().unwrap().pushes.clone();
+    let (refused_key, resent_key) = (&pushes[pushes.len() - 2].0, &pushes[pushes.len() - 1].0);
+    assert_ne!(refused_key, resent_key);
+    assert_eq!(pushes.last().unwrap().1["data"]["consents"][0]["msisdn"], "+491730000000");
+    assert_eq!(d.ok(d.get("importer", "/v1/sync/crm/refused"))["items"], json!([]));
+    common::refused(
+        d.post("importer", &format!("/v1/sync/crm/refused/{id}/resend"), Value::Null),
+        reqwest::StatusCode::NOT_FOUND,
+        None,
+    );
+    // Refused again, then dismissed by an admin: gone, and both are audited.
+    d.ok(d.post("admin", "/v1/consents", json!({"number": "+491730000001", "usage": "whatsapp"})));
+    state.lock().unwrap().refuse_pushes = 1;
+    assert_eq!(run(&d, "crm")["push_refused"], 1);
+    let id = d.ok(d.get("importer", "/v1/sync/crm/refused"))["items"][0]["id"].as_u64().unwrap();
+    state.lock().unwrap().refuse_pushes = 1;
+    let out = d.ok(d.post("importer", &format!("/v1/sync/crm/refused/{id}/resend"), Value::Null));
+    assert_eq!(
+        (out["outcome"].as_str(), out["status"].as_u64()),
+        (Some("refused"), Some(422)),
+        "{out}"
+    );
+    assert_eq!(out["response"], "invalid record: \"[number hidden]\"", "{out}");
+    assert_eq!(d.ok(d.get("importer", "/v1/sync/crm/refused"))["items"][0]["resends"], 1);
+    d.ok(d.post(
+        "importer",
+        &format!("/v1/sync/crm/refused/{id}/dismiss"),
+        json!({"note": "the remote does not take this number"}),
+    ));
+    assert_eq!(d.ok(d.get("importer", "/v1/sync/crm/refused"))["items"], json!([]));
+    let events = d.ok(d.get("admin", "/v1/audit/events?limit=100"))["items"].clone();
+    let kinds: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["sync_resend", "sync_resend", "sync_dismiss"], "{events}");
+    assert_eq!(events[2]["detail"]["note"], "the remote does not take this number");
+    assert!(!events.to_string().contains("+49173"), "events hold no numbers: {events}");
 }
 
 #[test]

@@ -851,7 +851,12 @@ impl HttpConnector {
                     }
                     let wait = match wait {
                         Some(w) if w > Duration::from_millis(max) => {
-                            warn!(url = logged_url, attempts, retry_after_secs = w.as_secs(), "The server asks to wait longer than max_backoff_ms.");
+                            warn!(
+                                url = logged_url,
+                                attempts,
+                                retry_after_secs = w.as_secs(),
+                                "The server asks to wait longer than max_backoff_ms."
+                            );
                             return Err(HttpError::Failed {
                                 url: shown_url.to_owned(),
                                 reason: format!(

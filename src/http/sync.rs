@@ -285,7 +285,12 @@ async fn watermark(
             ("watermark", Value::String(t)) => to.watermark = Some(Some(t.clone())),
             ("pushed_seq", v) if v.as_u64().is_some() => to.pushed_seq = v.as_u64(),
             ("watermark", _) => return Err(ApiError::field("watermark", "expected an RFC 3339 time or null")),
-            ("pushed_seq", _) => return Err(ApiError::field("pushed_seq", "expected a whole number (a change's sequence number)")),
+            ("pushed_seq", _) => {
+                return Err(ApiError::field(
+                    "pushed_seq",
+                    "expected a whole number (a change's sequence number)",
+                ))
+            }
             (other, _) => return Err(ApiError::field(other, "unknown key: expected watermark or pushed_seq")),
         }
     }

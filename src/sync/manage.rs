@@ -2,7 +2,7 @@
 //! after a fix, or dismiss them; mark an erasure handled outside consentd; set or clear the pull
 //! watermark and the push position.
 
-use super::run::{RefusedBatch, Refusal};
+use super::run::{Refusal, RefusedBatch};
 use super::{ErasureStatus, Sync, SyncError};
 use crate::connectors::http::HttpConnector;
 use crate::domain::Timestamp;
@@ -60,11 +60,7 @@ impl Sync {
         let mut records = Vec::new();
         let mut superseded = 0;
         for e in &changes {
-            let later = self
-                .store
-                .history(e.number)?
-                .iter()
-                .any(|h| h.usage == e.usage && h.seq > e.seq);
+            let later = self.store.history(e.number)?.iter().any(|h| h.usage == e.usage && h.seq > e.seq);
             if later {
                 superseded += 1;
             } else {
@@ -161,8 +157,12 @@ impl Sync {
         };
         self.store.sync_put(name, "erased", id.as_bytes(), &done)?;
         self.store.sync_remove(name, "erase", id.as_bytes())?;
-        self.store
-            .record_event(actor, "erasure_handled", name, json!({"erasure": id, "attempts": e.attempts, "note": note}))?;
+        self.store.record_event(
+            actor,
+            "erasure_handled",
+            name,
+            json!({"erasure": id, "attempts": e.attempts, "note": note}),
+        )?;
         tracing::info!(connector = %name, "An erasure was marked handled by hand.");
         Ok(done)
     }
@@ -181,13 +181,13 @@ impl Sync {
         if let Some(seq) = to.pushed_seq {
             let last = self.store.last_change()?;
             if seq > last {
-                return Err(SyncError::Invalid(format!(
-                    "pushed_seq: {seq} is past the latest change ({last})"
-                )));
+                return Err(SyncError::Invalid(format!("pushed_seq: {seq} is past the latest change ({last})")));
             }
         }
         if watermark.is_none() && to.pushed_seq.is_none() {
-            return Err(SyncError::Invalid("give a watermark (a time, or null to clear it) or a pushed_seq".into()));
+            return Err(SyncError::Invalid(
+                "give a watermark (a time, or null to clear it) or a pushed_seq".into(),
+            ));
         }
         let _held = self.hold(name, "position")?;
         let mut state = self.state(name)?;

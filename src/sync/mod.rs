@@ -382,7 +382,10 @@ impl Sync {
             ..Default::default()
         };
         running.insert(name.to_string(), starting);
-        Ok(Holding { sync: self, name: name.to_string() })
+        Ok(Holding {
+            sync: self,
+            name: name.to_string(),
+        })
     }
 
     /// One pull and/or push of a connector (blocking). `Busy` if a run of it is going.
@@ -418,8 +421,10 @@ impl Sync {
                 .push(format!("{} pulled record(s) refused: see the dead letters", run.rejected));
         }
         if run.push_refused > 0 {
-            run.warnings
-                .push(format!("{} change(s) refused by the remote: see the refused batches", run.push_refused));
+            run.warnings.push(format!(
+                "{} change(s) refused by the remote: see the refused batches",
+                run.push_refused
+            ));
         }
         if run.erasures_pending > 0 {
             run.warnings.push(format!(
@@ -432,7 +437,9 @@ impl Sync {
             Err(e) if stopping => {
                 tracing::info!(connector = %name, "Sync run stopped by the shutdown.");
                 run.outcome = "stopped".into();
-                run.error = Some(format!("stopped by the shutdown after the page, file or batch in hand ({e}); the next run goes on from here"));
+                run.error = Some(format!(
+                    "stopped by the shutdown after the page, file or batch in hand ({e}); the next run goes on from here"
+                ));
             }
             Ok(()) if run.warnings.is_empty() => run.outcome = "ok".into(),
             Ok(()) => run.outcome = "partial".into(),

@@ -465,10 +465,7 @@ impl Sync {
                 stopped = true;
                 break;
             }
-            let changes = self
-                .store
-                .changes_since(last_seen, c.cfg.batch_size)
-                .map_err(|e| e.to_string())?;
+            let changes = self.store.changes_since(last_seen, c.cfg.batch_size).map_err(|e| e.to_string())?;
             let Some(last) = changes.last().map(|e| e.seq) else { break };
             let records: Vec<super::Outgoing> = changes.iter().filter(|e| !c.own.contains(&e.source)).map(outgoing).collect();
             if !records.is_empty() {
@@ -505,10 +502,7 @@ impl Sync {
         let key = format!("{keys}-{first}-{last}");
         let by_request = c.cfg.http.as_ref().is_some_and(|o| o.deletes == DeleteMode::Request);
         let outcome = if by_request {
-            let (deletes, sets): (Vec<_>, Vec<_>) = records
-                .iter()
-                .cloned()
-                .partition(|(_, r)| matches!(r, super::Outgoing::Delete(..)));
+            let (deletes, sets): (Vec<_>, Vec<_>) = records.iter().cloned().partition(|(_, r)| matches!(r, super::Outgoing::Delete(..)));
             match self.deliver_deletes(h, &deletes, &key)? {
                 Delivery::Delivered if !sets.is_empty() => self.deliver(c, Some(h), &sets, &key, 0)?,
                 other => other,
