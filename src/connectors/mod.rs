@@ -123,8 +123,17 @@ impl ConnectorConfig {
         {
             p.push(format!("{at}.timezone: {e}"));
         }
-        if let Err(e) = crate::mapping::Mapping::load(&self.mapping, mappings_dir) {
-            p.push(format!("{at}.mapping: {:?}: {}", self.mapping, e.problems.join("; ")));
+        match crate::mapping::Mapping::load(&self.mapping, mappings_dir) {
+            Err(e) => p.push(format!("{at}.mapping: {:?}: {}", self.mapping, e.problems.join("; "))),
+            Ok(m) => {
+                let after = matches!(self.http.as_ref().map(|h| &h.pagination), Some(http::Pagination::After { .. }));
+                if after && m.format().kind != crate::formats::FormatKind::Json {
+                    p.push(format!(
+                        "{at}.http.pagination: style \"after\" reads the last record's id from a JSON page; the mapping {:?} is not JSON",
+                        self.mapping
+                    ));
+                }
+            }
         }
         if let Some(Err(e)) = self.push_mapping.as_deref().map(|m| crate::mapping::Mapping::load(m, mappings_dir)) {
             p.push(format!(

@@ -65,7 +65,9 @@ impl Sync {
             Transport::File => self.pull_files(c, run, skip),
             Transport::Http => {
                 let opts = c.cfg.http.as_ref().expect("checked: http connectors have [http]");
-                let http = HttpConnector::new(opts).map_err(|e| e.to_string())?;
+                let http = HttpConnector::new(opts)
+                    .map_err(|e| e.to_string())?
+                    .with_records_path(c.mapping.format().records.as_deref());
                 let watermark = state.watermark.as_deref().and_then(|s| Timestamp::parse_rfc3339(s).ok());
                 // From a little before the watermark (records read again are unchanged), or from
                 // `start_from` the first time.

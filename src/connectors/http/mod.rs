@@ -10,7 +10,7 @@ mod options;
 mod pagination;
 mod retry;
 
-pub use options::{Auth, DeleteMode, HttpOptions, Pagination, PushMethod, SinceFormat};
+pub use options::{Auth, ClientAuth, DeleteMode, HttpOptions, Pagination, PushMethod, SinceFormat};
 
 use auth::*;
 use pagination::*;
@@ -76,6 +76,10 @@ pub struct HttpConnector {
     headers: HeaderMap,
     /// Basic auth: user and password.
     basic: Option<(String, Secret)>,
+    /// OAuth2 client credentials.
+    oauth: Option<OAuth>,
+    /// Where the records are in a JSON page (the mapping's `format.records`), for `after` pagination.
+    records_path: Option<String>,
     /// Built on first use, so that `new` may be called anywhere (a blocking client cannot be built
     /// inside an async runtime).
     client: OnceLock<Result<Client, String>>,
@@ -103,6 +107,7 @@ impl HttpConnector {
             headers.append(n, v);
         }
         let mut basic = None;
+        let mut oauth = None;
         match &opts.auth {
             None => {}
             Some(Auth::Bearer { token_env }) => {
@@ -116,12 +121,37 @@ impl HttpConnector {
                 let value = secret(value_env)?;
                 headers.insert(n, secret_header(&value.0, value_env)?);
             }
+            Some(Auth::Oauth2 {
+                token_url,
+                client_id,
+                client_id_env,
+                client_secret_env,
+                scope,
+                audience,
+                client_auth,
+            }) => {
+                let id = match (client_id, client_id_env) {
+                    (Some(id), None) => id.clone(),
+                    (None, Some(var)) => secret(var)?.0,
+                    _ => return Err(HttpError::Config("http.auth: give client_id or client_id_env (one of them)".into())),
+                };
+                oauth = Some(OAuth::new(
+                    token_url,
+                    &id,
+                    secret(client_secret_env)?,
+                    scope.as_deref(),
+                    audience.as_deref(),
+                    *client_auth == ClientAuth::Body,
+                )?);
+            }
         }
         Ok(Self {
             opts: opts.clone(),
             url,
             headers,
             basic,
+            oauth,
+            records_path: None,
             client: OnceLock::new(),
             sleep: Arc::new(std::thread::sleep),
             spill_above: SPILL_ABOVE,
@@ -132,6 +162,13 @@ impl HttpConnector {
     /// one that records the wait instead of sleeping.
     pub fn with_sleep(mut self, sleep: impl Fn(Duration) + Send + Sync + 'static) -> Self {
         self.sleep = Arc::new(sleep);
+        self
+    }
+
+    /// Where the records are in a JSON page (the mapping's `format.records`): `after` pagination reads
+    /// the last one's id there.
+    pub fn with_records_path(mut self, path: Option<&str>) -> Self {
+        self.records_path = path.map(str::to_string);
         self
     }
 
@@ -171,8 +208,17 @@ impl HttpConnector {
             }
             previous_body = Some(got.digest);
             let next = match &self.opts.pagination {
-                Pagination::Token { path, .. } | Pagination::NextUrl { path } => json_at_path(&mut got.body, path),
-                Pagination::LinkHeader => Ok(got.link_next.take()),
+                Pagination::Token { path: Some(path), .. } | Pagination::NextUrl { path } => json_at_path(&mut got.body, path),
+                Pagination::Token { .. } | Pagination::LinkHeader => Ok(got.link_next.take()),
+                Pagination::After { field, .. } => {
+                    let records = self.records_path.as_deref().unwrap_or("");
+                    let path = if records.is_empty() {
+                        format!("-1.{field}")
+                    } else {
+                        format!("{records}.-1.{field}")
+                    };
+                    json_at_path(&mut got.body, &path)
+                }
                 _ => Ok(None),
             };
             let page_url = shown(&got.url);
@@ -208,8 +254,30 @@ impl HttpConnector {
                     cursor += count;
                     self.numbered_url(&base, cursor)
                 }
-                Pagination::Token { param, path } => {
-                    let token = match next.map_err(|e| fail(format!("next page token at {path:?}: {e}")))? {
+                Pagination::After { param, field } => {
+                    if count == 0 {
+                        break;
+                    }
+                    let after = match next.map_err(|e| fail(format!("the last record's {field:?}: {e}")))? {
+                        Some(t) if !t.is_empty() => t,
+                        _ => {
+                            return Err(fail(format!(
+                                "the last record of the page has no {field:?} to ask for the next page after"
+                            )))
+                        }
+                    };
+                    if !seen.insert(fingerprint(&after)) {
+                        return Err(fail(format!(
+                            "the page ends with the same {field:?} as an earlier one; stopping rather than looping"
+                        )));
+                    }
+                    let mut u = base.clone();
+                    set_param(&mut u, param, &after);
+                    u
+                }
+                Pagination::Token { param, path, header } => {
+                    let from = path.as_deref().or(header.as_deref()).unwrap_or_default();
+                    let token = match next.map_err(|e| fail(format!("next page token at {from:?}: {e}")))? {
                         Some(t) if !t.is_empty() => t,
                         _ => break,
                     };
@@ -322,6 +390,32 @@ impl HttpConnector {
         }
     }
 
+    /// Sends the request `build` makes, with the OAuth2 token when there is one; a 401 to a token
+    /// drops it and sends once more with a new one (it may have been revoked or expired early).
+    fn send<T>(&self, client: &Client, build: &dyn Fn() -> RequestBuilder) -> Result<Response, Attempt<T>> {
+        let mut renewed = false;
+        loop {
+            let mut rb = build();
+            let mut used = None;
+            if let Some(o) = &self.oauth {
+                let token = o.token(client).map_err(|e| match e {
+                    TokenError::Retry(cause) => Attempt::Retry { cause, wait: None },
+                    TokenError::Fail(reason) => Attempt::Fail(reason),
+                })?;
+                rb = rb.bearer_auth(&token);
+                used = Some(token);
+            }
+            let resp = rb.send().map_err(|e| self.transport_failure(&e))?;
+            if let (StatusCode::UNAUTHORIZED, Some(o), Some(token), false) = (resp.status(), &self.oauth, &used, renewed) {
+                debug!("The API answered 401 to the OAuth2 token; fetching a new one.");
+                o.forget(token);
+                renewed = true;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
     /// The first URL of page or offset pagination (or `base` for the other styles) at `cursor`.
     fn numbered_url(&self, base: &Url, cursor: u64) -> Url {
         let mut u = base.clone();
@@ -351,9 +445,9 @@ impl HttpConnector {
     fn get(&self, url: &Url) -> Result<(Received, u32), HttpError> {
         let client = self.client()?;
         self.with_retries(&shown(url), &without_query(url), || {
-            let resp = match self.request(client, Method::GET, url).send() {
+            let resp = match self.send(client, &|| self.request(client, Method::GET, url)) {
                 Ok(r) => r,
-                Err(e) => return self.transport_failure(&e),
+                Err(a) => return a,
             };
             let status = resp.status();
             if !status.is_success() {
@@ -366,12 +460,20 @@ impl HttpConnector {
                 return Attempt::Fail(format!("HTTP {status}: {}", body_start(resp, FAILED_BODY_BYTES)));
             }
             let final_url = resp.url().clone();
-            let link_next = resp
-                .headers()
-                .get_all(LINK)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .find_map(link_next);
+            // The next page from a header: a `Link: rel="next"`, or a token header.
+            let link_next = match &self.opts.pagination {
+                Pagination::Token { header: Some(h), .. } => resp
+                    .headers()
+                    .get(h.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim().to_string()),
+                _ => resp
+                    .headers()
+                    .get_all(LINK)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find_map(link_next),
+            };
             match self.receive(resp) {
                 Ok((body, digest, bytes)) => Attempt::Done(Received {
                     url: final_url,
@@ -430,13 +532,16 @@ impl HttpConnector {
         let client = self.client()?;
         let is_delete = method == Method::DELETE;
         let (delivery, _) = self.with_retries(shown_url, logged_url, || {
-            let mut rb = self.request(client, method.clone(), url).header(IDEMPOTENCY_KEY, key.clone());
-            if let Some((bytes, content_type)) = &body {
-                rb = rb.header(CONTENT_TYPE, content_type.clone()).body(bytes.clone());
-            }
-            let resp = match rb.send() {
+            let build = || {
+                let rb = self.request(client, method.clone(), url).header(IDEMPOTENCY_KEY, key.clone());
+                match &body {
+                    Some((bytes, content_type)) => rb.header(CONTENT_TYPE, content_type.clone()).body(bytes.clone()),
+                    None => rb,
+                }
+            };
+            let resp = match self.send(client, &build) {
                 Ok(r) => r,
-                Err(e) => return self.transport_failure(&e),
+                Err(a) => return a,
             };
             let status = resp.status();
             if status.is_success() || (is_delete && status == StatusCode::NOT_FOUND && self.opts.not_found_means_deleted) {
@@ -491,7 +596,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 struct Received {
     /// Where it finally came from (after redirects).
     url: Url,
-    /// The `Link: <…>; rel="next"` target, as sent.
+    /// The `Link: <…>; rel="next"` target, or the token header, as sent.
     link_next: Option<String>,
     body: SpooledTempFile,
     /// SHA-256 of the body.

@@ -176,6 +176,33 @@ pub enum Auth {
     Basic { user: String, password_env: String },
     /// A header such as `X-API-Key: <secret>`.
     Header { name: String, value_env: String },
+    /// OAuth2 client credentials: a token from `token_url` (cached until it expires, fetched again
+    /// once on a 401), sent as `Authorization: Bearer`. The client id comes from `client_id` or the
+    /// variable `client_id_env`, the secret from `client_secret_env`. `client_auth` is `basic`
+    /// (default, RFC 6749) or `body` (id and secret as form fields, as some servers want).
+    Oauth2 {
+        token_url: String,
+        #[serde(default)]
+        client_id: Option<String>,
+        #[serde(default)]
+        client_id_env: Option<String>,
+        client_secret_env: String,
+        #[serde(default)]
+        scope: Option<String>,
+        #[serde(default)]
+        audience: Option<String>,
+        #[serde(default)]
+        client_auth: ClientAuth,
+    },
+}
+
+/// How an OAuth2 client presents its id and secret to the token endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Basic,
+    Body,
 }
 
 /// How the remote system pages its answers.
@@ -206,9 +233,20 @@ pub enum Pagination {
         #[serde(default = "page_size")]
         size: u64,
     },
-    /// A next-page token in the body at `path` (dotted, e.g. `meta.next_token`), sent back as `param`;
-    /// stops when it is absent, null or empty.
-    Token { path: String, param: String },
+    /// A next-page token in the body at `path` (dotted, e.g. `meta.next_token`) or in the response
+    /// header `header` (e.g. `X-Next-Page-Token`), sent back as `param`; stops when it is absent,
+    /// null or empty.
+    Token {
+        #[serde(default)]
+        path: Option<String>,
+        #[serde(default)]
+        header: Option<String>,
+        param: String,
+    },
+    /// Keyset pagination: the last record's `field` (its id or cursor, a dotted path inside the
+    /// record) sent as `param` for the next page (`?after=1234`); stops at an empty page. JSON only;
+    /// the records are found at the mapping's `format.records`.
+    After { field: String, param: String },
     /// The next page's URL in the body at `path` (relative URLs resolved against the page's); stops
     /// when it is absent, null or empty. It must be on the same host as `url` (credentials go there).
     NextUrl { path: String },
@@ -283,6 +321,25 @@ impl HttpOptions {
             Some(Auth::Bearer { token_env }) => vec![token_env],
             Some(Auth::Basic { password_env, .. }) => vec![password_env],
             Some(Auth::Header { value_env, .. }) => vec![value_env],
+            Some(Auth::Oauth2 {
+                token_url,
+                client_id,
+                client_id_env,
+                client_secret_env,
+                ..
+            }) => {
+                if reqwest::Url::parse(token_url).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
+                    p.push(format!("{at}.auth.token_url: {token_url:?} is not an http:// or https:// URL"));
+                }
+                match (client_id, client_id_env) {
+                    (Some(_), None) => vec![client_secret_env],
+                    (None, Some(v)) => vec![v, client_secret_env],
+                    _ => {
+                        p.push(format!("{at}.auth: give client_id or client_id_env (one of them)"));
+                        vec![client_secret_env]
+                    }
+                }
+            }
         };
         for var in secrets {
             if let Err(HttpError::Config(e)) = secret(var) {
@@ -323,9 +380,28 @@ impl HttpOptions {
                     p.push(format!("{at}.size: must be at least 1"));
                 }
             }
-            Pagination::Token { path, param } => {
-                if path.split('.').any(str::is_empty) {
-                    p.push(format!("{at}.path: {path:?} is not a dotted path such as \"meta.next_token\""));
+            Pagination::Token { path, header, param } => {
+                match (path, header) {
+                    (Some(path), None) if path.split('.').any(str::is_empty) => {
+                        p.push(format!("{at}.path: {path:?} is not a dotted path such as \"meta.next_token\""))
+                    }
+                    (None, Some(h)) if HeaderName::from_bytes(h.as_bytes()).is_err() => {
+                        p.push(format!("{at}.header: {h:?} is not a valid header name"))
+                    }
+                    (Some(_), None) | (None, Some(_)) => {}
+                    _ => p.push(format!(
+                        "{at}: give path (the token in the body) or header (in a response header), one of them"
+                    )),
+                }
+                if param.is_empty() {
+                    p.push(format!("{at}.param: must not be empty"));
+                }
+            }
+            Pagination::After { field, param } => {
+                if field.split('.').any(str::is_empty) {
+                    p.push(format!(
+                        "{at}.field: {field:?} is not a dotted path such as \"id\" or \"meta.cursor\""
+                    ));
                 }
                 if param.is_empty() {
                     p.push(format!("{at}.param: must not be empty"));

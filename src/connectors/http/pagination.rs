@@ -59,7 +59,7 @@ pub(super) fn link_next(header: &str) -> Option<String> {
     }
 }
 
-/// The text at a dotted `path` (`meta.next`, `links.0.href`) of a JSON document, read as a stream
+/// The text at a dotted `path` (`meta.next`, `links.0.href`, `items.-1.id` for the last item) of a JSON document, read as a stream
 /// (the rest of the document is skipped, not kept). `None` when the path is absent or null; numbers
 /// come back as their text. Leaves `body` at its start.
 pub(super) fn json_at_path<R: Read + Seek>(body: &mut R, path: &str) -> Result<Option<String>, String> {
@@ -123,6 +123,14 @@ impl<'de> Visitor<'de> for AtPath<'_> {
             while seq.next_element::<IgnoredAny>()?.is_some() {}
             return Ok(Found::Other("an array"));
         };
+        // `-1`: the last element (each is walked; the last one's value is kept).
+        if *first == "-1" {
+            let mut found = None;
+            while let Some(f) = seq.next_element_seed(AtPath(rest))? {
+                found = Some(f);
+            }
+            return Ok(found.unwrap_or(Found::Missing));
+        }
         let index = first.parse::<usize>().ok();
         let mut found = None;
         let mut i = 0usize;
