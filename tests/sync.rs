@@ -366,70 +366,172 @@ deletes = "request"
 }
 
 /// A remote consent system on 127.0.0.1: serves its consents as JSON (`data.consents`), in pages with a
-/// next-page token, newer than `updated_since`; takes pushed batches, remembering them by idempotency
-/// key; can be told to fail pushes first or to answer slowly.
-#[derive(Default)]
+/// next-page token, changed at or after `updated_since` (or strictly after, as some systems do);
+/// takes pushed batches, remembering them by idempotency key. It checks the bearer token on every
+/// request, and can be told to deny it for a while, to fail or refuse pushes, to find batches too
+/// large, to fail pages, or to answer slowly; it counts requests in progress at once.
 struct Remote {
     consents: Vec<Value>,
     page_size: usize,
+    /// The bearer token it takes.
+    token: String,
+    /// Requests to answer 401 (an expired token) before taking the token again.
+    deny_auth: usize,
+    /// `updated_since` means strictly newer.
+    strict_since: bool,
     /// (idempotency key, body) of every push received, including repeats.
     pushes: Vec<(String, Value)>,
+    /// Keys of pushes answered 2xx, in the order answered.
+    answered: Vec<String>,
     /// Pushes to answer with 500 before accepting.
     fail_pushes: usize,
     /// Pushes to refuse with 422.
     refuse_pushes: usize,
+    /// Pushes holding a deletion to refuse with 422.
+    refuse_deletes: usize,
+    /// Every push answered with this status (a wrong URL, a missing right).
+    push_status: Option<u16>,
+    /// Batches with more records than this are answered 413.
+    max_batch: Option<usize>,
+    /// Pages after the first answered 500 (a remote failing mid-way).
+    fail_later_pages: bool,
     page_delay_ms: u64,
     push_delay_ms: u64,
-    /// `updated_since` of each GET.
+    /// `updated_since` of each first-page GET.
     since_seen: Vec<Option<String>>,
+    /// Requests in progress now, and the most at once.
+    in_progress: usize,
+    most_at_once: usize,
 }
 
-fn remote(state: std::sync::Arc<std::sync::Mutex<Remote>>) -> String {
+impl Default for Remote {
+    fn default() -> Self {
+        Self {
+            consents: Vec::new(),
+            page_size: 10,
+            token: "crm-secret".into(),
+            deny_auth: 0,
+            strict_since: false,
+            pushes: Vec::new(),
+            answered: Vec::new(),
+            fail_pushes: 0,
+            refuse_pushes: 0,
+            refuse_deletes: 0,
+            push_status: None,
+            max_batch: None,
+            fail_later_pages: false,
+            page_delay_ms: 0,
+            push_delay_ms: 0,
+            since_seen: Vec::new(),
+            in_progress: 0,
+            most_at_once: 0,
+        }
+    }
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Remote>>;
+
+/// Counts a request in progress; 401 unless it carries the remote's bearer token.
+fn admit(s: &Shared, headers: &axum::http::HeaderMap) -> Result<(), (axum::http::StatusCode, String)> {
+    let mut r = s.lock().unwrap();
+    let expected = format!("Bearer {}", r.token);
+    if r.deny_auth > 0 || headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str()) {
+        r.deny_auth = r.deny_auth.saturating_sub(1);
+        return Err((axum::http::StatusCode::UNAUTHORIZED, "{\"error\":\"invalid_token\"}".into()));
+    }
+    r.in_progress += 1;
+    r.most_at_once = r.most_at_once.max(r.in_progress);
+    Ok(())
+}
+
+fn remote(state: Shared) -> String {
     use axum::extract::{Query, State};
+    use axum::http::StatusCode;
     use axum::routing::get;
-    type Shared = std::sync::Arc<std::sync::Mutex<Remote>>;
-    async fn pull(State(s): State<Shared>, Query(q): Query<std::collections::HashMap<String, String>>) -> axum::Json<Value> {
+    async fn pull(
+        State(s): State<Shared>,
+        headers: axum::http::HeaderMap,
+        Query(q): Query<std::collections::HashMap<String, String>>,
+    ) -> Result<axum::Json<Value>, (StatusCode, String)> {
+        admit(&s, &headers)?;
         let delay = s.lock().unwrap().page_delay_ms;
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         let mut r = s.lock().unwrap();
+        r.in_progress -= 1;
         let since = q.get("updated_since").cloned();
         if !q.contains_key("page_token") {
             r.since_seen.push(since.clone());
+        } else if r.fail_later_pages {
+            return Err((StatusCode::INTERNAL_SERVER_ERROR, "database unavailable".into()));
         }
+        let strict = r.strict_since;
         let mut items: Vec<&Value> = r
             .consents
             .iter()
-            .filter(|c| since.as_deref().is_none_or(|s| c["changed_at"].as_str().unwrap() >= s))
+            .filter(|c| {
+                since.as_deref().is_none_or(|s| {
+                    let changed = c["changed_at"].as_str().unwrap();
+                    if strict {
+                        changed > s
+                    } else {
+                        changed >= s
+                    }
+                })
+            })
             .collect();
         items.sort_by_key(|c| c["changed_at"].as_str().unwrap().to_string());
         let from: usize = q.get("page_token").map_or(0, |t| t.parse().unwrap());
         let page: Vec<Value> = items.iter().skip(from).take(r.page_size).map(|v| (*v).clone()).collect();
         let next = (from + page.len() < items.len()).then(|| (from + page.len()).to_string());
-        axum::Json(json!({"data": {"consents": page}, "next": next}))
+        Ok(axum::Json(json!({"data": {"consents": page}, "next": next})))
     }
-    async fn push(State(s): State<Shared>, headers: axum::http::HeaderMap, body: String) -> (axum::http::StatusCode, String) {
-        let delay = s.lock().unwrap().push_delay_ms;
-        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
-        let mut r = s.lock().unwrap();
+    async fn push(State(s): State<Shared>, headers: axum::http::HeaderMap, body: String) -> (StatusCode, String) {
+        if let Err(denied) = admit(&s, &headers) {
+            return denied;
+        }
         let key = headers
             .get("idempotency-key")
             .map(|v| v.to_str().unwrap().to_string())
             .unwrap_or_default();
-        r.pushes.push((key, serde_json::from_str(&body).unwrap()));
+        let body: Value = serde_json::from_str(&body).unwrap();
+        s.lock().unwrap().pushes.push((key.clone(), body.clone()));
+        let delay = s.lock().unwrap().push_delay_ms;
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        let mut r = s.lock().unwrap();
+        r.in_progress -= 1;
+        let records = body["data"]["consents"].as_array().map_or(0, Vec::len);
+        if let Some(status) = r.push_status {
+            return (StatusCode::from_u16(status).unwrap(), "not here".into());
+        }
         if r.fail_pushes > 0 {
             r.fail_pushes -= 1;
-            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, String::new());
+            return (StatusCode::INTERNAL_SERVER_ERROR, String::new());
+        }
+        if r.max_batch.is_some_and(|m| records > m) {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "batch too large".into());
+        }
+        let has_delete = body["data"]["consents"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c["status"] == "deleted"));
+        if r.refuse_deletes > 0 && has_delete {
+            r.refuse_deletes -= 1;
+            return (StatusCode::UNPROCESSABLE_ENTITY, "deletions are not accepted today".into());
         }
         if r.refuse_pushes > 0 {
             r.refuse_pushes -= 1;
             // As real systems do, the answer quotes what it refused.
-            let first = &r.pushes.last().unwrap().1;
-            let quoted = first.pointer("/data/consents/0/msisdn").cloned().unwrap_or_default();
-            return (axum::http::StatusCode::UNPROCESSABLE_ENTITY, format!("invalid record: {quoted}"));
+            let quoted = body.pointer("/data/consents/0/msisdn").cloned().unwrap_or_default();
+            return (StatusCode::UNPROCESSABLE_ENTITY, format!("invalid record: {quoted}"));
         }
-        (axum::http::StatusCode::NO_CONTENT, String::new())
+        r.answered.push(key);
+        (StatusCode::NO_CONTENT, String::new())
     }
     let app = axum::Router::new().route("/consents", get(pull).post(push)).with_state(state);
+    serve(app)
+}
+
+/// Serves `app` on 127.0.0.1 from a thread of its own; its base URL.
+fn serve(app: axum::Router) -> String {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -487,10 +589,17 @@ fn remote_daemon(url: &str, extra: &str) -> (Daemon, tempfile::TempDir) {
 }
 
 fn remote_daemon_on(url: &str, extra: &str, schedule: &str) -> (Daemon, tempfile::TempDir) {
+    remote_daemon_full(url, "", extra, schedule)
+}
+
+/// A daemon with the `crm` connector to `url`: `top` goes before the connector (`[import]`…), `extra`
+/// into it.
+fn remote_daemon_full(url: &str, top: &str, extra: &str, schedule: &str) -> (Daemon, tempfile::TempDir) {
     let mappings = tempfile::tempdir().unwrap();
     std::fs::write(mappings.path().join("remote-json.toml"), REMOTE_MAPPING).unwrap();
     let config = format!(
         r#"
+{top}
 [[connectors]]
 name = "crm"
 transport = "http"
@@ -652,36 +761,78 @@ fn a_failing_remote_fails_the_run_and_keeps_the_watermark() {
     state.lock().unwrap().consents = (0..3).map(|i| remote_consent(i, true, "2025-01-01T00:00:00Z")).collect();
     let url = remote(state.clone());
     let (d, _m) = remote_daemon(&url, "");
-    run(&d, "crm");
-    drop(state);
+    assert_eq!(run(&d, "crm")["outcome"], "ok");
+    let watermark = d.ok(d.get("importer", "/v1/sync"))["items"][0]["watermark"].clone();
+    assert_eq!(watermark, "2025-01-01T00:00:00Z");
+    // Newer records over three pages; the remote fails after the first page.
+    state
+        .lock()
+        .unwrap()
+        .consents
+        .extend((3..13).map(|i| remote_consent(i, true, &format!("2025-02-01T00:00:{i:02}Z"))));
+    state.lock().unwrap().fail_later_pages = true;
+    let r = run(&d, "crm");
+    assert_eq!(r["outcome"], "failed", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("500"), "{r}");
+    assert!(r["inserted"].as_u64().unwrap() > 0, "the first page was applied: {r}");
+    assert_eq!(
+        d.ok(d.get("importer", "/v1/sync"))["items"][0]["watermark"],
+        watermark,
+        "the watermark stays where the last whole pull left it"
+    );
+    // Mended: the next run reads from the same watermark and ends with everything, once.
+    state.lock().unwrap().fail_later_pages = false;
+    let r = run(&d, "crm");
+    assert_eq!(r["outcome"], "ok", "{r}");
+    assert_eq!(count_all(&d), 13);
+    assert_eq!(r["watermark"], "2025-02-01T00:00:12Z");
+    let seen = state.lock().unwrap().since_seen.clone();
+    assert_eq!(seen[1], seen[2], "the failed pull and the next asked from the same point: {seen:?}");
     // A remote that is gone: the run fails with the reason after its retries; nothing moves.
     let (d2, _m2) = remote_daemon("http://127.0.0.1:9", "");
     let r = run(&d2, "crm");
     assert_eq!(r["outcome"], "failed");
     assert!(r["error"].as_str().unwrap().contains("attempt"), "{r}");
     assert_eq!(d2.ok(d2.get("importer", "/v1/sync"))["items"][0]["watermark"], Value::Null);
-    assert_eq!(d.ok(d.get("importer", "/v1/sync"))["items"][0]["watermark"], "2025-01-01T00:00:00Z");
 }
 
 #[test]
-fn a_daemon_killed_during_a_pull_and_a_push_finishes_on_restart_without_duplicates() {
+fn a_daemon_killed_during_a_pull_finishes_on_restart_without_duplicates() {
     let n = 3000;
     let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
         page_size: 100,
-        page_delay_ms: 20,
+        page_delay_ms: 30,
         ..Default::default()
     }));
     state.lock().unwrap().consents = (0..n)
         .map(|i| remote_consent(i, i.is_multiple_of(2), &format!("2025-01-01T00:{:02}:{:02}Z", i / 60 % 60, i % 60)))
         .collect();
     let url = remote(state.clone());
-    let (mut d, _m) = remote_daemon(&url, "");
-    // Start a run and kill the daemon while pages are still coming.
-    let started = std::time::Instant::now();
-    run_and_kill(&mut d, || started.elapsed() > std::time::Duration::from_millis(400));
+    // Small chunks: each page is applied as it comes.
+    let (mut d, _m) = remote_daemon_full(&url, "[import]\nchunk_records = 100", "", NEVER);
+    // Kill it once some chunks are applied, while pages are still coming.
+    let probe = (d.base.clone(), d.http.clone());
+    let applied = move || {
+        let page: Value = probe
+            .1
+            .get(format!("{}/v1/consents?created_from=1970-01-01&limit=1000", probe.0))
+            .bearer_auth("s-admin")
+            .send()
+            .and_then(|r| r.json())
+            .unwrap_or(Value::Null);
+        page["items"].as_array().map_or(0, Vec::len)
+    };
+    run_and_kill(&mut d, || applied() >= 300);
     d.spawn();
     let before = count_all(&d);
-    assert!(before < n, "the kill came during the pull ({before} of {n} stored)");
+    assert!(
+        (300..n).contains(&before),
+        "the kill came after some chunks were applied ({before} of {n} stored)"
+    );
+    // The run the kill cut off is shown interrupted.
+    let runs = d.ok(d.get("importer", "/v1/sync"))["items"][0]["runs"].clone();
+    assert_eq!(runs[0]["outcome"], "interrupted", "{runs}");
+    assert!(runs[0]["error"].as_str().unwrap().contains("stopped during this run"), "{runs}");
     state.lock().unwrap().page_delay_ms = 0;
     let r = run(&d, "crm");
     assert_eq!(r["outcome"], "ok", "{r}");
@@ -745,10 +896,30 @@ fn runs_of_one_connector_never_overlap_and_skipped_ticks_are_counted() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     // A run by hand while one is going is refused, not started twice.
-    let r = d.post("importer", "/v1/sync/crm/run", Value::Null);
-    if r.status() != reqwest::StatusCode::OK {
-        common::refused(r, reqwest::StatusCode::CONFLICT, None);
+    loop {
+        if d.ok(d.get("importer", "/v1/sync"))["items"][0]["running"] == true {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    common::refused(
+        d.post("importer", "/v1/sync/crm/run", Value::Null),
+        reqwest::StatusCode::CONFLICT,
+        None,
+    );
+    // The remote never saw two requests of this connector at once.
+    // Setting the watermark by hand waits for no run either: 409 while one goes on.
+    common::refused(
+        d.post("admin", "/v1/sync/crm/watermark", json!({"watermark": null})),
+        reqwest::StatusCode::CONFLICT,
+        None,
+    );
+    while state.lock().unwrap().since_seen.len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "a second run never started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let r = state.lock().unwrap();
+    assert_eq!(r.most_at_once, 1, "runs of one connector overlapped at the remote");
 }
 
 #[test]
@@ -858,11 +1029,25 @@ fn sigterm_lets_the_batch_in_hand_finish() {
     }
     d.stop();
     runner.join().unwrap();
-    let sent = state.lock().unwrap().pushes.len();
+    let (sent, answered) = {
+        let r = state.lock().unwrap();
+        (r.pushes.len(), r.answered.clone())
+    };
     assert!(sent < 20, "the run stopped early ({sent} of 20 batches)");
+    // The batch in hand when SIGTERM came was finished: every batch sent was answered (the remote
+    // answers 300 ms after it receives one), none was cut off.
+    assert_eq!(answered.len(), sent, "a batch was sent and not waited for");
+    assert_eq!(
+        answered,
+        state.lock().unwrap().pushes.iter().map(|p| p.0.clone()).collect::<Vec<_>>()
+    );
     // The batch in hand was delivered and recorded: the next run sends each other batch once, none again.
     state.lock().unwrap().push_delay_ms = 0;
     d.spawn();
+    // The stopped run is shown as such, with what it did: every answered batch counted.
+    let runs = d.ok(d.get("importer", "/v1/sync"))["items"][0]["runs"].clone();
+    assert_eq!(runs[0]["outcome"], "stopped", "{runs}");
+    assert_eq!(runs[0]["pushed"].as_u64(), Some(3 * sent as u64), "{runs}");
     let r = run(&d, "crm");
     assert_eq!(r["outcome"], "ok", "{r}");
     let pushes = state.lock().unwrap().pushes.clone();
