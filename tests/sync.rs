@@ -1149,3 +1149,297 @@ fn a_connectors_authority_wins_whatever_the_times() {
     assert_eq!(consent("%2B491511111111"), Some(json!(true)));
     assert_eq!(consent("%2B491512222222"), None);
 }
+
+/// The keys of the pushes a remote took, and the numbers it took, each once.
+fn taken(state: &Shared) -> (Vec<String>, std::collections::BTreeSet<String>) {
+    let r = state.lock().unwrap();
+    let mut numbers = std::collections::BTreeSet::new();
+    for (k, body) in &r.pushes {
+        if r.answered.contains(k) {
+            for c in body["data"]["consents"].as_array().unwrap() {
+                numbers.insert(c["msisdn"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    (r.answered.clone(), numbers)
+}
+
+#[test]
+fn a_push_the_remote_does_not_take_is_never_done() {
+    // An expired token: 401 to everything for a while. The run fails with the reason, the position
+    // stays, nothing is called refused; once the token is good again every change goes out.
+    let (state, d, _m) = pushing_remote(10, 0, 12);
+    state.lock().unwrap().deny_auth = 1000;
+    let r = run(&d, "crm");
+    assert_eq!(r["outcome"], "failed", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("401"), "{r}");
+    assert_eq!((r["pushed"].as_u64(), r["push_refused"].as_u64()), (Some(0), Some(0)), "{r}");
+    let c = d.ok(d.get("importer", "/v1/sync"))["items"][0].clone();
+    assert_eq!((c["pushed_seq"].as_u64(), c["refused_batches"].as_u64()), (Some(0), Some(0)), "{c}");
+    state.lock().unwrap().deny_auth = 0;
+    let r = run(&d, "crm");
+    assert_eq!((r["outcome"].as_str(), r["pushed"].as_u64()), (Some("ok"), Some(12)), "{r}");
+    assert_eq!(taken(&state).1.len(), 12);
+
+    // A wrong URL (404), a missing right (403), a method not allowed (405), an outage (503): the
+    // same. Only content refusals make a batch refused.
+    for status in [404, 403, 405, 503] {
+        d.ok(d.post(
+            "admin",
+            "/v1/consents",
+            json!({"number": format!("+4917{status:08}"), "usage": "whatsapp"}),
+        ));
+        state.lock().unwrap().push_status = Some(status);
+        let r = run(&d, "crm");
+        assert_eq!(r["outcome"], "failed", "{status}: {r}");
+        assert!(r["error"].as_str().unwrap().contains(&status.to_string()), "{r}");
+        assert_eq!(d.ok(d.get("importer", "/v1/sync"))["items"][0]["refused_batches"], 0);
+        state.lock().unwrap().push_status = None;
+        let r = run(&d, "crm");
+        assert_eq!(
+            (r["outcome"].as_str(), r["pushed"].as_u64()),
+            (Some("ok"), Some(1)),
+            "{status}: {r}"
+        );
+    }
+    assert_eq!(taken(&state).1.len(), 16, "every change reached the remote");
+}
+
+#[test]
+fn a_batch_too_large_is_split_before_anything_is_refused() {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
+        max_batch: Some(2),
+        ..Default::default()
+    }));
+    let url = remote(state.clone());
+    let (d, _m) = remote_daemon(&url, "");
+    let ids: Vec<String> = (0..7).map(|i| format!("+4917{:08}", 30_000_000 + i)).collect();
+    for n in &ids {
+        d.ok(d.post("admin", "/v1/consents", json!({"number": n, "usage": "whatsapp"})));
+    }
+    // Batches of 3 (batch_size): each is answered 413, then sent as 1 + 2.
+    let r = run(&d, "crm");
+    assert_eq!(
+        (r["outcome"].as_str(), r["pushed"].as_u64(), r["push_refused"].as_u64()),
+        (Some("ok"), Some(7), Some(0)),
+        "{r}"
+    );
+    let (keys, numbers) = taken(&state);
+    assert_eq!(numbers.into_iter().collect::<Vec<_>>(), ids);
+    let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "each half has a key of its own: {keys:?}");
+    assert!(state
+        .lock()
+        .unwrap()
+        .pushes
+        .iter()
+        .any(|(_, b)| b["data"]["consents"].as_array().unwrap().len() == 3));
+    // One record that is too large on its own is refused, and kept.
+    state.lock().unwrap().max_batch = Some(0);
+    d.ok(d.post("admin", "/v1/consents", json!({"number": "+491739999999", "usage": "whatsapp"})));
+    let r = run(&d, "crm");
+    assert_eq!(
+        (r["outcome"].as_str(), r["push_refused"].as_u64()),
+        (Some("partial"), Some(1)),
+        "{r}"
+    );
+    let refused = d.ok(d.get("admin", "/v1/sync/crm/refused"));
+    assert_eq!(
+        (refused["items"][0]["status"].as_u64(), refused["items"][0]["records"].as_u64()),
+        (Some(413), Some(1)),
+        "{refused}"
+    );
+}
+
+#[test]
+fn an_erasure_is_sent_on_every_run_until_the_remote_takes_it() {
+    let (state, d, _m) = pushing_remote(10, 0, 2);
+    assert_eq!(run(&d, "crm")["pushed"], 2);
+    d.ok(d.post("dpo-office", "/v1/dpo/purge", json!({"number": "+491510000000"})));
+    state.lock().unwrap().refuse_deletes = 2;
+    for attempt in 1..=2 {
+        let r = run(&d, "crm");
+        assert_eq!(
+            (r["outcome"].as_str(), r["erasures_pending"].as_u64()),
+            (Some("partial"), Some(1)),
+            "{r}"
+        );
+        let report = d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491510000000"));
+        let e = &report["numbers"][0]["erasures"][0];
+        assert_eq!(
+            (e["status"].as_str(), e["attempts"].as_u64(), e["last_status"].as_u64()),
+            (Some("pending"), Some(attempt), Some(422)),
+            "{report}"
+        );
+        assert_eq!(e["last_answer"], "deletions are not accepted today");
+        assert!(e["last_try"].is_string());
+        let owed = d.ok(d.get("importer", "/v1/sync"))["items"][0]["erasures_pending"].clone();
+        assert_eq!(owed[0]["attempts"], attempt, "{owed}");
+    }
+    // A misconfigured remote fails the run; the erasure stays owed.
+    state.lock().unwrap().push_status = Some(401);
+    let r = run(&d, "crm");
+    assert_eq!(
+        (r["outcome"].as_str(), r["erasures_pending"].as_u64()),
+        (Some("failed"), Some(1)),
+        "{r}"
+    );
+    state.lock().unwrap().push_status = None;
+    let r = run(&d, "crm");
+    assert_eq!(
+        (r["outcome"].as_str(), r["erasures_delivered"].as_u64()),
+        (Some("ok"), Some(1)),
+        "{r}"
+    );
+    let report = d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491510000000"));
+    let e = &report["numbers"][0]["erasures"][0];
+    assert_eq!(
+        (e["status"].as_str(), e["attempts"].as_u64()),
+        (Some("delivered"), Some(4)),
+        "{report}"
+    );
+    // Every attempt at one erasure carried the same key; the remote took it once.
+    let r = state.lock().unwrap();
+    let erase_keys: std::collections::BTreeSet<&str> = r
+        .pushes
+        .iter()
+        .filter(|(_, b)| b["data"]["consents"][0]["status"] == "deleted")
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(erase_keys.len(), 1, "{erase_keys:?}");
+    assert!(d.ok(d.get("importer", "/v1/sync"))["items"][0]["erasures_pending"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn records_at_the_watermark_are_pulled_from_a_remote_whose_since_is_strict() {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
+        page_size: 3,
+        strict_since: true,
+        ..Default::default()
+    }));
+    let t = "2025-03-01T10:00:00Z";
+    state.lock().unwrap().consents = vec![remote_consent(0, true, t)];
+    let url = remote(state.clone());
+    let (d, _m) = remote_daemon(&url, "");
+    assert_eq!(run(&d, "crm")["watermark"], t);
+    // Ten more saved later at the same second: a `since` of exactly the watermark would miss them all.
+    state.lock().unwrap().consents.extend((1..=10).map(|i| remote_consent(i, true, t)));
+    let r = run(&d, "crm");
+    assert_eq!(
+        (r["outcome"].as_str(), r["inserted"].as_u64(), r["unchanged"].as_u64()),
+        (Some("ok"), Some(10), Some(1)),
+        "{r}"
+    );
+    assert_eq!(count_all(&d), 11);
+    assert_eq!(state.lock().unwrap().since_seen[1].as_deref(), Some("2025-03-01T09:59:00Z"));
+}
+
+#[test]
+fn the_watermark_is_written_as_the_remote_reads_it_and_can_be_set_by_hand() {
+    // A remote that takes `since` in epoch milliseconds, strictly newer, under another name.
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let records: Vec<Value> = (0..4)
+        .map(|i| remote_consent(i, true, &format!("2025-04-01T00:00:0{i}Z")))
+        .collect();
+    let app = {
+        let seen = seen.clone();
+        axum::Router::new().route(
+            "/v2/consents",
+            axum::routing::get(move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
+                let seen = seen.clone();
+                let records = records.clone();
+                async move {
+                    let after: i64 = q.get("modifiedAfterMs").map_or(i64::MIN, |v| v.parse().expect("epoch ms"));
+                    seen.lock().unwrap().push(q.get("modifiedAfterMs").cloned().unwrap_or_default());
+                    let items: Vec<Value> = records
+                        .into_iter()
+                        .filter(|c| {
+                            chrono::DateTime::parse_from_rfc3339(c["changed_at"].as_str().unwrap())
+                                .unwrap()
+                                .timestamp_millis()
+                                > after
+                        })
+                        .collect();
+                    axum::Json(json!({"data": {"consents": items}}))
+                }
+            }),
+        )
+    };
+    let url = serve(app);
+    let mappings = tempfile::tempdir().unwrap();
+    std::fs::write(mappings.path().join("remote-json.toml"), REMOTE_MAPPING).unwrap();
+    let mut d = Daemon::start_with_mappings(
+        &format!(
+            r#"
+[[connectors]]
+name = "ms"
+transport = "http"
+direction = "pull"
+mapping = "remote-json"
+schedule = "{NEVER}"
+catch_up = false
+[connectors.http]
+url = "{url}/v2/consents"
+since_param = "modifiedAfterMs"
+since_format = "epoch_millis"
+since_overlap_secs = 2
+"#
+        ),
+        mappings.path(),
+    );
+    assert_eq!(run(&d, "ms")["inserted"], 4);
+    let r = run(&d, "ms");
+    assert_eq!((r["pulled"].as_u64(), r["unchanged"].as_u64()), (Some(2), Some(2)), "{r}");
+    // 2025-04-01T00:00:03Z less 2 s, in milliseconds.
+    assert_eq!(seen.lock().unwrap().clone(), ["", "1743465601000"]);
+
+    // Cleared by hand (audited): the next pull takes everything again.
+    let s = d.ok(d.post("admin", "/v1/sync/ms/watermark", json!({"watermark": null})));
+    assert_eq!(s["watermark"], Value::Null);
+    run(&d, "ms");
+    assert_eq!(seen.lock().unwrap()[2], "");
+    // Set by hand to a time; a bad time or key is refused with the field.
+    d.ok(d.post("admin", "/v1/sync/ms/watermark", json!({"watermark": "2025-04-01T02:00:02+02:00"})));
+    assert_eq!(d.ok(d.get("importer", "/v1/sync"))["items"][0]["watermark"], "2025-04-01T00:00:02Z");
+    common::refused(
+        d.post("admin", "/v1/sync/ms/watermark", json!({"watermark": "yesterday"})),
+        reqwest::StatusCode::BAD_REQUEST,
+        None,
+    );
+    common::refused(
+        d.post("admin", "/v1/sync/ms/watermark", json!({"since": "2025-01-01T00:00:00Z"})),
+        reqwest::StatusCode::BAD_REQUEST,
+        Some("since"),
+    );
+    common::refused(
+        d.post("viewer", "/v1/sync/ms/watermark", json!({"watermark": null})),
+        reqwest::StatusCode::FORBIDDEN,
+        None,
+    );
+    let events = d.ok(d.get("admin", "/v1/audit/events"))["items"].clone();
+    let set: Vec<&Value> = events.as_array().unwrap().iter().filter(|e| e["kind"] == "sync_position").collect();
+    assert_eq!(set.len(), 2, "{events}");
+    assert_eq!(set[1]["detail"]["after"]["watermark"], "2025-04-01T00:00:02Z");
+
+    // From the command line, with the daemon stopped: `sync reset NAME` clears, `--to` sets.
+    d.stop();
+    let out = d
+        .command()
+        .args(["sync", "reset", "ms", "--to", "2025-04-01T00:00:01Z"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("watermark 2025-04-01T00:00:01Z"));
+    d.spawn();
+    run(&d, "ms");
+    assert_eq!(seen.lock().unwrap()[3], "1743465599000");
+    d.stop();
+    let out = d.command().args(["sync", "reset", "ms"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.spawn();
+    run(&d, "ms");
+    assert_eq!(seen.lock().unwrap()[4], "");
+}
