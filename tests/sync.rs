@@ -1443,3 +1443,227 @@ since_overlap_secs = 2
     run(&d, "ms");
     assert_eq!(seen.lock().unwrap()[4], "");
 }
+
+#[test]
+fn idempotency_keys_cannot_collide_across_stores_or_split_after_a_crash() {
+    // Two stores made afresh send the same range of changes under different keys.
+    let (a, da, _ma) = pushing_remote(10, 0, 2);
+    let (b, db, _mb) = pushing_remote(10, 0, 2);
+    run(&da, "crm");
+    run(&db, "crm");
+    let (ka, kb) = (a.lock().unwrap().pushes[0].0.clone(), b.lock().unwrap().pushes[0].0.clone());
+    assert!(ka.ends_with("-crm-1-2") && kb.ends_with("-crm-1-2"), "{ka} {kb}");
+    assert_ne!(ka, kb, "a store made again does not reuse keys");
+
+    // A crash while a part batch (2 of batch_size 3) is with the remote, which applies it but is slow
+    // to answer; then a new change. The batch goes again with the same key and the same content; the
+    // new change goes in a later batch.
+    let (state, mut d, _m) = pushing_remote(10, 0, 0);
+    for i in 0..2 {
+        d.ok(d.post(
+            "admin",
+            "/v1/consents",
+            json!({"number": format!("+4917{:08}", 40_000_000 + i), "usage": "whatsapp"}),
+        ));
+    }
+    state.lock().unwrap().push_delay_ms = 60_000;
+    run_and_kill(&mut d, || !state.lock().unwrap().pushes.is_empty());
+    d.spawn();
+    d.ok(d.post("admin", "/v1/consents", json!({"number": "+491740000002", "usage": "whatsapp"})));
+    state.lock().unwrap().push_delay_ms = 0;
+    let r = run(&d, "crm");
+    assert_eq!((r["outcome"].as_str(), r["pushed"].as_u64()), (Some("ok"), Some(3)), "{r}");
+    let pushes = state.lock().unwrap().pushes.clone();
+    assert_eq!(pushes.len(), 3, "{pushes:?}");
+    assert_eq!(pushes[0], pushes[1], "the batch in flight went again, same key, same content");
+    let last: Vec<&str> = pushes[2].1["data"]["consents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["msisdn"].as_str().unwrap())
+        .collect();
+    assert_eq!(last, ["+491740000002"]);
+    assert_ne!(pushes[2].0, pushes[0].0);
+}
+
+/// A push shape unlike the pull shape: a flat list of updates with other names.
+const PUSH_MAPPING: &str = r#"
+[format]
+type = "json"
+records = "updates"
+[fields]
+number = { path = "phone" }
+usage = { path = "channel" }
+consent = { path = "optin" }
+updated = { path = "ts", format = "rfc3339" }
+delete = { path = "op", values = ["remove"] }
+"#;
+
+#[test]
+fn a_remote_with_two_shapes_and_two_connectors_gets_no_echo() {
+    // Pull from GET /consents in one shape, push to POST /updates in another.
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
+        page_size: 50,
+        ..Default::default()
+    }));
+    state.lock().unwrap().consents = (0..5).map(|i| remote_consent(i, true, "2025-01-01T00:00:00Z")).collect();
+    let pushed: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let url = remote(state.clone());
+    let push_url = {
+        let pushed = pushed.clone();
+        serve(axum::Router::new().route(
+            "/updates",
+            axum::routing::post(move |body: axum::Json<Value>| {
+                let pushed = pushed.clone();
+                async move {
+                    pushed.lock().unwrap().push(body.0);
+                    axum::http::StatusCode::ACCEPTED
+                }
+            }),
+        ))
+    };
+    let mappings = tempfile::tempdir().unwrap();
+    std::fs::write(mappings.path().join("remote-json.toml"), REMOTE_MAPPING).unwrap();
+    std::fs::write(mappings.path().join("remote-push.toml"), PUSH_MAPPING).unwrap();
+    std::env::set_var("CRM_TOKEN", "crm-secret");
+    let d = Daemon::start_with_mappings(
+        &format!(
+            r#"
+[[connectors]]
+name = "crm-in"
+system = "crm"
+transport = "http"
+direction = "pull"
+mapping = "remote-json"
+schedule = "{NEVER}"
+catch_up = false
+[connectors.http]
+url = "{url}/consents"
+auth = {{ type = "bearer", token_env = "CRM_TOKEN" }}
+pagination = {{ style = "token", path = "next", param = "page_token" }}
+
+[[connectors]]
+name = "crm-out"
+system = "crm"
+transport = "http"
+direction = "push"
+mapping = "remote-json"
+push_mapping = "remote-push"
+schedule = "{NEVER}"
+catch_up = false
+[connectors.http]
+url = "{url}/consents"
+push_url = "{push_url}/updates"
+"#
+        ),
+        mappings.path(),
+    );
+    assert_eq!(run(&d, "crm-in")["inserted"], 5);
+    let r = run(&d, "crm-out");
+    assert_eq!(
+        (r["outcome"].as_str(), r["pushed"].as_u64()),
+        (Some("ok"), Some(0)),
+        "nothing pulled from crm goes back to it: {r}"
+    );
+    d.ok(d.post(
+        "admin",
+        "/v1/consents",
+        json!({"number": "+491750000000", "usage": "call_recording"}),
+    ));
+    let r = run(&d, "crm-out");
+    assert_eq!(r["pushed"], 1, "{r}");
+    let got = pushed.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["updates"][0]["phone"], "+491750000000", "{got:?}");
+    assert_eq!(got[0]["updates"][0]["optin"], true, "{got:?}");
+    assert!(got[0].get("data").is_none(), "the push shape, not the pull shape: {got:?}");
+}
+
+#[test]
+fn a_pull_whose_records_path_matches_nothing_fails() {
+    // The remote answers, but not where the mapping looks for records.
+    let url = serve(axum::Router::new().route(
+        "/consents",
+        axum::routing::get(|| async { axum::Json(json!({"results": [{"msisdn": "+4915100000001"}]})) }),
+    ));
+    let (d, _m) = remote_daemon(&url, "");
+    let r = run(&d, "crm");
+    assert_eq!(r["outcome"], "failed", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("data"), "{r}");
+    assert_eq!(d.ok(d.get("importer", "/v1/sync"))["items"][0]["watermark"], Value::Null);
+}
+
+#[test]
+fn oauth2_client_credentials_are_fetched_cached_and_renewed_on_a_401() {
+    let state = std::sync::Arc::new(std::sync::Mutex::new(Remote {
+        token: "none issued yet".into(),
+        ..Default::default()
+    }));
+    state.lock().unwrap().consents = (0..3).map(|i| remote_consent(i, true, "2025-01-01T00:00:00Z")).collect();
+    let url = remote(state.clone());
+    // The token endpoint: client credentials in HTTP basic auth, a form body; each token it issues
+    // replaces the one the API takes.
+    let issued: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let token_url = {
+        let (state, issued) = (state.clone(), issued.clone());
+        serve(axum::Router::new().route(
+            "/oauth/token",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let (state, issued) = (state.clone(), issued.clone());
+                async move {
+                    // base64 of `consentd-client:s3cr%3At`: id and secret form-encoded first (RFC 6749 2.3.1).
+                    let expected = "Basic Y29uc2VudGQtY2xpZW50OnMzY3IlM0F0";
+                    let form: std::collections::HashMap<String, String> = form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected)
+                        || form.get("grant_type").map(String::as_str) != Some("client_credentials")
+                        || form.get("scope").map(String::as_str) != Some("consents:write")
+                    {
+                        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "invalid_client"})));
+                    }
+                    let token = format!("tok-{}", issued.lock().unwrap().len() + 1);
+                    issued.lock().unwrap().push(token.clone());
+                    state.lock().unwrap().token = token.clone();
+                    (
+                        axum::http::StatusCode::OK,
+                        axum::Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600})),
+                    )
+                }
+            }),
+        ))
+    };
+    std::env::set_var("CRM_CLIENT_SECRET", "s3cr:t");
+    let (d, _m) = remote_daemon_full(&url, "", "", NEVER);
+    // The connector of remote_daemon uses a bearer token: this one is written with OAuth2 instead.
+    let cfg = d.dir.path().join("consentd.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        r#"auth = { type = "bearer", token_env = "CRM_TOKEN" }"#,
+        &format!(
+            r#"auth = {{ type = "oauth2", token_url = "{token_url}/oauth/token", client_id = "consentd-client", client_secret_env = "CRM_CLIENT_SECRET", scope = "consents:write" }}"#
+        ),
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut d = d;
+    d.stop();
+    d.spawn();
+    let r = run(&d, "crm");
+    assert_eq!((r["outcome"].as_str(), r["inserted"].as_u64()), (Some("ok"), Some(3)), "{r}");
+    d.ok(d.post("admin", "/v1/consents", json!({"number": "+491760000000", "usage": "whatsapp"})));
+    let r = run(&d, "crm");
+    assert_eq!((r["outcome"].as_str(), r["pushed"].as_u64()), (Some("ok"), Some(1)), "{r}");
+    assert_eq!(issued.lock().unwrap().len(), 1, "one token for both runs, pull and push");
+    // The remote revokes the token: the next request gets a 401, the connector fetches a new token
+    // once and goes on.
+    state.lock().unwrap().token = "revoked".into();
+    let r = run(&d, "crm");
+    assert_eq!(r["outcome"], "ok", "{r}");
+    assert_eq!(issued.lock().unwrap().clone(), ["tok-1", "tok-2"]);
+    // Wrong client credentials: the run fails with the token endpoint's reason, not a loop.
+    std::env::set_var("CRM_CLIENT_SECRET", "wrong");
+    d.stop();
+    d.spawn();
+    state.lock().unwrap().token = "revoked again".into();
+    let r = run(&d, "crm");
+    assert_eq!(r["outcome"], "failed", "{r}");
+    assert!(r["error"].as_str().unwrap().contains("invalid_client"), "{r}");
+    assert_eq!(issued.lock().unwrap().len(), 2);
+}
