@@ -391,6 +391,57 @@ fn token_pagination_follows_the_token_until_it_is_null() {
 }
 
 #[test]
+fn a_next_page_token_in_a_response_header_is_followed() {
+    let server = serve(|s| match param(s, "pageToken").as_deref() {
+        None => Reply::ok(items(1..4, json!({}))).header("X-Next-Page", "p2"),
+        Some("p2") => Reply::ok(items(4..6, json!({}))).header("X-Next-Page", ""),
+        Some(other) => Reply::status(400, format!("unknown token {other}")),
+    });
+    let (c, _) = connector(&format!(
+        "url = \"{}/c\"\npagination = {{ style = \"token\", header = \"X-Next-Page\", param = \"pageToken\" }}",
+        server.base
+    ));
+    let (result, ids, _) = pull_ids(&c, None);
+    result.unwrap();
+    assert_each_once(&ids, 5);
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn after_pagination_asks_for_the_records_after_the_last_id() {
+    // Keyset pagination: `?after=<last id>&limit=4`, ids sparse, until an empty page.
+    let all: Vec<u64> = vec![3, 7, 8, 20, 21, 35, 36, 90, 91];
+    let server = serve(move |s| {
+        let after: u64 = param(s, "after").map_or(0, |a| a.parse().unwrap());
+        let page: Vec<Value> = all
+            .iter()
+            .filter(|&&i| i > after)
+            .take(4)
+            .map(|i| json!({"meta": {"id": i}, "id": i}))
+            .collect();
+        Reply::ok(json!({"result": {"items": page}}).to_string())
+    });
+    let (c, _) = connector(&format!(
+        "url = \"{}/c?limit=4\"\npagination = {{ style = \"after\", field = \"meta.id\", param = \"after\" }}",
+        server.base
+    ));
+    let c = c.with_records_path(Some("result.items"));
+    let mut ids = Vec::new();
+    c.pull(None, &mut |mut p: Page| {
+        let mut text = String::new();
+        p.body.read_to_string(&mut text).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        let list = doc["result"]["items"].as_array().unwrap();
+        ids.extend(list.iter().map(|i| i["id"].as_u64().unwrap()));
+        Ok(list.len() as u64)
+    })
+    .unwrap();
+    assert_eq!(ids, [3, 7, 8, 20, 21, 35, 36, 90, 91]);
+    let afters: Vec<_> = server.requests().iter().map(|s| param(s, "after")).collect();
+    assert_eq!(afters, [None, Some("20".into()), Some("90".into()), Some("91".into())]);
+}
+
+#[test]
 fn token_pagination_stops_at_an_empty_or_absent_token() {
     let server = serve(|s| match param(s, "t").as_deref() {
         None => Reply::ok(items(1..4, json!({ "next": "x" }))),

@@ -527,7 +527,10 @@ dir = "{dir}/inbox"
         p.click("#sync-table .run-now").await;
         p.b.wait_text("#sync-table td.counts", &format!("{} pulled, {rows} new, 1 refused", rows + 1))
             .await;
-        p.b.wait_text("#sync-table .outcome-ok", "ok").await;
+        // Refused records make the run partial, not a green ok.
+        p.b.wait_text("#sync-table .outcome-partial", "partial").await;
+        p.b.wait_text("#sync-error", "the run was partial: 1 pulled record(s) refused")
+            .await;
         p.b.wait_text("#sync-table", "1 dead letter").await;
         assert_eq!(
             numbers(&d, "usage=call_recording").len() + numbers(&d, "usage=whatsapp").len(),

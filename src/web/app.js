@@ -813,14 +813,19 @@ async function loadSync() {
   if (!can("manage")) return;
   try {
     const r = await api("GET", "/v1/sync");
-    say($("sync-error"), "");
+    // A failed listing's message goes once the listing works; what a run came to stays.
+    if (syncLoadFailed) say($("sync-error"), "");
+    syncLoadFailed = false;
     renderSync(r.items);
     const running = r.items.some((c) => c.running);
     if (running && !syncPoll) syncPoll = setTimeout(() => ((syncPoll = null), loadSync()), 1000);
   } catch (e) {
-    say($("sync-error"), e.message);
+    syncLoadFailed = true;
+    say($("sync-error"), e.message, true);
   }
 }
+
+let syncLoadFailed = false;
 
 function runFigures(run) {
   if (!run) return "";
@@ -946,20 +951,17 @@ async function runConnector(name) {
   const run = api("POST", `/v1/sync/${encodeURIComponent(name)}/run`);
   // The run answers when it is done; meanwhile the table shows its figures so far.
   setTimeout(loadSync, 150);
+  let message = "";
   try {
     const report = await run;
-    say(
-      $("sync-error"),
-      report.outcome === "failed"
-        ? `${name}: the run failed: ${report.error}`
-        : report.outcome === "partial"
-          ? `${name}: the run was partial: ${(report.warnings || []).join("; ")}`
-          : ""
-    );
+    if (report.outcome === "failed") message = `${name}: the run failed: ${report.error}`;
+    else if (report.outcome === "partial") message = `${name}: the run was partial: ${(report.warnings || []).join("; ")}`;
   } catch (e) {
-    say($("sync-error"), e.status === 409 ? `${name} is running already.` : e.message);
+    message = e.status === 409 ? `${name} is running already.` : e.message;
   }
+  // The table first (it clears the line), then what this run came to.
   await loadSync();
+  say($("sync-error"), message, !!message);
 }
 
 // ----- DPO -----

@@ -877,6 +877,61 @@ mod tests {
     }
 
     #[test]
+    fn new_option_problems_name_the_key() {
+        let problems = |text: &str| {
+            let opts: HttpOptions = toml::from_str(&format!("url = \"https://x.test/c\"\n{text}")).unwrap();
+            opts.problems("c.toml: connectors[0].http", Direction::Both)
+        };
+        assert!(problems("since_format = \"%Y-%m-%d %H:%M:%S\"\nrefused_statuses = [400, 410]").is_empty());
+        assert_eq!(
+            problems("since_format = \"yesterday\""),
+            ["c.toml: connectors[0].http.since_format: \"yesterday\" is not rfc3339, epoch_seconds, epoch_millis or a strftime pattern such as \"%Y-%m-%dT%H:%M:%S\""]
+        );
+        assert_eq!(
+            problems("refused_statuses = [401, 500]"),
+            [
+                "c.toml: connectors[0].http.refused_statuses: 401 is not an answer that refuses content (a 4xx other than 401, 407, 408 and 429)",
+                "c.toml: connectors[0].http.refused_statuses: 500 is not an answer that refuses content (a 4xx other than 401, 407, 408 and 429)"
+            ]
+        );
+        assert_eq!(
+            problems("pagination = { style = \"token\", param = \"t\" }"),
+            ["c.toml: connectors[0].http.pagination: give path (the token in the body) or header (in a response header), one of them"]
+        );
+        assert_eq!(
+            problems("pagination = { style = \"after\", field = \"\", param = \"after\" }"),
+            ["c.toml: connectors[0].http.pagination.field: \"\" is not a dotted path such as \"id\" or \"meta.cursor\""]
+        );
+        std::env::set_var("CONSENTD_TEST_OAUTH_SECRET_91c", "x");
+        assert_eq!(
+            problems("auth = { type = \"oauth2\", token_url = \"ftp://x\", client_secret_env = \"CONSENTD_TEST_OAUTH_SECRET_91c\" }"),
+            [
+                "c.toml: connectors[0].http.auth.token_url: \"ftp://x\" is not an http:// or https:// URL",
+                "c.toml: connectors[0].http.auth: give client_id or client_id_env (one of them)"
+            ]
+        );
+        assert_eq!(
+            problems("auth = { type = \"bearer\", token_env = \"CONSENTD_TEST_UNSET_91c\" }"),
+            ["c.toml: connectors[0].http.auth: the environment variable CONSENTD_TEST_UNSET_91c (an HTTP secret) is not set"]
+        );
+    }
+
+    #[test]
+    fn the_watermark_is_written_as_the_remote_reads_it() {
+        let t = crate::domain::Timestamp::parse_rfc3339("2025-04-01T12:30:05.250+02:00").unwrap();
+        let write = |f: &str| {
+            let f: SinceFormat =
+                toml::from_str::<std::collections::BTreeMap<String, SinceFormat>>(&format!("f = {f:?}")).unwrap()["f"].clone();
+            f.write(t)
+        };
+        assert_eq!(write("rfc3339"), "2025-04-01T10:30:05.250Z");
+        assert_eq!(write("epoch_seconds"), "1743503405");
+        assert_eq!(write("epoch_millis"), "1743503405250");
+        assert_eq!(write("%Y-%m-%d %H:%M:%S"), "2025-04-01 10:30:05");
+        assert_eq!(write("%d.%m.%Y"), "01.04.2025");
+    }
+
+    #[test]
     fn missing_secrets_name_the_variable() {
         let opts: HttpOptions =
             toml::from_str("url = \"https://x.test/c\"\n[auth]\ntype = \"bearer\"\ntoken_env = \"CONSENTD_TEST_UNSET_TOKEN_7f3a\"\n")
