@@ -1,5 +1,6 @@
-//! What sync keeps per connector: its state (watermark, pushed position, recent runs), the files it
-//! has imported, refused records (dead letters) and refused push batches, and erasures still to push.
+//! What sync keeps per connector: its state (watermark, pushed position, batch in flight, recent runs),
+//! skipped ticks, the files it has imported, refused records (dead letters) and refused push batches,
+//! erasures still owed and erasures done; and the store's id, the start of idempotency keys.
 //! Values are JSON (format byte first); the sync module owns their shape, the store only keeps them.
 
 use super::{Result, Store, StoreError};
@@ -37,7 +38,8 @@ impl Store {
         }
     }
 
-    /// A connector's entry of one kind (`state`, `file`, `dead`, `refused`, `erase`) and id.
+    /// A connector's entry of one kind (`state`, `ticks`, `file`, `dead`, `refused`, `erase`, `erased`)
+    /// and id.
     pub fn sync_get<T: DeserializeOwned>(&self, connector: &str, kind: &str, id: &[u8]) -> Result<Option<T>> {
         self.sync.get(key(connector, kind, id))?.map(|v| decode(&v)).transpose()
     }
