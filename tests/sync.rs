@@ -1667,3 +1667,43 @@ fn oauth2_client_credentials_are_fetched_cached_and_renewed_on_a_401() {
     assert!(r["error"].as_str().unwrap().contains("invalid_client"), "{r}");
     assert_eq!(issued.lock().unwrap().len(), 2);
 }
+
+#[test]
+fn the_sync_commands_work_through_the_daemon_and_unset_secrets_are_named() {
+    let state: Shared = Default::default();
+    state.lock().unwrap().consents = (0..2).map(|i| remote_consent(i, true, "2025-01-01T00:00:00Z")).collect();
+    let url = remote(state.clone());
+    let (d, _m) = remote_daemon(&url, "");
+    // This shell lacks the connector's secret: commands sent to the daemon do not need it…
+    let cli = |args: &[&str]| {
+        let out = d
+            .command()
+            .env_remove("CRM_TOKEN")
+            .env("CONSENTD_TOKEN", "s-admin")
+            .args(["--server", &d.base])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = cli(&["sync", "run", "crm"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"inserted\": 2"), "{out}");
+    let (code, out, err) = cli(&["sync", "reset", "crm", "--to", "2024-06-01T00:00:00Z"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("watermark 2024-06-01T00:00:00Z"), "{out}");
+    let (code, out, _) = cli(&["sync", "refused", "crm"]);
+    assert_eq!((code, out.trim()), (0, "[]"));
+    let (code, _, err) = cli(&["sync", "resend", "crm", "7"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no refused batch 7"), "{err}");
+    // …and check-config names the variable that is not set.
+    let out = d.command().env_remove("CRM_TOKEN").arg("check-config").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("connectors[0].http.auth") && err.contains("CRM_TOKEN"), "{err}");
+}
