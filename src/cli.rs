@@ -16,6 +16,16 @@ pub const EXIT_REFUSED: u8 = 2;
 /// Exit status when an import did not read all of its input (a file it could not read to its end).
 pub const EXIT_INCOMPLETE: u8 = 3;
 
+/// The exit status a sync run's outcome calls for: 0 when everything was done, 2 when it was partial
+/// (refused records or changes, erasures still owed), 1 otherwise (failed, stopped).
+fn run_status(outcome: &str) -> u8 {
+    match outcome {
+        "ok" => 0,
+        "partial" => EXIT_REFUSED,
+        _ => 1,
+    }
+}
+
 /// The exit status an import report calls for.
 fn import_status(report: &crate::import::ImportReport) -> u8 {
     if !report.complete {
@@ -462,12 +472,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                     let report = sync.run_once(&name, "manual")?;
                     serde_json::to_writer_pretty(&mut *stdout, &report)?;
                     writeln!(stdout)?;
-                    if report.outcome != "ok" {
-                        return Ok(1);
-                    }
-                    if report.rejected > 0 {
-                        return Ok(EXIT_REFUSED);
-                    }
+                    return Ok(run_status(&report.outcome));
                 }
                 SyncCommand::Refused { name } => {
                     sync.connector(&name)?;
@@ -635,12 +640,7 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
                 let report: serde_json::Value = client.json(client.post(&format!("/v1/sync/{name}/run")))?;
                 serde_json::to_writer_pretty(&mut *stdout, &report)?;
                 writeln!(stdout)?;
-                if report["outcome"] != "ok" {
-                    return Ok(1);
-                }
-                if report["rejected"].as_u64().unwrap_or(0) > 0 {
-                    return Ok(EXIT_REFUSED);
-                }
+                return Ok(run_status(report["outcome"].as_str().unwrap_or_default()));
             }
             SyncCommand::List => {
                 let list: serde_json::Value = client.json(client.get("/v1/sync"))?;

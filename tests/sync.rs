@@ -1698,6 +1698,18 @@ fn the_sync_commands_work_through_the_daemon_and_unset_secrets_are_named() {
     assert!(out.contains("watermark 2024-06-01T00:00:00Z"), "{out}");
     let (code, out, _) = cli(&["sync", "refused", "crm"]);
     assert_eq!((code, out.trim()), (0, "[]"));
+    // A partial run (a change refused) exits 2, as an import with refused records does.
+    d.ok(d.post("admin", "/v1/consents", json!({"number": "+491770000000", "usage": "whatsapp"})));
+    state.lock().unwrap().refuse_pushes = 1;
+    let (code, out, _) = cli(&["sync", "run", "crm"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("\"outcome\": \"partial\""), "{out}");
+    let (code, out, _) = cli(&["sync", "refused", "crm"]);
+    assert_eq!(code, 0);
+    let id = serde_json::from_str::<Value>(&out).unwrap()[0]["id"].as_u64().unwrap().to_string();
+    let (code, out, err) = cli(&["sync", "resend", "crm", &id]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"outcome\": \"delivered\""), "{out}");
     let (code, _, err) = cli(&["sync", "resend", "crm", "7"]);
     assert_eq!(code, 1);
     assert!(err.contains("no refused batch 7"), "{err}");

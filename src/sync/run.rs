@@ -87,7 +87,7 @@ impl Sync {
                 let mut session = Importer::new(&self.store, &c.mapping, &ctx, &phones, &import_opts);
                 let result = http.pull(since.as_deref(), &mut |page: Page| {
                     if self.stopping.load(Ordering::SeqCst) {
-                        return Err("the daemon is stopping".into());
+                        return Err(STOPPED.into());
                     }
                     let before = session.report().read;
                     session.add(&mut Input::once(&page.url, page.body)).map_err(|e| e.to_string())?;
@@ -135,7 +135,8 @@ impl Sync {
         let mut incomplete = Vec::new();
         for path in files {
             if self.stopping.load(Ordering::SeqCst) {
-                break;
+                // The files not yet taken stay for the next run.
+                return Err(STOPPED.into());
             }
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
             let seen = SeenFile {
