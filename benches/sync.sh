@@ -12,7 +12,15 @@ SERVER=
 trap '[ -n "$SERVER" ] && kill $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
 cargo build --release --quiet
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/consentd
-python3 "$GEN" "$N" ndjson > "$WORK/all.ndjson"
+# The generator writes 4 of its 10 country prefixes with a digit too many for their numbering plans,
+# so 40% of its numbers are refused as not possible (see README, Speed): by default those prefixes
+# are mended, as benches/run.sh does, so every consent moves both ways. RAW=1 keeps them: the pull
+# then keeps 400,000 refused records as dead letters.
+if [ "${RAW:-0}" = 1 ]; then
+  python3 "$GEN" "$N" ndjson > "$WORK/all.ndjson"
+else
+  python3 "$GEN" "$N" ndjson | sed -e 's/+1212/+121/g; s/+1415/+141/g; s/+3312/+331/g; s/+3461/+346/g' > "$WORK/all.ndjson"
+fi
 cat > "$WORK/server.py" <<'PY'
 import http.server, sys, threading
 lines = open(sys.argv[1], "rb").read().splitlines(keepends=True)

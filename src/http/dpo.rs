@@ -42,7 +42,7 @@ struct Held {
     /// the last answer, `delivered`, or `handled` by hand with a note), found by the number's keyed hash.
     erasures: Vec<crate::sync::ErasureView>,
     /// Refused records of sync pulls that may hold the number: (connector, dead letter).
-    dead_letters: Vec<(String, crate::sync::run::DeadLetter)>,
+    dead_letters: Vec<(String, crate::sync::dead::DeadLetter)>,
 }
 
 #[derive(Debug, Serialize)]

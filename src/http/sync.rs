@@ -9,7 +9,8 @@ use super::{blocking, AppState};
 use crate::domain::Timestamp;
 use crate::import::{ImportOptions, ImportReport, Input};
 use crate::store::ChangeContext;
-use crate::sync::run::{DeadLetter, RefusedBatch};
+use crate::sync::dead::DeadLetter;
+use crate::sync::run::RefusedBatch;
 use crate::sync::SyncError;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -83,7 +84,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
                         .collect::<Vec<_>>(),
                     "skipped_ticks": s.skipped_ticks,
                     "runs": s.runs.iter().rev().collect::<Vec<_>>(),
-                    "dead_letters": sync.store.sync_list::<DeadLetter>(&c.cfg.name, "dead")?.len(),
+                    "dead_letters": sync.dead_letters(&c.cfg.name)?.len(),
                     "refused_batches": sync.store.sync_list::<RefusedBatch>(&c.cfg.name, "refused")?.len(),
                 }))
             })
@@ -109,10 +110,9 @@ async fn run(State(state): State<AppState>, caller: Caller, Path(name): Path<Str
 async fn dead_letters(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Right::Manage)?;
     state.sync.connector(&name)?;
-    let mut items: Vec<DeadLetter> = state.store.sync_list(&name, "dead")?.into_iter().map(|(_, d)| d).collect();
+    let mut items: Vec<DeadLetter> = state.sync.dead_letters(&name)?;
     if !caller.has(Right::View) {
         for d in &mut items {
-            d.records.clear();
             d.rejects.iter_mut().for_each(|r| r.value = None);
         }
     }
@@ -132,12 +132,8 @@ async fn replay(
     let mapping = super::transfer::mapping(&state, &c.cfg.mapping)?;
     let st = state.clone();
     let report = blocking(move || {
-        let key = id.to_be_bytes();
-        let letter: DeadLetter = st
-            .store
-            .sync_get(&name, "dead", &key)?
-            .ok_or_else(|| ApiError::not_found("no dead letter with this id"))?;
-        let bytes = hex::decode(&letter.records).map_err(ApiError::internal)?;
+        let letter = st.sync.dead_letter(&name, id)?;
+        let bytes = st.sync.dead_letter_records(&name, &letter)?;
         let rejects = tempfile::NamedTempFile::new().map_err(ApiError::internal)?;
         let opts = ImportOptions {
             dry_run: false,
@@ -157,17 +153,7 @@ async fn replay(
         let report =
             crate::import::import(&st.store, &mapping, &mut [input], &ctx, &st.config.phone_parser(), &opts).map_err(ApiError::internal)?;
         report.remove_unread_beside(rejects.path());
-        if report.rejected == 0 {
-            st.store.sync_remove(&name, "dead", &key)?;
-        } else {
-            let updated = DeadLetter {
-                rejected: report.rejected,
-                rejects: report.rejects.clone(),
-                records: hex::encode(std::fs::read(rejects.path()).unwrap_or_default()),
-                ..letter
-            };
-            st.store.sync_put(&name, "dead", &key, &updated)?;
-        }
+        st.sync.settle_dead_letter(&name, letter, &report, rejects.path())?;
         Ok(report)
     })
     .await?;

@@ -39,7 +39,7 @@ impl Store {
     }
 
     /// A connector's entry of one kind (`state`, `ticks`, `file`, `dead`, `refused`, `erase`, `erased`)
-    /// and id.
+    /// and id (`deadpart`: raw bytes, see [`Store::sync_get_bytes`]).
     pub fn sync_get<T: DeserializeOwned>(&self, connector: &str, kind: &str, id: &[u8]) -> Result<Option<T>> {
         self.sync.get(key(connector, kind, id))?.map(|v| decode(&v)).transpose()
     }
@@ -51,6 +51,30 @@ impl Store {
         self.sync.insert(key(connector, kind, id), v)?;
         self.sync.flush()?;
         Ok(())
+    }
+
+    /// Writes raw bytes (not flushed: [`Store::sync_put`] after them flushes all).
+    pub fn sync_put_bytes(&self, connector: &str, kind: &str, id: &[u8], bytes: &[u8]) -> Result<()> {
+        self.sync.insert(key(connector, kind, id), bytes)?;
+        Ok(())
+    }
+
+    pub fn sync_get_bytes(&self, connector: &str, kind: &str, id: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.sync.get(key(connector, kind, id))?.map(|v| v.to_vec()))
+    }
+
+    /// Removes every entry of a kind whose id starts with `prefix`; flushed.
+    pub fn sync_remove_prefix(&self, connector: &str, kind: &str, prefix: &[u8]) -> Result<usize> {
+        let keys: Vec<sled::IVec> = self
+            .sync
+            .scan_prefix(key(connector, kind, prefix))
+            .keys()
+            .collect::<std::result::Result<_, _>>()?;
+        for k in &keys {
+            self.sync.remove(k)?;
+        }
+        self.sync.flush()?;
+        Ok(keys.len())
     }
 
     pub fn sync_remove(&self, connector: &str, kind: &str, id: &[u8]) -> Result<bool> {

@@ -1,8 +1,9 @@
 //! Scheduled sync with external consent systems: [`schedule`] (cron in a time zone), [`run`] (one pull
 //! and/or push of one connector), [`scheduler`] (tokio-cron-scheduler timers; runs of one connector
-//! never overlap), [`manage`] (what an admin does by hand: re-send or dismiss a refused batch, mark an
+//! never overlap), [`dead`] (refused pulled records, kept in parts), [`manage`] (what an admin does by hand: re-send or dismiss a refused batch, mark an
 //! erasure handled, set a watermark). Connectors move bytes; mappings turn them into consents and back.
 
+pub mod dead;
 pub mod manage;
 pub mod run;
 pub mod schedule;
@@ -550,36 +551,6 @@ impl Sync {
             .iter()
             .map(|(k, v)| (k.clone(), *v))
             .collect()
-    }
-
-    /// Dead letters (refused pulled records) that may hold the number: any line of their records whose
-    /// digits contain the number's, international or national (as dialled in its country: `0151…`).
-    pub fn dead_letters_naming(&self, number: PhoneNumber) -> Result<Vec<(String, run::DeadLetter)>, SyncError> {
-        let digits = number.digits();
-        let national = number.national_digits();
-        let mut out = Vec::new();
-        for c in &self.connectors {
-            for (_, d) in self.store.sync_list::<run::DeadLetter>(&c.cfg.name, "dead")? {
-                let text = hex::decode(&d.records).unwrap_or_default();
-                let names = String::from_utf8_lossy(&text).lines().any(|line| {
-                    let line_digits: String = line.chars().filter(char::is_ascii_digit).collect();
-                    line_digits.contains(&digits) || national.as_ref().is_some_and(|n| line_digits.contains(n))
-                }) || d.rejects.iter().any(|r| r.value.as_deref().is_some_and(|v| v.contains(&digits)));
-                if names {
-                    out.push((c.cfg.name.clone(), d));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Removes the dead letters that may hold the number (a DPO purge); returns how many.
-    pub fn purge_dead_letters(&self, number: PhoneNumber) -> Result<usize, SyncError> {
-        let found = self.dead_letters_naming(number)?;
-        for (connector, d) in &found {
-            self.store.sync_remove(connector, "dead", &d.id.to_be_bytes())?;
-        }
-        Ok(found.len())
     }
 
     pub fn stop(&self) {

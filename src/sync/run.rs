@@ -17,20 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Refused records of a pull, kept for inspection and replay after the mapping is fixed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub id: u64,
-    pub at: String,
-    /// The file or page URL they came from.
-    pub origin: String,
-    pub rejected: u64,
-    /// Where and why (the first ones).
-    pub rejects: Vec<crate::import::Reject>,
-    /// The refused records in the mapping's format, hex.
-    pub records: String,
-}
-
 /// Changes the remote refused (an answer of `refused_statuses`), kept with its answer until they are
 /// re-sent and taken, or dismissed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -252,17 +238,7 @@ impl Sync {
         run.skipped += report.skipped;
         self.publish(&c.cfg.name, run);
         if report.rejected > 0 {
-            let id = self.store.sync_next_id(&c.cfg.name, "dead").map_err(|e| e.to_string())?;
-            let letter = DeadLetter {
-                id,
-                at: Timestamp::now().to_rfc3339(),
-                origin: origin.to_string(),
-                rejected: report.rejected,
-                rejects: report.rejects.clone(),
-                records: hex::encode(std::fs::read(rejects).unwrap_or_default()),
-            };
-            self.store
-                .sync_put(&c.cfg.name, "dead", &id.to_be_bytes(), &letter)
+            self.keep_dead_letter(&c.cfg.name, origin, report, rejects)
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
