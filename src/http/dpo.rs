@@ -130,7 +130,10 @@ async fn purge(State(state): State<AppState>, caller: Caller, Body(b): Body<Purg
         if dead_letters > 0 {
             tracing::info!(dead_letters, "Dead letters that held a purged number were removed.");
         }
-        Ok(store.purge(n, &actor, Timestamp::now())?)
+        let event = store.purge(n, &actor, Timestamp::now())?;
+        // No erasure owed (no push connector, or nothing held): the purge's seal goes at once.
+        sync.release_seal(&store.erasure_hash(n)?)?;
+        Ok(event)
     })
     .await?;
     tracing::info!(actor = %caller.name, consents = event.removed.consents, audit_entries = event.removed.audit_entries, "A number was purged.");

@@ -57,10 +57,17 @@ impl ErasureHasher {
     }
 }
 
-/// A purge in progress, kept in `meta` until it is complete (finished on open after a crash).
+/// A purge in progress, kept in `meta` until it is complete (finished on open after a crash): the
+/// number sealed under its purge's key (see [`super::seal`]), never in cleartext.
 #[derive(Serialize, Deserialize)]
 struct Purging {
-    number: u64,
+    /// Markers of earlier versions: the number as stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    number: Option<u64>,
+    #[serde(default)]
+    hash: String,
+    #[serde(default)]
+    sealed: String,
 }
 
 impl Store {
@@ -109,11 +116,16 @@ impl Store {
             actor: actor.to_string(),
             kind: "purge".into(),
             removed,
-            number_hash: Some(number_hash),
+            number_hash: Some(number_hash.clone()),
             connector: None,
             detail: None,
         };
-        let marker = serde_json::to_vec(&Purging { number: number.as_u64() }).expect("serialisable");
+        let marker = Purging {
+            number: None,
+            sealed: self.seal(&number_hash, number)?,
+            hash: number_hash,
+        };
+        let marker = serde_json::to_vec(&marker).expect("serialisable");
         self.meta.insert("purging", marker)?;
         self.put_event(&event)?;
         self.db.flush()?;
@@ -127,7 +139,11 @@ impl Store {
     pub(super) fn finish_purge(&self) -> Result<()> {
         let Some(v) = self.meta.get("purging")? else { return Ok(()) };
         let p: Purging = serde_json::from_slice(&v).map_err(|_| StoreError::Corrupt("purge marker".into()))?;
-        let number = PhoneNumber::from_u64(p.number).ok_or_else(|| StoreError::Corrupt("purge marker".into()))?;
+        let number = match p.number {
+            Some(n) => PhoneNumber::from_u64(n),
+            None => self.unseal(&p.hash, &p.sealed)?,
+        }
+        .ok_or_else(|| StoreError::Corrupt("purge marker: the number cannot be read".into()))?;
         tracing::warn!("Finishing a purge that was interrupted.");
         let mut writer = self.writer.lock().expect("writer lock");
         self.remove_number(&mut writer, number)?;

@@ -24,7 +24,8 @@
 //! - tree `meta`: `format` → store format version; `applied` → the last seq applied to the maps;
 //!   `store_id` → a random id made once, the start of sync idempotency keys;
 //!   `erasure_key` → the secret of the keyed hashes that recognise purged numbers; `purging` → a purge
-//!   in progress (finished on open).
+//!   in progress (finished on open; the number sealed); `seal:<hash>` → the key a purge's number is
+//!   sealed under while erasures are owed ([`seal`]).
 //!
 //! Times are UTC milliseconds, stored sign-flipped big-endian so they sort. Every value starts with a
 //! format byte.
@@ -49,6 +50,7 @@ mod batch;
 pub mod dpo;
 mod keys;
 mod pages;
+mod seal;
 pub mod searches;
 pub mod sync;
 

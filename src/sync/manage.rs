@@ -157,6 +157,7 @@ impl Sync {
         };
         self.store.sync_put(name, "erased", id.as_bytes(), &done)?;
         self.store.sync_remove(name, "erase", id.as_bytes())?;
+        self.release_seal(id)?;
         self.store.record_event(
             actor,
             "erasure_handled",

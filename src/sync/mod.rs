@@ -79,10 +79,15 @@ pub struct RunReport {
 }
 
 /// A purged number still to be deleted at one push connector: sent on every run until the remote
-/// answers 2xx, or an admin marks it handled. The number is kept only until then.
+/// answers 2xx, or an admin marks it handled. The number is kept only until then, sealed (see
+/// [`crate::store::Store::seal`]): the key goes when no connector is owed the erasure any more.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Erasure {
-    pub number: PhoneNumber,
+    /// Erasures of earlier versions: the number in cleartext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<PhoneNumber>,
+    #[serde(default)]
+    pub sealed: String,
     pub usages: Vec<Usage>,
     /// When it was queued (the purge).
     pub at: String,
@@ -495,7 +500,8 @@ impl Sync {
     pub fn queue_erasure(&self, number: PhoneNumber, usages: &[Usage], hash: &str) -> Result<(), SyncError> {
         for c in self.connectors.iter().filter(|c| c.cfg.direction.pushes()) {
             let e = Erasure {
-                number,
+                number: None,
+                sealed: self.store.seal(hash, number)?,
                 usages: usages.to_vec(),
                 at: Timestamp::now().to_rfc3339(),
                 attempts: 0,
@@ -503,6 +509,26 @@ impl Sync {
             };
             self.store.sync_put(&c.cfg.name, "erase", hash.as_bytes(), &e)?;
         }
+        Ok(())
+    }
+
+    /// The number an erasure is about, while its seal lives.
+    pub(super) fn erased_number(&self, hash: &str, e: &Erasure) -> Result<Option<PhoneNumber>, SyncError> {
+        Ok(match e.number {
+            Some(n) => Some(n),
+            None => self.store.unseal(hash, &e.sealed)?,
+        })
+    }
+
+    /// Destroys the key a purged number is sealed under once no connector is owed its erasure: the
+    /// number can no longer be read from anything kept.
+    pub fn release_seal(&self, hash: &str) -> Result<(), SyncError> {
+        for c in &self.connectors {
+            if self.store.sync_get::<Erasure>(&c.cfg.name, "erase", hash.as_bytes())?.is_some() {
+                return Ok(());
+            }
+        }
+        self.store.destroy_seal(hash)?;
         Ok(())
     }
 

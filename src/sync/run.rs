@@ -385,10 +385,17 @@ impl Sync {
             if self.stopping.load(Ordering::SeqCst) {
                 return Err(STOPPED.into());
             }
+            let id = String::from_utf8_lossy(&hash).into_owned();
             // The same key for every attempt at one erasure: a remote that took it once takes it once.
-            let key = format!("{keys}-erase-{}", String::from_utf8_lossy(&hash));
-            let records: Vec<(u64, super::Outgoing)> = e.usages.iter().map(|u| (0, super::Outgoing::Delete(e.number, *u))).collect();
+            let key = format!("{keys}-erase-{id}");
+            let number = self.erased_number(&id, &e).map_err(|e| e.to_string())?;
+            let records: Vec<(u64, super::Outgoing)> = number
+                .iter()
+                .flat_map(|n| e.usages.iter().map(move |u| (0, super::Outgoing::Delete(*n, *u))))
+                .collect();
             let outcome = match http {
+                // The seal's key is gone (it should not be while this is owed): nothing can be sent.
+                _ if number.is_none() => Ok(Delivery::Skipped),
                 _ if !by_request && !c.push_mapping.writes_deletes() => Ok(Delivery::Skipped),
                 Some(h) if by_request => self.deliver_deletes(h, &records, &key),
                 _ => self.deliver(c, http, &records, &key, 0),
@@ -409,9 +416,14 @@ impl Sync {
                     };
                     self.store.sync_put(name, "erased", &hash, &done).map_err(|e| e.to_string())?;
                     self.store.sync_remove(name, "erase", &hash).map_err(|e| e.to_string())?;
+                    self.release_seal(&id).map_err(|e| e.to_string())?;
                     run.erasures_delivered += 1;
                     run.pushed += 1;
                     continue;
+                }
+                Ok(Delivery::Skipped) if number.is_none() => {
+                    e.last.last_answer =
+                        Some("not sent: the number's seal cannot be opened; delete it at the remote and mark this erasure handled".into())
                 }
                 Ok(Delivery::Skipped) => {
                     e.last.last_answer = Some(format!(
