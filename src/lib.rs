@@ -6,7 +6,8 @@
 //! - [`store`]: the one door to sled: consents, their indexes, the change feed and the audit trail.
 //! - [`formats`]: bytes <-> flat records (CSV/TSV, JSON, NDJSON, XML, text encodings).
 //! - [`mapping`]: flat records <-> consents, as `mappings/*.toml` describe them.
-//! - [`import`] and [`export`]: streaming one-off moves between files and the store.
+//! - [`import`] and [`export`]: streaming one-off moves between files and the store; [`scrub`]: a
+//!   file the daemon keeps rewritten without a purged number's records.
 //! - [`connectors`]: move bytes to and from other consent systems (HTTP, files); [`sync`]: scheduled
 //!   pulls and pushes through mappings, with state, dead letters and erasures.
 //! - [`client`]: the command line's way to a running daemon (`--server`).
@@ -25,6 +26,7 @@ pub mod formats;
 pub mod http;
 pub mod import;
 pub mod mapping;
+pub mod scrub;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

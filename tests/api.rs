@@ -558,14 +558,16 @@ fn a_dpo_sees_everything_held_on_a_number_and_purges_it() {
     let by_digits = d.ok(d.get("dpo-office", "/v1/dpo/report?digits=5678"));
     assert_eq!(by_digits["numbers"].as_array().unwrap().len(), 1);
     refused(d.get("dpo-office", "/v1/dpo/report"), StatusCode::BAD_REQUEST, None);
-    // Purge: afterwards the report is empty, and only an event without the number remains.
+    // Purge: afterwards the report holds nothing but the purge itself (by the number's keyed hash),
+    // and only an event without the number remains.
     let ev = d.ok(d.post("dpo-office", "/v1/dpo/purge", json!({"number": n})));
     assert_eq!(ev["removed"], json!({"consents": 2, "audit_entries": 2, "saved_searches": 1}));
     assert_eq!(ev["actor"], "dpo-office");
-    assert_eq!(
-        d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491512345678"))["numbers"],
-        json!([])
-    );
+    let after = d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491512345678"))["numbers"].clone();
+    assert_eq!(after[0]["purges"][0]["seq"], ev["seq"], "{after}");
+    for what in ["consents", "history", "saved_searches", "erasures", "dead_letters"] {
+        assert_eq!(after[0][what], json!([]), "{what}: {after}");
+    }
     assert_eq!(d.ok(d.get("dpo-office", "/v1/dpo/report?digits=5678"))["numbers"], json!([]));
     assert_eq!(d.ok(d.get("admin", "/v1/audit?number=%2B491512345678"))["items"], json!([]));
     let all_audit = serde_json::to_string(&d.ok(d.get("admin", "/v1/audit?limit=1000"))).unwrap();

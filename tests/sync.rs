@@ -282,10 +282,9 @@ file_name = "consents-{{seq}}.tsv"
     assert_eq!(report["numbers"][0]["dead_letters"][0][0], "strict", "{report}");
     d.ok(d.post("dpo-office", "/v1/dpo/purge", json!({"number": "+491519999911"})));
     assert_eq!(d.ok(d.get("importer", "/v1/sync/strict/dead-letters"))["items"], json!([]));
-    assert_eq!(
-        d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491519999911"))["numbers"],
-        json!([])
-    );
+    let after = d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491519999911"))["numbers"].clone();
+    assert_eq!(after[0]["dead_letters"], json!([]), "{after}");
+    assert_eq!(after[0]["purges"].as_array().unwrap().len(), 1, "{after}");
 
     // The listing shows each connector with its runs.
     let list = d.ok(d.get("importer", "/v1/sync"));
@@ -1718,4 +1717,155 @@ fn the_sync_commands_work_through_the_daemon_and_unset_secrets_are_named() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("connectors[0].http.auth") && err.contains("CRM_TOKEN"), "{err}");
+}
+
+/// Every file below `dir`, with its bytes.
+fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else {
+            out.push((p.clone(), std::fs::read(&p).unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_purge_rewrites_the_files_the_daemon_keeps_without_the_number() {
+    let mappings = tempfile::tempdir().unwrap();
+    for m in ["generic-csv", "generic-json"] {
+        std::fs::copy(root().join(format!("mappings/{m}.toml")), mappings.path().join(format!("{m}.toml"))).unwrap();
+    }
+    let config = format!(
+        r#"
+[[connectors]]
+name = "files"
+transport = "file"
+direction = "both"
+mapping = "generic-csv"
+schedule = "{NEVER}"
+catch_up = false
+[connectors.file]
+dir = "{{dir}}/inbox"
+glob = "*.csv"
+out_dir = "{{dir}}/outbox"
+
+[[connectors]]
+name = "jfiles"
+transport = "file"
+direction = "pull"
+mapping = "generic-json"
+schedule = "{NEVER}"
+catch_up = false
+[connectors.file]
+dir = "{{dir}}/jinbox"
+"#
+    );
+    let d = Daemon::start_with_mappings(&config, mappings.path());
+    let dir = d.dir.path().to_path_buf();
+    let header = "phone,channel,consent,created_at,updated_at\n";
+    std::fs::write(
+        dir.join("inbox/a.csv"),
+        format!(
+            "{header}+491512345678,whatsapp,true,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n\
+             +491710007919,call_recording,true,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n\
+             \"0151 2345678\",call_recording,false,2024-01-02T00:00:00Z,2024-01-02T00:00:00Z\n\
+             +491710007920,whatsapp,false,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n"
+        ),
+    )
+    .unwrap();
+    // A refused record in national notation with separators: the file and its report go to failed/.
+    std::fs::write(
+        dir.join("inbox/bad.csv"),
+        format!("{header}0151 / 234 56 78,whatsapp,maybe,,\n+491710007921,whatsapp,true,,\n0151 2345678 CALL,whatsapp,true,,\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("jinbox/a.json"),
+        r#"[{"phone": "+491512345678", "channel": "whatsapp", "consent": true, "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z"},
+            {"phone": "+491710007922", "channel": "whatsapp", "consent": true, "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z"}]"#,
+    )
+    .unwrap();
+    run(&d, "files");
+    run(&d, "jfiles");
+    assert_eq!(files(&dir.join("inbox/failed")), ["bad.csv", "bad.csv.report.json"]);
+    // A change made here goes to the outbox; its reader has not taken it yet.
+    let id = d.search("number=%2B491512345678&usage=whatsapp")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    d.ok(d.post("admin", "/v1/consents/toggle", json!({"ids": [id]})));
+    d.ok(d.post("admin", "/v1/consents", json!({"number": "+491710007923", "usage": "whatsapp"})));
+    run(&d, "files");
+    assert_eq!(files(&dir.join("outbox")).len(), 1);
+
+    let forms: [&[u8]; 5] = [
+        b"+491512345678",
+        b"491512345678",
+        b"01512345678",
+        b"0151 2345678",
+        b"0151 / 234 56 78",
+    ];
+    let held = |forms: &[&[u8]]| -> Vec<String> {
+        all_files(&dir)
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with(dir.join("data")))
+            .filter(|(_, b)| forms.iter().any(|f| b.windows(f.len()).any(|w| w == *f)))
+            .map(|(p, _)| p.strip_prefix(&dir).unwrap().display().to_string())
+            .collect()
+    };
+    let mut before = held(&forms);
+    before.sort();
+    assert_eq!(
+        before,
+        [
+            "inbox/failed/bad.csv",
+            "inbox/failed/bad.csv.report.json",
+            "inbox/processed/a.csv",
+            "jinbox/processed/a.json",
+            &files(&dir.join("outbox")).iter().map(|f| format!("outbox/{f}")).next().unwrap()
+        ],
+        "the files hold the number before the purge"
+    );
+
+    let ev = d.ok(d.post("dpo-office", "/v1/dpo/purge", json!({"number": "+491512345678"})));
+    assert_eq!(
+        held(&forms),
+        Vec::<String>::new(),
+        "no file outside the store holds the number after the purge"
+    );
+    // The other records are all still there, as they were.
+    let csv = std::fs::read_to_string(dir.join("inbox/processed/a.csv")).unwrap();
+    assert_eq!(
+        csv,
+        format!(
+            "{header}+491710007919,call_recording,true,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n\
+             +491710007920,whatsapp,false,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n"
+        )
+    );
+    assert!(std::fs::read_to_string(dir.join("inbox/failed/bad.csv"))
+        .unwrap()
+        .contains("+491710007921"));
+    let json_left: Value = serde_json::from_slice(&std::fs::read(dir.join("jinbox/processed/a.json")).unwrap()).unwrap();
+    assert_eq!(json_left.as_array().unwrap().len(), 1);
+    assert_eq!(json_left[0]["phone"], "+491710007922");
+    let out = std::fs::read_to_string(dir.join("outbox").join(&files(&dir.join("outbox"))[0])).unwrap();
+    assert!(out.contains("+491710007923"), "{out}");
+    // The purge says which files it rewrote, and so does the DPO report.
+    let rewritten: Vec<&str> = ev["detail"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(rewritten.len(), 5, "{ev}");
+    assert!(rewritten.iter().all(|a| *a == "rewritten"), "{ev}");
+    let report = d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491512345678"));
+    let purge = &report["numbers"][0]["purges"][0];
+    assert_eq!(purge["kind"], "purge", "{report}");
+    assert_eq!(purge["detail"]["files"].as_array().unwrap().len(), 5, "{report}");
+    assert!(report["numbers"][0]["consents"].as_array().unwrap().is_empty());
 }

@@ -485,7 +485,23 @@ fn a_dpo_looks_a_number_up_and_purges_it_after_typing_it_again() {
         p.click("#purge-ok").await;
         p.b.wait_text("#dpo-status", "Purged: 1 consent, 2 audit entries").await;
         let left = blocking(|| d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491510000000")));
-        assert_eq!(left["numbers"], json!([]));
+        assert_eq!(left["numbers"][0]["consents"], json!([]));
+        assert_eq!(left["numbers"][0]["purges"].as_array().unwrap().len(), 1);
+        // Looked up again, the number says it was purged, with no Purge button.
+        p.type_in("#dpo-number", "+491510000000").await;
+        p.click("#dpo-lookup").await;
+        let again = p.b.wait_text("#dpo-report", "Purged").await;
+        assert!(
+            again.contains("by dpo-office") && again.contains("Nothing is held on this number."),
+            "{again}"
+        );
+        assert!(p
+            .b
+            .client
+            .find_all(fantoccini::Locator::Css("#dpo-report .purge-btn"))
+            .await
+            .unwrap()
+            .is_empty());
         p.b.close().await;
     });
 }

@@ -43,6 +43,8 @@ struct Held {
     erasures: Vec<crate::sync::ErasureView>,
     /// Refused records of sync pulls that may hold the number: (connector, dead letter).
     dead_letters: Vec<(String, crate::sync::dead::DeadLetter)>,
+    /// Purges of the number: when, by whom, how much, and which files were rewritten.
+    purges: Vec<Event>,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,6 +86,7 @@ async fn report(State(state): State<AppState>, caller: Caller, Query(p): Query<R
                     saved_searches: store.searches_naming(n)?,
                     erasures: sync.erasure_status(&store.erasure_hash(n)?)?,
                     dead_letters: sync.dead_letters_naming(n)?,
+                    purges: store.purges_of(&store.erasure_hash(n)?)?,
                 })
             })
             .filter(|h: &Result<Held, ApiError>| {
@@ -92,7 +95,8 @@ async fn report(State(state): State<AppState>, caller: Caller, Query(p): Query<R
                         && h.history.is_empty()
                         && h.saved_searches.is_empty()
                         && h.erasures.is_empty()
-                        && h.dead_letters.is_empty())
+                        && h.dead_letters.is_empty()
+                        && h.purges.is_empty())
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()
@@ -133,7 +137,9 @@ async fn purge(State(state): State<AppState>, caller: Caller, Body(b): Body<Purg
         let event = store.purge(n, &actor, Timestamp::now())?;
         // No erasure owed (no push connector, or nothing held): the purge's seal goes at once.
         sync.release_seal(&store.erasure_hash(n)?)?;
-        Ok(event)
+        // Files the daemon keeps: rewritten without the number, and the purge says which.
+        let files = sync.purge_files(n)?;
+        Ok(store.annotate_event(event.seq, serde_json::json!({ "files": files }))?)
     })
     .await?;
     tracing::info!(actor = %caller.name, consents = event.removed.consents, audit_entries = event.removed.audit_entries, "A number was purged.");

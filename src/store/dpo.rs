@@ -303,6 +303,35 @@ impl Store {
         }
     }
 
+    /// Adds what happened after an event to it (a purge: the files rewritten), flushed.
+    pub fn annotate_event(&self, seq: u64, detail: serde_json::Value) -> Result<Event> {
+        let mut event = self
+            .events(seq - 1, 1)?
+            .into_iter()
+            .next()
+            .filter(|e| e.seq == seq)
+            .ok_or_else(|| StoreError::Corrupt(format!("no event {seq}")))?;
+        event.detail = Some(detail);
+        self.put_event(&event)?;
+        self.events.flush()?;
+        Ok(event)
+    }
+
+    /// The purges of the number with this keyed hash, oldest first.
+    pub fn purges_of(&self, number_hash: &str) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        for kv in self.events.iter() {
+            let (_, v) = kv?;
+            if let Some((&EVENT_FORMAT, json)) = v.split_first() {
+                let e: Event = serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("event".into()))?;
+                if e.number_hash.as_deref() == Some(number_hash) {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn next_event_seq(&self) -> Result<u64> {
         Ok(self
             .events

@@ -190,6 +190,42 @@ impl Sync {
         Ok(out)
     }
 
+    /// Rewrites the files file connectors keep without the number's records (a DPO purge): outbox
+    /// files not yet taken by their reader, and pulled files kept in `processed/` and `failed/` (with
+    /// their reports). Returns what was done to which file.
+    pub fn purge_files(&self, number: PhoneNumber) -> Result<Vec<crate::scrub::Scrubbed>, SyncError> {
+        let mut out = Vec::new();
+        for c in &self.connectors {
+            let Some(f) = &c.cfg.file else { continue };
+            let base = c.mapping.phones(&self.config.phone_parser());
+            let phones = c.region().map_or(base, |r| base.with_region(r));
+            let mut dirs: Vec<(std::path::PathBuf, &crate::mapping::Mapping)> = Vec::new();
+            if let Some(d) = &f.dir {
+                dirs.push((d.join("processed"), &c.mapping));
+                dirs.push((d.join("failed"), &c.mapping));
+            }
+            if let Some(o) = &f.out_dir {
+                dirs.push((o.clone(), &c.push_mapping));
+            }
+            for (dir, mapping) in dirs {
+                let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+                let mut files: Vec<std::path::PathBuf> = entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .map(|e| e.path())
+                    .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.')))
+                    .collect();
+                files.sort();
+                for path in files {
+                    let done = crate::scrub::scrub_file(&path, mapping, &phones, number)
+                        .map_err(|e| SyncError::Failed(format!("connector {}: {e}", c.cfg.name)))?;
+                    out.extend(done);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes the dead letters that may hold the number (a DPO purge); returns how many.
     pub fn purge_dead_letters(&self, number: PhoneNumber) -> Result<usize, SyncError> {
         let found = self.dead_letters_naming(number)?;

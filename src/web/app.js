@@ -1016,6 +1016,27 @@ function renderReport(r) {
     return;
   }
   const cards = r.numbers.map((h) => {
+    const purges = h.purges || [];
+    // Purged and nothing held since: what the purge did, and the erasures still owed.
+    if (purges.length && !h.consents.length && !h.history.length && !h.saved_searches.length && !h.dead_letters.length) {
+      const owed = h.erasures.filter((e) => e.status === "pending");
+      const parts = [
+        el("h3", { text: h.number }),
+        ...purges.map((p) =>
+          el("p", {
+            class: "purged",
+            text: `Purged ${formatTime(p.at)} by ${p.actor}: ${plural(p.removed.consents, "consent")}, ${plural(p.removed.audit_entries, "history entry", "history entries")}${
+              p.detail && p.detail.files && p.detail.files.length ? `, ${plural(p.detail.files.length, "file")} rewritten` : ""
+            }.`,
+          })
+        ),
+        el("p", { class: owed.length ? "status bad" : "muted", text: owed.length ? `Deletion still owed at ${owed.map((e) => e.connector).join(", ")}.` : "Nothing is held on this number." }),
+      ];
+      if (h.erasures.length) {
+        parts.push(el("h4", { text: "Deletion at other systems" }), erasureTable(h.erasures));
+      }
+      return el("section", { class: "card report-number", "aria-label": `Data held on ${h.number}` }, ...parts);
+    }
     const parts = [
       el(
         "div",
@@ -1046,12 +1067,26 @@ function renderReport(r) {
       );
     }
     if (h.erasures.length) {
-      parts.push(el("h4", { text: "Deletion at other systems" }), table(["Connector", "Status", "Attempts", "Last try", "Last answer"], h.erasures.map((e) => [e.connector, e.status === "handled" ? `handled by ${e.by}: ${e.note}` : e.status, String(e.attempts), e.last_try || e.at || "", e.last_status ? `${e.last_status} ${e.last_answer || ""}` : (e.last_answer || "")])));
+      parts.push(el("h4", { text: "Deletion at other systems" }), erasureTable(h.erasures));
     }
     return el("section", { class: "card report-number", "aria-label": `Data held on ${h.number}` }, ...parts);
   });
   if (r.truncated) cards.unshift(el("p", { class: "status bad", text: "More numbers end in these digits than one report shows; give more digits." }));
   $("dpo-report").replaceChildren(...cards);
+}
+
+// Per connector: whether a purge reached it, its attempts and the remote's last answer.
+function erasureTable(erasures) {
+  return table(
+    ["Connector", "Status", "Attempts", "Last try", "Last answer"],
+    erasures.map((e) => [
+      e.connector,
+      e.status === "handled" ? `handled by ${e.by}: ${e.note}` : e.status,
+      String(e.attempts),
+      formatTime(e.last_try || e.at),
+      e.last_status ? `${e.last_status} ${e.last_answer || ""}` : e.last_answer || "",
+    ])
+  );
 }
 
 // A number as typed, without separators, 00 written as +: how it is compared with the number shown.
