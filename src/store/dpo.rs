@@ -78,12 +78,12 @@ impl Store {
 
     /// The hasher of [`Store::erasure_hash`], its secret read (or made) once: for hashing many numbers.
     pub fn erasure_hasher(&self) -> Result<ErasureHasher> {
-        let key = match self.meta.get("erasure_key")? {
+        let key = match self.g().meta.get("erasure_key")? {
             Some(k) => k,
             None => {
                 let mut k = [0u8; 32];
                 getrandom::getrandom(&mut k).map_err(|e| StoreError::Corrupt(format!("no randomness for the erasure key: {e}")))?;
-                match self.meta.compare_and_swap("erasure_key", None as Option<&[u8]>, Some(&k[..]))? {
+                match self.g().meta.compare_and_swap("erasure_key", None as Option<&[u8]>, Some(&k[..]))? {
                     Ok(()) => k.to_vec().into(),
                     Err(current) => current.current.ok_or_else(|| StoreError::Corrupt("erasure key".into()))?,
                 }
@@ -126,18 +126,19 @@ impl Store {
             hash: number_hash,
         };
         let marker = serde_json::to_vec(&marker).expect("serialisable");
-        self.meta.insert("purging", marker)?;
+        self.g().meta.insert("purging", marker)?;
         self.put_event(&event)?;
-        self.db.flush()?;
+        self.g().db.flush()?;
+        self.purges.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.remove_number(&mut writer, number)?;
-        self.meta.remove("purging")?;
-        self.db.flush()?;
+        self.g().meta.remove("purging")?;
+        self.g().db.flush()?;
         Ok(event)
     }
 
     /// Finishes a purge a crash interrupted (called on open).
     pub(super) fn finish_purge(&self) -> Result<()> {
-        let Some(v) = self.meta.get("purging")? else { return Ok(()) };
+        let Some(v) = self.g().meta.get("purging")? else { return Ok(()) };
         let p: Purging = serde_json::from_slice(&v).map_err(|_| StoreError::Corrupt("purge marker".into()))?;
         let number = match p.number {
             Some(n) => PhoneNumber::from_u64(n),
@@ -147,8 +148,8 @@ impl Store {
         tracing::warn!("Finishing a purge that was interrupted.");
         let mut writer = self.writer.lock().expect("writer lock");
         self.remove_number(&mut writer, number)?;
-        self.meta.remove("purging")?;
-        self.db.flush()?;
+        self.g().meta.remove("purging")?;
+        self.g().db.flush()?;
         Ok(())
     }
 
@@ -170,8 +171,8 @@ impl Store {
             .map(|c| (keys::created_key(c.number, c.usage, c.consent, c.created_at.millis()), None))
             .collect();
         by_created.sort_by_key(|c| c.0);
-        self.by_number.apply(by_number)?;
-        self.by_created.apply(by_created)?;
+        self.g().by_number.apply(by_number)?;
+        self.g().by_created.apply(by_created)?;
         if let Some(counts) = &mut writer.counts {
             for c in &held {
                 counts[super::count_slot(c.usage, c.consent)] -= 1;
@@ -181,24 +182,24 @@ impl Store {
         let seqs = self.audit_seqs(number)?;
         let mut blocks = BTreeSet::new();
         for seq in &seqs {
-            if let Some((k, _)) = self.journal.range(..=seq.to_be_bytes()).next_back().transpose()? {
+            if let Some((k, _)) = self.g().journal.range(..=seq.to_be_bytes()).next_back().transpose()? {
                 blocks.insert(k);
             }
         }
         for k in blocks {
-            let Some(v) = self.journal.get(&k)? else { continue };
+            let Some(v) = self.g().journal.get(&k)? else { continue };
             let changes = keys::decode_block(&v).ok_or_else(|| StoreError::Corrupt("journal block".into()))?;
             let kept: Vec<RawChange> = changes.into_iter().filter(|c| c.number != number).collect();
             if kept.is_empty() {
-                self.journal.remove(&k)?;
+                self.g().journal.remove(&k)?;
             } else {
-                self.journal.insert(&k, keys::encode_block(&kept))?;
+                self.g().journal.insert(&k, keys::encode_block(&kept))?;
             }
         }
         let audit: Vec<Change> = seqs.iter().map(|s| (keys::audit_key(number, *s), None)).collect();
-        self.audit.apply(audit)?;
+        self.g().audit.apply(audit)?;
         for s in self.searches_naming(number)? {
-            self.searches.remove(SavedSearch::key(&s.owner, &s.name))?;
+            self.g().searches.remove(SavedSearch::key(&s.owner, &s.name))?;
         }
         Ok(())
     }
@@ -207,7 +208,7 @@ impl Store {
     pub(super) fn audit_seqs(&self, number: PhoneNumber) -> Result<Vec<u64>> {
         let prefix = keys::number_prefix(number);
         let mut seqs = Vec::new();
-        let mut scan = self.audit.scan(&prefix, None);
+        let mut scan = self.g().audit.scan(&prefix, None);
         while let Some(e) = scan.next_entry() {
             let (k, _) = e?;
             if !k.starts_with(&prefix) {
@@ -222,14 +223,14 @@ impl Store {
     /// as a DPO does when the privacy policy is renewed. Returns how many were deleted.
     pub fn reset(&self, ctx: &ChangeContext) -> Result<Event> {
         let mut writer = self.writer.lock().expect("writer lock");
-        let source = self.names.id(&ctx.source.to_string())?;
-        let actor = self.names.id(&ctx.actor)?;
+        let source = self.g().names.id(&ctx.source.to_string())?;
+        let actor = self.g().names.id(&ctx.actor)?;
         let mut deleted = 0u64;
         // Deleted consents stay as tombstones, so each round goes on after the last key it took.
         let mut from: Vec<u8> = Vec::new();
         loop {
             let mut changes: Vec<RawChange> = Vec::with_capacity(RESET_CHUNK);
-            let mut scan = self.by_number.scan(&from, None);
+            let mut scan = self.g().by_number.scan(&from, None);
             while changes.len() < RESET_CHUNK {
                 let Some(e) = scan.next_entry() else { break };
                 let (k, v) = e?;
@@ -271,7 +272,7 @@ impl Store {
             detail: None,
         };
         self.put_event(&event)?;
-        self.db.flush()?;
+        self.g().db.flush()?;
         Ok(event)
     }
 
@@ -293,11 +294,12 @@ impl Store {
             serde_json::to_writer(&mut v, &event).expect("serialisable");
             // Another event may take the number first: then the next one.
             if self
+                .g()
                 .events
                 .compare_and_swap(event.seq.to_be_bytes(), None as Option<&[u8]>, Some(v))?
                 .is_ok()
             {
-                self.events.flush()?;
+                self.g().events.flush()?;
                 return Ok(event);
             }
         }
@@ -313,14 +315,14 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("no event {seq}")))?;
         event.detail = Some(detail);
         self.put_event(&event)?;
-        self.events.flush()?;
+        self.g().events.flush()?;
         Ok(event)
     }
 
     /// The purges of the number with this keyed hash, oldest first.
     pub fn purges_of(&self, number_hash: &str) -> Result<Vec<Event>> {
         let mut out = Vec::new();
-        for kv in self.events.iter() {
+        for kv in self.g().events.iter() {
             let (_, v) = kv?;
             if let Some((&EVENT_FORMAT, json)) = v.split_first() {
                 let e: Event = serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("event".into()))?;
@@ -334,6 +336,7 @@ impl Store {
 
     fn next_event_seq(&self) -> Result<u64> {
         Ok(self
+            .g()
             .events
             .last()?
             .and_then(|(k, _)| k.as_ref().try_into().ok())
@@ -343,14 +346,14 @@ impl Store {
     fn put_event(&self, e: &Event) -> Result<()> {
         let mut v = vec![EVENT_FORMAT];
         serde_json::to_writer(&mut v, e).expect("serialisable");
-        self.events.insert(e.seq.to_be_bytes(), v)?;
+        self.g().events.insert(e.seq.to_be_bytes(), v)?;
         Ok(())
     }
 
     /// Administrative events after `after`, oldest first, at most `limit`.
     pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
         let mut out = Vec::new();
-        for kv in self.events.range((after + 1).to_be_bytes()..).take(limit) {
+        for kv in self.g().events.range((after + 1).to_be_bytes()..).take(limit) {
             let (_, v) = kv?;
             match v.split_first() {
                 Some((&EVENT_FORMAT, json)) => out.push(serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("event".into()))?),
@@ -367,7 +370,7 @@ impl Store {
     pub fn numbers_ending_in(&self, digits: &crate::domain::Digits, limit: usize) -> Result<(Vec<PhoneNumber>, bool)> {
         let prefix = digits.reversed();
         let mut found: Vec<PhoneNumber> = Vec::new();
-        let mut scan = self.audit.scan(&prefix, None);
+        let mut scan = self.g().audit.scan(&prefix, None);
         while let Some(e) = scan.next_entry() {
             let (k, _) = e?;
             if !k.starts_with(&prefix) {

@@ -47,6 +47,7 @@
 //! bytes, with its log positions) and for every 512 KiB log segment, under one byte a consent.
 
 mod batch;
+pub mod compact;
 pub mod dpo;
 mod keys;
 mod pages;
@@ -61,7 +62,7 @@ use keys::{Entry, RawChange, Stored};
 use pages::{Change, PagedMap, Small};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The store format: 2 added tombstones (by_number values and journal entries of format 2); a format 1
 /// store is read as it is and marked 2 when opened.
@@ -231,8 +232,22 @@ impl Names {
 
 /// The consent store.
 pub struct Store {
-    db: sled::Db,
+    /// The sled database in use: replaced whole by a compaction ([`compact`]). Every operation reads
+    /// it for as long as it touches the trees, so a compaction switches between operations.
+    gen: parking_lot::RwLock<Arc<Gen>>,
     dir: PathBuf,
+    opts: StoreOptions,
+    /// One writer at a time.
+    writer: Mutex<Writer>,
+    /// Held while the store is open: one process at a time.
+    _lock: std::fs::File,
+    /// Purges done since open: a compaction whose copy saw one copies again.
+    purges: std::sync::atomic::AtomicU64,
+}
+
+/// One sled database and its trees: a generation of the store.
+pub(crate) struct Gen {
+    db: sled::Db,
     by_number: PagedMap,
     by_created: PagedMap,
     audit: PagedMap,
@@ -242,8 +257,6 @@ pub struct Store {
     searches: sled::Tree,
     events: sled::Tree,
     sync: sled::Tree,
-    /// One writer at a time.
-    writer: Mutex<Writer>,
 }
 
 /// What the one writer holds.
@@ -310,97 +323,7 @@ impl Slot {
     }
 }
 
-impl Store {
-    /// Opens (or creates) the store in `dir`, finishing any batch a crash interrupted.
-    pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(opts.cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => StoreError::InUse(dir.to_path_buf()),
-                e => StoreError::Sled(e),
-            })?;
-        let meta = db.open_tree("meta")?;
-        match meta.get("format")?.as_deref() {
-            // New, or format 1 (no tombstones yet), which this version reads as it is.
-            None | Some([1]) => {
-                meta.insert("format", &[STORE_FORMAT])?;
-            }
-            Some([STORE_FORMAT]) => {}
-            Some(v) => {
-                return Err(StoreError::Format {
-                    dir: dir.to_path_buf(),
-                    found: v.first().copied().unwrap_or(0),
-                })
-            }
-        }
-        let journal = db.open_tree("journal")?;
-        let applied = meta
-            .get("applied")?
-            .and_then(|v| v.as_ref().try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0);
-        // A purge may have emptied the last blocks; `applied` still knows how far we got.
-        let next_seq = match journal.last()? {
-            None => applied + 1,
-            Some((_, block)) => keys::decode_block(&block)
-                .and_then(|b| b.last().map(|c| c.seq + 1))
-                .ok_or_else(|| StoreError::Corrupt("last journal block".into()))?
-                .max(applied + 1),
-        };
-        let store = Store {
-            by_number: PagedMap::new(db.open_tree("by_number")?, opts.page_bytes),
-            by_created: PagedMap::new(db.open_tree("by_created")?, opts.page_bytes),
-            audit: PagedMap::new(db.open_tree("audit_by_number")?, opts.page_bytes),
-            names: Names::open(db.open_tree("names")?)?,
-            searches: db.open_tree("searches")?,
-            events: db.open_tree("events")?,
-            sync: db.open_tree("sync")?,
-            journal,
-            meta,
-            db,
-            dir: dir.to_path_buf(),
-            writer: Mutex::new(Writer { next_seq, counts: None }),
-        };
-        store.recover()?;
-        store.finish_purge()?;
-        Ok(store)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The sequence number of the latest change (0 for none).
-    pub fn last_change(&self) -> Result<u64> {
-        self.applied()
-    }
-
-    fn applied(&self) -> Result<u64> {
-        Ok(self
-            .meta
-            .get("applied")?
-            .and_then(|v| v.as_ref().try_into().ok())
-            .map(u64::from_be_bytes)
-            .unwrap_or(0))
-    }
-
-    /// Applies journal blocks written after the last `applied` mark.
-    fn recover(&self) -> Result<()> {
-        let applied = self.applied()?;
-        if self.journal_after(applied).next().is_none() {
-            return Ok(());
-        }
-        tracing::warn!("Finishing a batch that was interrupted.");
-        if let Some(last) = self.apply_to_maps(applied)? {
-            self.meta.insert("applied", &last.to_be_bytes())?;
-            self.db.flush()?;
-            tracing::warn!(changes = last - applied, "The interrupted batch is finished.");
-        }
-        Ok(())
-    }
-
+impl Gen {
     /// Journalled changes with a sequence number above `seq`, oldest first, decoded a block at a time.
     fn journal_after(&self, seq: u64) -> impl Iterator<Item = Result<RawChange>> + '_ {
         let start = self.journal.range(..=seq.to_be_bytes()).next_back().transpose();
@@ -431,6 +354,123 @@ impl Store {
         })
     }
 
+    /// Brings the paged maps in line with the journalled changes after `applied`, read back from the
+    /// journal (so a batch and the recovery of an interrupted one take the same path). Idempotent.
+    /// Returns the last sequence number applied. A batch is journalled in `by_number` key order, which
+    /// is also `audit_by_number` order, so those two maps take the changes as they are read; only
+    /// `by_created` needs them sorted, in a compact list.
+    fn apply_to_maps(&self, applied: u64) -> Result<Option<u64>> {
+        let mut failed = None;
+        let (mut last, mut created_len) = (None, 0usize);
+        self.by_number
+            .apply(until_error(self.journal_after(applied), &mut failed).map(|c| {
+                last = Some(c.seq);
+                created_len += usize::from(c.before.is_some()) + usize::from(c.after.is_some());
+                (keys::number_key(c.number, c.usage), keys::after_value(&c))
+            }))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let mut created = Vec::with_capacity(created_len);
+        for c in until_error(self.journal_after(applied), &mut failed) {
+            if let Some(b) = &c.before {
+                created.push(CreatedChange::new(
+                    keys::created_key(c.number, c.usage, b.consent, b.created),
+                    None,
+                    created.len(),
+                )?);
+            }
+            if let Some(a) = &c.after {
+                let key = keys::created_key(c.number, c.usage, a.consent, a.created);
+                created.push(CreatedChange::new(key, Some(keys::created_value(a)), created.len())?);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        created.sort_unstable_by_key(CreatedChange::sort_key);
+        self.by_created.apply(created.iter().map(CreatedChange::change))?;
+        drop(created);
+        let mut failed = None;
+        self.audit.apply(
+            until_error(self.journal_after(applied), &mut failed).map(|c| (keys::audit_key(c.number, c.seq), Some(Small::default()))),
+        )?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(last),
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, finishing any batch a crash interrupted (and clearing
+    /// what an interrupted compaction left).
+    pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| compact::io(dir, e))?;
+        let lock = compact::lock(dir)?;
+        let gen_dir = compact::current_dir(dir)?;
+        let gen = Gen::open(&gen_dir, opts)?;
+        compact::clear_others(dir, &gen_dir)?;
+        let applied = gen.applied()?;
+        // A purge may have emptied the last blocks; `applied` still knows how far we got.
+        let next_seq = match gen.journal.last()? {
+            None => applied + 1,
+            Some((_, block)) => keys::decode_block(&block)
+                .and_then(|b| b.last().map(|c| c.seq + 1))
+                .ok_or_else(|| StoreError::Corrupt("last journal block".into()))?
+                .max(applied + 1),
+        };
+        let store = Store {
+            gen: parking_lot::RwLock::new(Arc::new(gen)),
+            dir: dir.to_path_buf(),
+            opts: opts.clone(),
+            writer: Mutex::new(Writer { next_seq, counts: None }),
+            _lock: lock,
+            purges: Default::default(),
+        };
+        store.recover()?;
+        store.finish_purge()?;
+        Ok(store)
+    }
+
+    fn purges_done(&self) -> u64 {
+        self.purges.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The generation in use, for one short operation (a compaction waits for it to end). Reads nest
+    /// without waiting for a compaction that waits for them.
+    fn g(&self) -> parking_lot::RwLockReadGuard<'_, Arc<Gen>> {
+        self.gen.read_recursive()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The sequence number of the latest change (0 for none).
+    pub fn last_change(&self) -> Result<u64> {
+        self.applied()
+    }
+
+    fn applied(&self) -> Result<u64> {
+        self.g().applied()
+    }
+
+    /// Applies journal blocks written after the last `applied` mark.
+    fn recover(&self) -> Result<()> {
+        let applied = self.applied()?;
+        if self.g().journal_after(applied).next().is_none() {
+            return Ok(());
+        }
+        tracing::warn!("Finishing a batch that was interrupted.");
+        if let Some(last) = self.g().apply_to_maps(applied)? {
+            self.g().meta.insert("applied", &last.to_be_bytes())?;
+            self.g().db.flush()?;
+            tracing::warn!(changes = last - applied, "The interrupted batch is finished.");
+        }
+        Ok(())
+    }
+
     fn consent(&self, number: PhoneNumber, usage: Usage, s: &Stored) -> Consent {
         Consent {
             number,
@@ -438,7 +478,7 @@ impl Store {
             consent: s.consent,
             created_at: Timestamp::from_millis(s.created),
             updated_at: Timestamp::from_millis(s.updated),
-            source: self.names.source(s.source),
+            source: self.g().names.source(s.source),
         }
     }
 
@@ -452,7 +492,8 @@ impl Store {
 
     /// What `by_number` holds for a number and usage: a consent, a tombstone, or nothing.
     fn entry(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Entry>> {
-        self.by_number
+        self.g()
+            .by_number
             .get(&keys::number_key(number, usage))?
             .map(|v| keys::decode_number_entry(&v).ok_or_else(|| StoreError::Corrupt("consent value".into())))
             .transpose()
@@ -477,15 +518,17 @@ impl Store {
     pub fn apply_batch(&self, batch: &mut Batch, ctx: &ChangeContext, dry_run: bool) -> Result<Vec<Outcome>> {
         let mut writer = self.writer.lock().expect("writer lock");
         let mut counted = [0i64; 4];
-        let source_id = self.names.id(&ctx.source.to_string())?;
-        let actor_id = self.names.id(&ctx.actor)?;
+        let source_id = self.g().names.id(&ctx.source.to_string())?;
+        let actor_id = self.g().names.id(&ctx.actor)?;
         let applied = self.applied()?;
         // Decide in key order, reading each page once; changes to one consent keep their batch order.
         // Sequence numbers follow that order, so the journal is in key order too.
         batch.sort();
         let mut outcomes = vec![Outcome::Unchanged; batch.len()];
         let (mut block, mut block_bytes): (Vec<RawChange>, usize) = (Vec::new(), 0);
-        let mut lookup = self.by_number.sorted_lookup();
+        // The writer lock is held: no compaction switches generations under this batch.
+        let g = self.g().clone();
+        let mut lookup = g.by_number.sorted_lookup();
         let mut held: Option<(u64, Slot)> = None;
         for (i, key, inc) in batch.iter() {
             if held.as_ref().is_none_or(|(k, _)| *k != key) {
@@ -538,7 +581,7 @@ impl Store {
                     block_bytes += keys::encoded_len(&change);
                     block.push(change);
                     if block_bytes >= BLOCK_BYTES {
-                        self.journal.insert(block[0].seq.to_be_bytes(), keys::encode_block(&block))?;
+                        self.g().journal.insert(block[0].seq.to_be_bytes(), keys::encode_block(&block))?;
                         block.clear();
                         block_bytes = 0;
                     }
@@ -549,16 +592,16 @@ impl Store {
         drop(lookup);
         batch.release();
         if let Some(first) = block.first() {
-            self.journal.insert(first.seq.to_be_bytes(), keys::encode_block(&block))?;
+            self.g().journal.insert(first.seq.to_be_bytes(), keys::encode_block(&block))?;
         }
         drop(block);
         if dry_run || writer.next_seq - 1 == applied {
             return Ok(outcomes);
         }
-        self.db.flush()?;
-        if let Some(last) = self.apply_to_maps(applied)? {
-            self.meta.insert("applied", &last.to_be_bytes())?;
-            self.db.flush()?;
+        self.g().db.flush()?;
+        if let Some(last) = self.g().apply_to_maps(applied)? {
+            self.g().meta.insert("applied", &last.to_be_bytes())?;
+            self.g().db.flush()?;
         }
         writer.count(&counted);
         Ok(outcomes)
@@ -581,15 +624,16 @@ impl Store {
         for (i, c) in changes.iter().enumerate() {
             bytes += keys::encoded_len(c);
             if bytes >= BLOCK_BYTES || i + 1 == changes.len() {
-                self.journal
+                self.g()
+                    .journal
                     .insert(changes[start].seq.to_be_bytes(), keys::encode_block(&changes[start..=i]))?;
                 (start, bytes) = (i + 1, 0);
             }
         }
-        self.db.flush()?;
-        if let Some(last) = self.apply_to_maps(applied)? {
-            self.meta.insert("applied", &last.to_be_bytes())?;
-            self.db.flush()?;
+        self.g().db.flush()?;
+        if let Some(last) = self.g().apply_to_maps(applied)? {
+            self.g().meta.insert("applied", &last.to_be_bytes())?;
+            self.g().db.flush()?;
         }
         writer.count(&counted);
         Ok(())
@@ -604,7 +648,7 @@ impl Store {
             for usage in Usage::ALL {
                 for consent in [false, true] {
                     let end = [usage.code(), u8::from(consent) + 1];
-                    let mut scan = self.by_created.scan(&[usage.code(), u8::from(consent)], Some(&end));
+                    let mut scan = self.g().by_created.scan(&[usage.code(), u8::from(consent)], Some(&end));
                     while let Some(e) = scan.next_entry() {
                         e?;
                         counts[count_slot(usage, consent)] += 1;
@@ -618,53 +662,6 @@ impl Store {
             .into_iter()
             .flat_map(|u| [false, true].map(|v| (u, v, counts[count_slot(u, v)])))
             .collect())
-    }
-
-    /// Brings the paged maps in line with the journalled changes after `applied`, read back from the
-    /// journal (so a batch and the recovery of an interrupted one take the same path). Idempotent.
-    /// Returns the last sequence number applied. A batch is journalled in `by_number` key order, which
-    /// is also `audit_by_number` order, so those two maps take the changes as they are read; only
-    /// `by_created` needs them sorted, in a compact list.
-    fn apply_to_maps(&self, applied: u64) -> Result<Option<u64>> {
-        let mut failed = None;
-        let (mut last, mut created_len) = (None, 0usize);
-        self.by_number
-            .apply(until_error(self.journal_after(applied), &mut failed).map(|c| {
-                last = Some(c.seq);
-                created_len += usize::from(c.before.is_some()) + usize::from(c.after.is_some());
-                (keys::number_key(c.number, c.usage), keys::after_value(&c))
-            }))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let mut created = Vec::with_capacity(created_len);
-        for c in until_error(self.journal_after(applied), &mut failed) {
-            if let Some(b) = &c.before {
-                created.push(CreatedChange::new(
-                    keys::created_key(c.number, c.usage, b.consent, b.created),
-                    None,
-                    created.len(),
-                )?);
-            }
-            if let Some(a) = &c.after {
-                let key = keys::created_key(c.number, c.usage, a.consent, a.created);
-                created.push(CreatedChange::new(key, Some(keys::created_value(a)), created.len())?);
-            }
-        }
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        created.sort_unstable_by_key(CreatedChange::sort_key);
-        self.by_created.apply(created.iter().map(CreatedChange::change))?;
-        drop(created);
-        let mut failed = None;
-        self.audit.apply(
-            until_error(self.journal_after(applied), &mut failed).map(|c| (keys::audit_key(c.number, c.seq), Some(Small::default()))),
-        )?;
-        match failed {
-            Some(e) => Err(e),
-            None => Ok(last),
-        }
     }
 
     /// Searches with any combination of criteria (at least one), in creation-time order, `limit` items
@@ -717,7 +714,7 @@ impl Store {
                     Some(t) => keys::created_bound(usage, consent, t).to_vec(),
                     None => vec![usage.code(), u8::from(consent) + 1],
                 };
-                parts.push(self.by_created.scan(&keys::created_bound(usage, consent, from), Some(&end)));
+                parts.push(self.g().by_created.scan(&keys::created_bound(usage, consent, from), Some(&end)));
             }
         }
         Ok(Box::new(MergeByCreated {
@@ -737,7 +734,7 @@ impl Store {
             (None, None) => Vec::new(),
         };
         let criteria = criteria.clone();
-        let mut scan = self.by_number.scan(&prefix, None);
+        let mut scan = self.g().by_number.scan(&prefix, None);
         Ok(std::iter::from_fn(move || loop {
             let (k, v) = match scan.next_entry()? {
                 Ok(kv) => kv,
@@ -770,6 +767,7 @@ impl Store {
                 .is_none_or(|(_, b)| b.last().is_none_or(|c| c.seq < seq) || b[0].seq > seq)
             {
                 let (k, v) = self
+                    .g()
                     .journal
                     .range(..=seq.to_be_bytes())
                     .next_back()
@@ -789,8 +787,8 @@ impl Store {
         AuditEntry {
             seq: c.seq,
             at: Timestamp::from_millis(c.at),
-            actor: self.names.text(c.actor),
-            source: self.names.source(c.source),
+            actor: self.g().names.text(c.actor),
+            source: self.g().names.source(c.source),
             number: c.number,
             usage: c.usage,
             before: c.before.as_ref().map(|s| self.consent(c.number, c.usage, s)),
@@ -801,6 +799,7 @@ impl Store {
     /// Changes with a sequence number above `seq`, oldest first, at most `limit`.
     pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<AuditEntry>> {
         let start = self
+            .g()
             .journal
             .range(..=seq.to_be_bytes())
             .next_back()
@@ -808,7 +807,7 @@ impl Store {
             .map(|(k, _)| k)
             .unwrap_or_default();
         let mut out = Vec::new();
-        for kv in self.journal.range(start..) {
+        for kv in self.g().journal.range(start..) {
             let (_, v) = kv?;
             for c in keys::decode_block(&v).ok_or_else(|| StoreError::Corrupt("journal block".into()))? {
                 if c.seq > seq {
@@ -861,7 +860,7 @@ impl Store {
 
     /// Writes everything to disk.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        self.g().db.flush()?;
         Ok(())
     }
 }
@@ -1043,6 +1042,186 @@ mod tests {
         Store::open(dir, &opts).unwrap()
     }
 
+    /// Every file below `dir` that holds one of `forms`.
+    fn files_holding(dir: &Path, forms: &[Vec<u8>]) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_holding(&p, forms));
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                if forms.iter().any(|f| bytes.windows(f.len()).any(|w| w == &f[..])) {
+                    out.push(p.display().to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// The byte forms of a number a file may hold it in: E.164 text, its digits, the reversed digits
+    /// of the index keys, the stored integer.
+    fn byte_forms(n: PhoneNumber) -> Vec<Vec<u8>> {
+        let digits = n.digits();
+        vec![
+            n.to_string().into_bytes(),
+            digits.clone().into_bytes(),
+            digits.chars().rev().collect::<String>().into_bytes(),
+            n.as_u64().to_be_bytes().to_vec(),
+        ]
+    }
+
+    #[test]
+    fn a_compaction_keeps_every_write_and_no_byte_of_a_purged_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let batch: Vec<Incoming> = (0..3000)
+            .map(|i| {
+                set(
+                    &format!("+4915{:08}", 10_000_000 + i),
+                    Usage::ALL[i % 2],
+                    i % 3 != 0,
+                    "2024-01-01T00:00:00Z",
+                )
+            })
+            .collect();
+        store.apply(&batch, &ctx(), false).unwrap();
+        let gone = PhoneNumber::parse("+491510000042").unwrap();
+        // Written over and over, so old pages held it many times.
+        for i in 0..50 {
+            store
+                .apply(
+                    &[set(
+                        "+491510000042",
+                        Usage::Whatsapp,
+                        i % 2 == 0,
+                        &format!("2024-02-01T00:00:{:02}Z", i),
+                    )],
+                    &ctx(),
+                    false,
+                )
+                .unwrap();
+        }
+        store.sync_put("c", "state", b"", &serde_json::json!({"x": 1})).unwrap();
+        let purged = store.purge(gone, "dpo", ts("2025-01-01T00:00:00Z")).unwrap();
+        assert_eq!(purged.removed.consents, 2);
+        assert!(
+            !files_holding(dir.path(), &byte_forms(gone)).is_empty(),
+            "before: sled still holds the number"
+        );
+        let before: std::collections::BTreeSet<(String, Usage, bool)> = store
+            .scan(&Criteria::default())
+            .unwrap()
+            .map(|c| c.map(|c| (c.number.to_string(), c.usage, c.consent)))
+            .collect::<Result<_>>()
+            .unwrap();
+        let done = store.compact().unwrap();
+        let after: std::collections::BTreeSet<(String, Usage, bool)> = store
+            .scan(&Criteria::default())
+            .unwrap()
+            .map(|c| c.map(|c| (c.number.to_string(), c.usage, c.consent)))
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(
+            after.difference(&before).collect::<Vec<_>>(),
+            Vec::<&(String, Usage, bool)>::new(),
+            "new after"
+        );
+        assert_eq!(
+            before.difference(&after).collect::<Vec<_>>(),
+            Vec::<&(String, Usage, bool)>::new(),
+            "gone after"
+        );
+        assert_eq!(done.generation, "gen-1");
+        assert_eq!(
+            files_holding(dir.path(), &byte_forms(gone)),
+            Vec::<String>::new(),
+            "no file holds the purged number"
+        );
+        assert!(done.bytes_after < done.bytes_before, "{done:?}");
+        // Everything else is as it was, now and after reopening.
+        let expected = before.len();
+        let check = |s: &Store, expected: usize| {
+            let all: Vec<Consent> = s.scan(&Criteria::default()).unwrap().collect::<Result<_>>().unwrap();
+            let mut seen = std::collections::BTreeMap::new();
+            for c in &all {
+                *seen.entry((c.number.to_string(), c.usage)).or_insert(0) += 1;
+            }
+            let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+            assert!(dups.is_empty(), "{dups:?} {:?}", all.iter().find(|c| c.number == gone));
+            assert_eq!(all.len(), expected);
+            assert!(s.get(gone, Usage::Whatsapp).unwrap().is_none());
+            let n = PhoneNumber::parse("+491510000007").unwrap();
+            assert!(s.get(n, Usage::ALL[1]).unwrap().unwrap().consent);
+            assert_eq!(s.history(n).unwrap().len(), 1);
+            assert_eq!(s.sync_get::<serde_json::Value>("c", "state", b"").unwrap().unwrap()["x"], 1);
+        };
+        check(&store, expected);
+        // Writes go on in the new generation.
+        store
+            .apply(
+                &[set("+491710000001", Usage::Whatsapp, true, "2025-01-01T00:00:00Z")],
+                &ctx(),
+                false,
+            )
+            .unwrap();
+        drop(store);
+        let store = open(dir.path());
+        check(&store, expected + 1);
+        assert!(store
+            .get(PhoneNumber::parse("+491710000001").unwrap(), Usage::Whatsapp)
+            .unwrap()
+            .is_some());
+        assert_eq!(std::fs::read_to_string(dir.path().join("CURRENT")).unwrap(), "gen-1");
+        assert!(!dir.path().join("db").exists(), "the first generation's files are gone");
+        assert_eq!(store.compact().unwrap().generation, "gen-2");
+        assert!(!dir.path().join("gen-1").exists());
+    }
+
+    #[test]
+    fn writes_during_a_compaction_wait_and_are_all_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(open(dir.path()));
+        let batch: Vec<Incoming> = (0..20_000)
+            .map(|i| {
+                set(
+                    &format!("+4915{:08}", 10_000_000 + i),
+                    Usage::Whatsapp,
+                    true,
+                    "2024-01-01T00:00:00Z",
+                )
+            })
+            .collect();
+        store.apply(&batch, &ctx(), false).unwrap();
+        let writer = {
+            let s = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..400 {
+                    s.apply(
+                        &[set(&format!("+4917{:08}", i), Usage::CallRecording, true, "2025-01-01T00:00:00Z")],
+                        &ctx(),
+                        false,
+                    )
+                    .unwrap();
+                    s.sync_put("c", "n", &(i as u64).to_be_bytes(), &i).unwrap();
+                }
+            })
+        };
+        let mut compactions = 0;
+        while !writer.is_finished() {
+            store.compact().unwrap();
+            compactions += 1;
+        }
+        writer.join().unwrap();
+        assert!(compactions >= 1);
+        let all = store.scan(&Criteria::default()).unwrap().count();
+        assert_eq!(all, 20_400);
+        assert_eq!(store.sync_list::<u64>("c", "n").unwrap().len(), 400);
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.scan(&Criteria::default()).unwrap().count(), 20_400);
+        assert_eq!(store.sync_list::<u64>("c", "n").unwrap().len(), 400);
+    }
+
     #[test]
     fn changes_are_decided_journalled_and_searchable() {
         let dir = tempfile::tempdir().unwrap();
@@ -1195,7 +1374,7 @@ mod tests {
                 }),
                 deleted_at: None,
             };
-            store.journal.insert(2u64.to_be_bytes(), keys::encode_block(&[change])).unwrap();
+            store.g().journal.insert(2u64.to_be_bytes(), keys::encode_block(&[change])).unwrap();
             store.flush().unwrap();
         }
         let store = open(dir.path());
@@ -1433,7 +1612,8 @@ mod tests {
             )
             .unwrap();
             // As if the process died right after marking the purge.
-            s.meta
+            s.g()
+                .meta
                 .insert("purging", serde_json::to_vec(&serde_json::json!({"number": n.as_u64()})).unwrap())
                 .unwrap();
             s.flush().unwrap();
@@ -1441,6 +1621,6 @@ mod tests {
         let s = open(dir.path());
         assert_eq!(s.get(n, Usage::Whatsapp).unwrap(), None);
         assert!(s.history(n).unwrap().is_empty());
-        assert!(s.meta.get("purging").unwrap().is_none());
+        assert!(s.g().meta.get("purging").unwrap().is_none());
     }
 }

@@ -167,6 +167,37 @@ impl PagedMap {
         Ok((pk, page, next))
     }
 
+    /// The sled tree the pages are kept in.
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// Copies every page into `to`, each keyed by its first entry (the first page by the empty key),
+    /// and leaves out empty pages: a page key is the key of an entry it once held, which a purge may
+    /// have removed, and must not outlive it in a copy.
+    pub fn copy_rekeyed(&self, to: &sled::Tree) -> sled::Result<u64> {
+        let mut batch = sled::Batch::default();
+        let (mut bytes, mut pages) = (0usize, 0u64);
+        for kv in self.tree.iter() {
+            let (k, v) = kv?;
+            let first = Entries::new(&v)?.next().map(|(fk, _)| fk.to_vec());
+            let key = match first {
+                _ if k.is_empty() => Vec::new(),
+                Some(fk) => fk,
+                None => continue,
+            };
+            bytes += key.len() + v.len();
+            batch.insert(key, v);
+            pages += 1;
+            if bytes >= 4 << 20 {
+                to.apply_batch(std::mem::take(&mut batch))?;
+                bytes = 0;
+            }
+        }
+        to.apply_batch(batch)?;
+        Ok(pages)
+    }
+
     pub fn get(&self, key: &[u8]) -> sled::Result<Option<Small>> {
         let Some((_, page)) = self.tree.range(..=key).next_back().transpose()? else {
             return Ok(None);

@@ -22,13 +22,13 @@ impl Store {
     /// use: hex of nonce and ciphertext.
     pub fn seal(&self, hash: &str, number: PhoneNumber) -> Result<String> {
         let name = key_name(hash);
-        let key = match self.meta.get(&name)? {
+        let key = match self.g().meta.get(&name)? {
             Some(k) => k.to_vec(),
             None => {
                 let k = random::<32>()?;
-                match self.meta.compare_and_swap(&name, None as Option<&[u8]>, Some(&k[..]))? {
+                match self.g().meta.compare_and_swap(&name, None as Option<&[u8]>, Some(&k[..]))? {
                     Ok(()) => {
-                        self.meta.flush()?;
+                        self.g().meta.flush()?;
                         k.to_vec()
                     }
                     Err(current) => current.current.map(|c| c.to_vec()).unwrap_or_default(),
@@ -46,7 +46,7 @@ impl Store {
 
     /// The number in `sealed`, while its key lives; `None` once it is destroyed.
     pub fn unseal(&self, hash: &str, sealed: &str) -> Result<Option<PhoneNumber>> {
-        let Some(key) = self.meta.get(key_name(hash))? else {
+        let Some(key) = self.g().meta.get(key_name(hash))? else {
             return Ok(None);
         };
         let bytes = hex::decode(sealed).map_err(|_| StoreError::Corrupt("sealed number".into()))?;
@@ -66,8 +66,8 @@ impl Store {
 
     /// Destroys the key of a purge: what was sealed under it can no longer be read.
     pub fn destroy_seal(&self, hash: &str) -> Result<()> {
-        self.meta.remove(key_name(hash))?;
-        self.meta.flush()?;
+        self.g().meta.remove(key_name(hash))?;
+        self.g().meta.flush()?;
         Ok(())
     }
 }

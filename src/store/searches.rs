@@ -35,15 +35,16 @@ impl Store {
     pub fn save_search(&self, s: &SavedSearch) -> Result<()> {
         let mut v = vec![SEARCH_FORMAT];
         serde_json::to_writer(&mut v, s).expect("serialisable");
-        self.searches.insert(SavedSearch::key(&s.owner, &s.name), v)?;
-        self.searches.flush()?;
+        self.g().searches.insert(SavedSearch::key(&s.owner, &s.name), v)?;
+        self.g().searches.flush()?;
         Ok(())
     }
 
     /// One owner's saved searches (all owners' when `None`), by owner and name.
     pub fn saved_searches(&self, owner: Option<&str>) -> Result<Vec<SavedSearch>> {
         let prefix = owner.map(|o| [o.as_bytes(), &[0]].concat()).unwrap_or_default();
-        self.searches
+        self.g()
+            .searches
             .scan_prefix(prefix)
             .map(|kv| {
                 let (_, v) = kv?;
@@ -61,8 +62,8 @@ impl Store {
 
     /// Removes a saved search; false when there was none.
     pub fn delete_search(&self, owner: &str, name: &str) -> Result<bool> {
-        let found = self.searches.remove(SavedSearch::key(owner, name))?.is_some();
-        self.searches.flush()?;
+        let found = self.g().searches.remove(SavedSearch::key(owner, name))?.is_some();
+        self.g().searches.flush()?;
         Ok(found)
     }
 

@@ -23,15 +23,19 @@ impl Store {
     /// This store's id: random, made once and kept (`meta` `store_id`), so idempotency keys of a store
     /// made again never repeat an old store's.
     pub fn store_id(&self) -> Result<String> {
-        if let Some(id) = self.meta.get("store_id")? {
+        if let Some(id) = self.g().meta.get("store_id")? {
             return Ok(String::from_utf8_lossy(&id).into_owned());
         }
         let mut raw = [0u8; 8];
         getrandom::getrandom(&mut raw).map_err(|e| StoreError::Corrupt(format!("no randomness for the store id: {e}")))?;
         let id = hex::encode(raw);
-        match self.meta.compare_and_swap("store_id", None as Option<&[u8]>, Some(id.as_bytes()))? {
+        match self
+            .g()
+            .meta
+            .compare_and_swap("store_id", None as Option<&[u8]>, Some(id.as_bytes()))?
+        {
             Ok(()) => {
-                self.meta.flush()?;
+                self.g().meta.flush()?;
                 Ok(id)
             }
             Err(current) => Ok(String::from_utf8_lossy(&current.current.unwrap_or_default()).into_owned()),
@@ -41,52 +45,54 @@ impl Store {
     /// A connector's entry of one kind (`state`, `ticks`, `file`, `dead`, `refused`, `erase`, `erased`)
     /// and id (`deadpart`: raw bytes, see [`Store::sync_get_bytes`]).
     pub fn sync_get<T: DeserializeOwned>(&self, connector: &str, kind: &str, id: &[u8]) -> Result<Option<T>> {
-        self.sync.get(key(connector, kind, id))?.map(|v| decode(&v)).transpose()
+        self.g().sync.get(key(connector, kind, id))?.map(|v| decode(&v)).transpose()
     }
 
     /// Writes an entry and flushes: what sync records must survive a crash.
     pub fn sync_put<T: Serialize>(&self, connector: &str, kind: &str, id: &[u8], value: &T) -> Result<()> {
         let mut v = vec![SYNC_FORMAT];
         serde_json::to_writer(&mut v, value).expect("serialisable");
-        self.sync.insert(key(connector, kind, id), v)?;
-        self.sync.flush()?;
+        self.g().sync.insert(key(connector, kind, id), v)?;
+        self.g().sync.flush()?;
         Ok(())
     }
 
     /// Writes raw bytes (not flushed: [`Store::sync_put`] after them flushes all).
     pub fn sync_put_bytes(&self, connector: &str, kind: &str, id: &[u8], bytes: &[u8]) -> Result<()> {
-        self.sync.insert(key(connector, kind, id), bytes)?;
+        self.g().sync.insert(key(connector, kind, id), bytes)?;
         Ok(())
     }
 
     pub fn sync_get_bytes(&self, connector: &str, kind: &str, id: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.sync.get(key(connector, kind, id))?.map(|v| v.to_vec()))
+        Ok(self.g().sync.get(key(connector, kind, id))?.map(|v| v.to_vec()))
     }
 
     /// Removes every entry of a kind whose id starts with `prefix`; flushed.
     pub fn sync_remove_prefix(&self, connector: &str, kind: &str, prefix: &[u8]) -> Result<usize> {
         let keys: Vec<sled::IVec> = self
+            .g()
             .sync
             .scan_prefix(key(connector, kind, prefix))
             .keys()
             .collect::<std::result::Result<_, _>>()?;
         for k in &keys {
-            self.sync.remove(k)?;
+            self.g().sync.remove(k)?;
         }
-        self.sync.flush()?;
+        self.g().sync.flush()?;
         Ok(keys.len())
     }
 
     pub fn sync_remove(&self, connector: &str, kind: &str, id: &[u8]) -> Result<bool> {
-        let found = self.sync.remove(key(connector, kind, id))?.is_some();
-        self.sync.flush()?;
+        let found = self.g().sync.remove(key(connector, kind, id))?.is_some();
+        self.g().sync.flush()?;
         Ok(found)
     }
 
     /// A connector's entries of one kind, by id: `(id, value)`.
     pub fn sync_list<T: DeserializeOwned>(&self, connector: &str, kind: &str) -> Result<Vec<(Vec<u8>, T)>> {
         let prefix = key(connector, kind, &[]);
-        self.sync
+        self.g()
+            .sync
             .scan_prefix(&prefix)
             .map(|kv| {
                 let (k, v) = kv?;
@@ -99,6 +105,7 @@ impl Store {
     pub fn sync_next_id(&self, connector: &str, kind: &str) -> Result<u64> {
         let prefix = key(connector, kind, &[]);
         Ok(self
+            .g()
             .sync
             .scan_prefix(&prefix)
             .keys()
