@@ -1,5 +1,6 @@
-//! The daemon: opens the store, serves the admin HTTP API until SIGTERM/SIGINT, then finishes the
-//! requests in flight, sync runs' batches in hand and background imports, and flushes the store.
+//! The daemon: opens the store, serves the admin HTTP API and keeps the store compacted until
+//! SIGTERM/SIGINT, then finishes the requests in flight, sync runs' batches in hand, background
+//! imports and a compaction going on, and flushes the store.
 
 use crate::config::Config;
 use crate::http::AppState;
@@ -29,7 +30,13 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("{w}");
         }
         let scheduler = crate::sync::scheduler::Scheduler::start(sync.clone()).await?;
-        let state = AppState::new(store.clone(), config, sync.clone());
+        // Compactions after purges and when the files outgrow the data; stopped with the server.
+        let upkeep = crate::upkeep::Upkeep::new(store.clone(), config.store.clone());
+        let (upkeep_stop, upkeep_stopped) = tokio::sync::oneshot::channel::<()>();
+        let upkeep_task = tokio::spawn(upkeep.clone().run(async move {
+            let _ = upkeep_stopped.await;
+        }));
+        let state = AppState::new(store.clone(), config, sync.clone(), upkeep);
         if state.tokens.is_empty() {
             tracing::warn!("No API token is enabled: every /v1 request will be refused. See [[tokens]] in the README.");
         }
@@ -43,6 +50,9 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             .await?;
         // Sync runs finish the page, file or batch in hand, then stop.
         scheduler.stop().await;
+        // A compaction going on runs to its end (a killed one leaves the old generation in use).
+        let _ = upkeep_stop.send(());
+        let _ = upkeep_task.await;
         // Background imports run to their end (a killed one is finished by importing the file again).
         if imports.running() > 0 {
             tracing::info!(imports = imports.running(), "Waiting for background imports to finish.");

@@ -155,6 +155,18 @@ pub enum Command {
         #[command(subcommand)]
         command: SyncCommand,
     },
+    /// Look after the store.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Rewrite the store's live data into fresh files and drop the old ones: disk comes back to the
+    /// size of the data, and nothing a purge removed is left in any file.
+    Compact,
 }
 
 #[derive(Debug, Subcommand)]
@@ -464,6 +476,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             print_history(stdout, history.as_array().map_or(&[][..], |a| a), json)?;
         }
         Command::Mapping { command } => return mapping_command(command, &config, stdout),
+        Command::Store {
+            command: StoreCommand::Compact,
+        } => {
+            let done = open_store()?.compact()?;
+            serde_json::to_writer_pretty(&mut *stdout, &done)?;
+            writeln!(stdout)?;
+        }
         Command::Sync { command } => {
             let store = std::sync::Arc::new(open_store()?);
             let sync = crate::sync::Sync::new(store, std::sync::Arc::new(config.clone())).map_err(anyhow::Error::msg)?;
@@ -635,6 +654,13 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
     match command {
         Command::Serve => bail!("serve runs the daemon itself; leave out --server"),
         Command::CheckConfig | Command::Mapping { .. } => unreachable!("run locally"),
+        Command::Store {
+            command: StoreCommand::Compact,
+        } => {
+            let done: serde_json::Value = client.json(client.post("/v1/store/compact"))?;
+            serde_json::to_writer_pretty(&mut *stdout, &done)?;
+            writeln!(stdout)?;
+        }
         Command::Sync { command } => match command {
             SyncCommand::Run { name } => {
                 let report: serde_json::Value = client.json(client.post(&format!("/v1/sync/{name}/run")))?;

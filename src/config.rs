@@ -112,6 +112,16 @@ pub struct StoreConfig {
     /// Largest page of a paged map, bytes (512 to 1048576). Above 7168, sled nodes of 17 pages pass
     /// the 128 KiB that sled writes as blobs its cache does not count, and memory grows with the store.
     pub page_bytes: usize,
+    /// A purge is physically complete (no byte of the number left in any file of the store) within
+    /// this many hours (1 to 720): the daemon compacts the store by then.
+    pub erase_within_hours: u64,
+    /// Seconds after a purge the compaction starts (purges in a burst share one), at most
+    /// `erase_within_hours` after the first of them.
+    pub compact_after_purge_secs: u64,
+    /// The store is compacted when its files pass this many times its live data (1.2 to 100).
+    pub compact_ratio: f64,
+    /// Minutes between checks of the store's size against its live data (1 to 10080).
+    pub compact_check_minutes: u64,
 }
 
 impl Default for StoreConfig {
@@ -120,6 +130,10 @@ impl Default for StoreConfig {
         Self {
             cache_mb: d.cache_bytes >> 20,
             page_bytes: d.page_bytes,
+            erase_within_hours: 24,
+            compact_after_purge_secs: 60,
+            compact_ratio: 1.5,
+            compact_check_minutes: 60,
         }
     }
 }
@@ -202,6 +216,30 @@ impl Config {
         }
         if self.store.cache_mb == 0 {
             problems.push(format!("{name}: store.cache_mb: must be at least 1"));
+        }
+        if !(1..=720).contains(&self.store.erase_within_hours) {
+            problems.push(format!(
+                "{name}: store.erase_within_hours: {} is outside 1 to 720",
+                self.store.erase_within_hours
+            ));
+        }
+        if self.store.compact_after_purge_secs > self.store.erase_within_hours * 3600 {
+            problems.push(format!(
+                "{name}: store.compact_after_purge_secs: {} is longer than erase_within_hours allows",
+                self.store.compact_after_purge_secs
+            ));
+        }
+        if !(1.2..=100.0).contains(&self.store.compact_ratio) {
+            problems.push(format!(
+                "{name}: store.compact_ratio: {} is outside 1.2 to 100",
+                self.store.compact_ratio
+            ));
+        }
+        if !(1..=10080).contains(&self.store.compact_check_minutes) {
+            problems.push(format!(
+                "{name}: store.compact_check_minutes: {} is outside 1 to 10080",
+                self.store.compact_check_minutes
+            ));
         }
         if !(1..=1 << 30).contains(&self.import.chunk_records) {
             problems.push(format!(

@@ -13,7 +13,8 @@
 //! - [`client`]: the command line's way to a running daemon (`--server`).
 //! - [`http`]: the admin HTTP API (rights, consents, saved searches, imports/exports, audit, DPO, checks,
 //!   metrics) and the Customer Consents page it serves at `/` (`src/web/`).
-//! - [`config`]: the settings file, validated at once; [`cli`]: the command line; [`app`]: the daemon.
+//! - [`config`]: the settings file, validated at once; [`cli`]: the command line; [`app`]: the daemon;
+//!   [`upkeep`]: its compactions of the store (after purges, and when the files outgrow the data).
 
 pub mod app;
 pub mod cli;
@@ -30,3 +31,4 @@ pub mod scrub;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod upkeep;

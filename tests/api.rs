@@ -49,6 +49,18 @@ fn every_route_refuses_callers_without_a_token_or_the_right() {
         ),
         ("GET", "/v1/checks/recording/%2B491512345678", Value::Null, "creator"),
         ("GET", "/v1/checks/whatsapp/%2B491512345678", Value::Null, "creator"),
+        ("GET", "/v1/sync", Value::Null, "viewer"),
+        ("POST", "/v1/sync/crm/run", Value::Null, "viewer"),
+        ("GET", "/v1/sync/crm/dead-letters", Value::Null, "viewer"),
+        ("POST", "/v1/sync/crm/dead-letters/1/replay", Value::Null, "viewer"),
+        ("GET", "/v1/sync/crm/refused", Value::Null, "viewer"),
+        ("POST", "/v1/sync/crm/refused/1/resend", Value::Null, "viewer"),
+        ("POST", "/v1/sync/crm/refused/1/dismiss", json!({"note": "n"}), "viewer"),
+        ("GET", "/v1/sync/crm/erasures", Value::Null, "viewer"),
+        ("POST", "/v1/sync/crm/erasures/ab/handled", json!({"note": "n"}), "viewer"),
+        ("POST", "/v1/sync/crm/watermark", json!({"watermark": null}), "viewer"),
+        ("GET", "/v1/store", Value::Null, "viewer"),
+        ("POST", "/v1/store/compact", Value::Null, "dpo-office"),
         ("GET", "/v1/me", Value::Null, ""),
     ];
     for (method, path, body, lacking) in routes {

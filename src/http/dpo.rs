@@ -142,6 +142,8 @@ async fn purge(State(state): State<AppState>, caller: Caller, Body(b): Body<Purg
         Ok(store.annotate_event(event.seq, serde_json::json!({ "files": files }))?)
     })
     .await?;
+    // The store is compacted soon, so no file of it holds the number (store.erase_within_hours).
+    state.upkeep.purged();
     tracing::info!(actor = %caller.name, consents = event.removed.consents, audit_entries = event.removed.audit_entries, "A number was purged.");
     Ok(Json(event))
 }

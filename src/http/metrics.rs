@@ -119,6 +119,22 @@ pub async fn render(State(state): State<AppState>) -> Response {
     for (usage, consent, n) in counts {
         let _ = writeln!(out, "consentd_consents{{usage=\"{usage}\",consent=\"{consent}\"}} {n}");
     }
+    let up = &state.upkeep;
+    let _ = writeln!(
+        out,
+        "# HELP consentd_store_disk_bytes Bytes of the store's files.\n# TYPE consentd_store_disk_bytes gauge\nconsentd_store_disk_bytes {}",
+        state.store.disk_bytes()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP consentd_store_live_bytes Bytes of the keys and values the store holds (counted at the last check or compaction).\n# TYPE consentd_store_live_bytes gauge\nconsentd_store_live_bytes {}",
+        up.live_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP consentd_store_compactions_total Compactions since start-up.\n# TYPE consentd_store_compactions_total counter\nconsentd_store_compactions_total {}",
+        up.compactions.load(std::sync::atomic::Ordering::Relaxed)
+    );
     out.push_str("# HELP consentd_imports_total Import runs by outcome.\n# TYPE consentd_imports_total counter\n");
     for (k, n) in state.metrics.imports.lock().expect("metrics").iter() {
         let _ = writeln!(out, "consentd_imports_total{{outcome=\"{k}\"}} {n}");

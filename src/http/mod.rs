@@ -11,6 +11,7 @@ pub mod error;
 pub mod jobs;
 pub mod metrics;
 pub mod searches;
+pub mod store;
 pub mod sync;
 pub mod transfer;
 pub mod web;
@@ -36,11 +37,13 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     pub sync: Arc<crate::sync::Sync>,
     pub imports: Arc<jobs::ImportJobs>,
+    pub upkeep: Arc<crate::upkeep::Upkeep>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<Store>, config: Arc<Config>, sync: Arc<crate::sync::Sync>) -> Self {
+    pub fn new(store: Arc<Store>, config: Arc<Config>, sync: Arc<crate::sync::Sync>, upkeep: Arc<crate::upkeep::Upkeep>) -> Self {
         Self {
+            upkeep,
             tokens: Arc::new(Tokens::from_config(&config)),
             store,
             config,
@@ -61,6 +64,7 @@ pub fn app(state: AppState) -> Router {
         .merge(dpo::router())
         .merge(checks::router())
         .merge(sync::router())
+        .merge(store::router())
         .layer(DefaultBodyLimit::max(json_limit))
         // Imports carry their own limit (http.max_import_mb) and stream to disk.
         .merge(transfer::router().layer(DefaultBodyLimit::disable()))

@@ -199,6 +199,27 @@ fn copy_tree(from: &sled::Tree, to: &sled::Tree, after: Option<&[u8]>) -> Result
     Ok(copied)
 }
 
+/// Marks the purges in `events` not yet physically done as done now; returns how many.
+fn mark_purges_done(events: &sled::Tree) -> Result<u64> {
+    let now = crate::domain::Timestamp::now().to_rfc3339();
+    let mut n = 0;
+    for kv in events.iter() {
+        let (k, v) = kv?;
+        let Some((&format, json)) = v.split_first() else { continue };
+        let Ok(mut e) = serde_json::from_slice::<super::dpo::Event>(json) else {
+            continue;
+        };
+        if e.kind == "purge" && e.physically_done_at.is_none() {
+            e.physically_done_at = Some(now.clone());
+            let mut out = vec![format];
+            serde_json::to_writer(&mut out, &e).expect("serialisable");
+            events.insert(k, out)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// What a compaction did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Compacted {
@@ -211,6 +232,8 @@ pub struct Compacted {
     pub seconds: f64,
     /// Milliseconds consent writes waited (replay and switch).
     pub writes_waited_ms: u64,
+    /// Purges physically complete with this compaction.
+    pub purges_done: u64,
 }
 
 impl Store {
@@ -272,6 +295,8 @@ impl Store {
             copy_tree(from, to, None)?;
         }
         new.names = Names::open(new.names.tree.clone())?;
+        // Every purge so far is in the past of the copy: physically done once the switch is made.
+        let physically_done = mark_purges_done(&new.events)?;
         new.db.flush()?;
         let tmp = self.dir.join("CURRENT.tmp");
         std::fs::write(&tmp, &name).map_err(|e| io(&tmp, e))?;
@@ -298,6 +323,7 @@ impl Store {
             replayed,
             seconds: started.elapsed().as_secs_f64(),
             writes_waited_ms,
+            purges_done: physically_done,
         };
         tracing::info!(
             generation = %done.generation,

@@ -27,6 +27,10 @@ pub struct Event {
     /// Purges: the keyed hash that recognises the purged number (the number itself is not kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number_hash: Option<String>,
+    /// Purges: when the store was compacted after it, so no file of the store holds the number any
+    /// more (the purge itself is `at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physically_done_at: Option<String>,
     /// Sync events: the connector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connector: Option<String>,
@@ -117,6 +121,7 @@ impl Store {
             kind: "purge".into(),
             removed,
             number_hash: Some(number_hash.clone()),
+            physically_done_at: None,
             connector: None,
             detail: None,
         };
@@ -268,6 +273,7 @@ impl Store {
                 ..Default::default()
             },
             number_hash: None,
+            physically_done_at: None,
             connector: None,
             detail: None,
         };
@@ -287,6 +293,7 @@ impl Store {
                 kind: kind.to_string(),
                 removed: PurgeCounts::default(),
                 number_hash: None,
+                physically_done_at: None,
                 connector: Some(connector.to_string()),
                 detail: Some(detail.clone()),
             };
@@ -317,6 +324,20 @@ impl Store {
         self.put_event(&event)?;
         self.g().events.flush()?;
         Ok(event)
+    }
+
+    /// When the oldest purge not yet physically done happened (a compaction is owed since then).
+    pub fn oldest_pending_purge(&self) -> Result<Option<Timestamp>> {
+        for kv in self.g().events.iter() {
+            let (_, v) = kv?;
+            if let Some((&EVENT_FORMAT, json)) = v.split_first() {
+                let e: Event = serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("event".into()))?;
+                if e.kind == "purge" && e.physically_done_at.is_none() {
+                    return Ok(Timestamp::parse_rfc3339(&e.at).ok());
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The purges of the number with this keyed hash, oldest first.
