@@ -107,8 +107,10 @@ while True:
 print(f"purge to physically done under the default settings: {time.perf_counter() - t:.0f} s")
 p.terminate(); p.wait()
 
-t = time.perf_counter()
-subprocess.run([bin_, "--config", cfg, "store", "compact"], env=env, check=True, stdout=subprocess.DEVNULL)
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-print(f"compaction from the command line: {time.perf_counter() - t:.2f} s, peak RSS of the processes run so far {rss:.0f} MB, {mb(du())} after")
+# Measured in a process of its own, so its peak RSS is the compaction's alone.
+probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+         "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+         "print(f'{time.perf_counter() - t:.2f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f}')")
+secs, rss = subprocess.run([sys.executable, "-c", probe, bin_, "--config", cfg, "store", "compact"], env=env, check=True, capture_output=True, text=True).stdout.split()
+print(f"compaction from the command line: {secs} s, peak RSS {rss} MB, {mb(du())} after")
 PY

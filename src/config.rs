@@ -118,7 +118,8 @@ pub struct StoreConfig {
     /// Seconds after a purge the compaction starts (purges in a burst share one), at most
     /// `erase_within_hours` after the first of them.
     pub compact_after_purge_secs: u64,
-    /// The store is compacted when its files pass this many times its live data (1.2 to 100).
+    /// The store is compacted when its files pass this many times what a fresh copy of its live data
+    /// takes (1.2 to 100).
     pub compact_ratio: f64,
     /// Minutes between checks of the store's size against its live data (1 to 10080).
     pub compact_check_minutes: u64,
