@@ -742,6 +742,16 @@ mod tests {
         })
     }
 
+    /// Found by the property below: in CA, a 7-digit number is local-only by the code's main region
+    /// (US), so libphonenumber refuses it; the fast path must not take it.
+    #[test]
+    fn a_local_only_number_of_a_regions_code_is_left_to_the_full_parse() {
+        let p = PhoneParser::new(Some(Region::parse("CA").unwrap()));
+        assert_eq!(p.fast_national("3000000"), None);
+        assert!(p.parse("300 0000").is_err());
+        assert_eq!(p.parse("(416) 555-0100").map(|n| n.to_string()), Ok("+14165550100".to_string()));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(4000))]
         /// The fast path for national numbers takes numbers near the regions' own examples only as

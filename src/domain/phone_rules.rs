@@ -153,7 +153,10 @@ pub(super) static NATIONAL: LazyLock<std::collections::HashMap<Lib, National>> =
             _ => continue,
         };
         // The main region's rules are the code's; another region of the code (CA for +1) has its own.
-        let lengths = length_bits(&meta.general_desc.original.possible_length);
+        // libphonenumber checks a number the region cannot be told of (`300 0000` in CA) against the
+        // code's main region (US, which takes 10 digits only): the fast path takes only lengths both
+        // allow, and leaves the others to the full parse.
+        let lengths = length_bits(&meta.general_desc.original.possible_length) & c.lengths;
         let idd = meta.international_prefix();
         let general = meta.general_desc.national_number_pattern();
         regions.insert(
