@@ -132,9 +132,13 @@ impl Gen {
             }
         }
         Ok(Gen {
-            by_number: PagedMap::new(db.open_tree("by_number")?, opts.page_bytes),
-            by_created: PagedMap::new(db.open_tree("by_created")?, opts.page_bytes),
-            audit: PagedMap::new(db.open_tree("audit_by_number")?, opts.page_bytes),
+            by_number: PagedMap::new(db.open_tree("by_number")?, db.open_tree("by_number.delta")?, opts.page_bytes),
+            by_created: PagedMap::new(db.open_tree("by_created")?, db.open_tree("by_created.delta")?, opts.page_bytes),
+            audit: PagedMap::new(
+                db.open_tree("audit_by_number")?,
+                db.open_tree("audit_by_number.delta")?,
+                opts.page_bytes,
+            ),
             names: Names::open(db.open_tree("names")?)?,
             searches: db.open_tree("searches")?,
             events: db.open_tree("events")?,
@@ -154,9 +158,17 @@ impl Gen {
             .unwrap_or(0))
     }
 
-    /// The consent maps and the journal, in the order a copy takes them.
-    fn big_trees(&self) -> [&sled::Tree; 4] {
-        [self.by_number.tree(), self.by_created.tree(), self.audit.tree(), &self.journal]
+    /// The consent maps (pages and deltas) and the journal.
+    fn big_trees(&self) -> [&sled::Tree; 7] {
+        [
+            self.by_number.tree(),
+            self.by_number.delta_tree(),
+            self.by_created.tree(),
+            self.by_created.delta_tree(),
+            self.audit.tree(),
+            self.audit.delta_tree(),
+            &self.journal,
+        ]
     }
 
     /// The small trees, copied again whole while writes wait.
@@ -270,7 +282,7 @@ impl Store {
             .into_iter()
             .zip([&new.by_number, &new.by_created, &new.audit])
         {
-            from.copy_rekeyed(to.tree())?;
+            from.copy_into(to)?;
         }
         copy_tree(&old.journal, &new.journal, None)?;
         // 2. Consent writes wait: the changes made during the copy are replayed.

@@ -528,6 +528,13 @@ impl Store {
         let (mut block, mut block_bytes): (Vec<RawChange>, usize) = (Vec::new(), 0);
         // The writer lock is held: no compaction switches generations under this batch.
         let g = self.g().clone();
+        // A bulk batch writes pages: the recent single changes go into them first, so its lookups
+        // read pages alone.
+        if batch.len() > pages::SMALL_APPLY {
+            for map in [&g.by_number, &g.by_created, &g.audit] {
+                map.fold()?;
+            }
+        }
         let mut lookup = g.by_number.sorted_lookup();
         let mut held: Option<(u64, Slot)> = None;
         for (i, key, inc) in batch.iter() {

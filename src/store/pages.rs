@@ -3,11 +3,35 @@
 //! imports cheap (a sled insert costs about as much whatever its size). Page layout:
 //! `[PAGE_FORMAT] ([key len u8][key][value len u8][value])*`, entries sorted by key; the first page is
 //! keyed by the empty key, so every key has exactly one page: the greatest page key <= it.
+//!
+//! A few changes at a time (single writes: an agent, the IVR) would rewrite a whole page each; they go
+//! to a *delta* tree instead, one small sled entry per key (`1 · value`, or `0` for a removal), which
+//! reads look at first. The delta is folded into the pages before a bulk change, when it passes
+//! [`FOLD_ABOVE`] entries, and by a compaction.
 
 use sled::IVec;
 use std::ops::Bound;
 
 const PAGE_FORMAT: u8 = 1;
+/// An apply of at most this many changes goes to the delta.
+pub const SMALL_APPLY: usize = 64;
+/// The delta is folded into the pages when it holds more keys than this.
+const FOLD_ABOVE: usize = 100_000;
+
+fn delta_value(v: &Option<Small>) -> Vec<u8> {
+    match v {
+        Some(v) => [&[1u8][..], v].concat(),
+        None => vec![0],
+    }
+}
+
+/// A delta value: `Some(value)` set, `None` removed.
+fn from_delta(v: &[u8]) -> Option<&[u8]> {
+    match v.split_first() {
+        Some((1, rest)) => Some(rest),
+        _ => None,
+    }
+}
 /// A page that has grown to this many times the largest page is written out (split) before more
 /// changes are merged into it.
 const GROW_PAGES: usize = 32;
@@ -146,13 +170,49 @@ impl Merged {
 #[derive(Clone)]
 pub struct PagedMap {
     tree: sled::Tree,
+    /// Recent single changes, by key, over the pages.
+    delta: sled::Tree,
+    /// Keys in `delta` (read without a lock: a reader that sees 0 skips the delta).
+    delta_keys: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// A page that grows past this many bytes is split.
     max_page: usize,
 }
 
 impl PagedMap {
-    pub fn new(tree: sled::Tree, max_page: usize) -> Self {
-        Self { tree, max_page }
+    pub fn new(tree: sled::Tree, delta: sled::Tree, max_page: usize) -> Self {
+        let keys = delta.len();
+        Self {
+            tree,
+            delta,
+            delta_keys: std::sync::Arc::new(keys.into()),
+            max_page,
+        }
+    }
+
+    fn delta_keys(&self) -> usize {
+        self.delta_keys.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The delta tree (for the store's size).
+    pub fn delta_tree(&self) -> &sled::Tree {
+        &self.delta
+    }
+
+    /// Writes the delta into the pages and empties it.
+    pub fn fold(&self) -> sled::Result<()> {
+        if self.delta_keys() == 0 {
+            return Ok(());
+        }
+        let changes: Vec<Change> = self
+            .delta
+            .iter()
+            .map(|kv| kv.map(|(k, v)| (Small::new(&k), from_delta(&v).map(Small::new))))
+            .collect::<sled::Result<_>>()?;
+        // The pages first, then the delta goes: a reader finds every value all along.
+        self.apply_pages(changes)?;
+        self.delta.clear()?;
+        self.delta_keys.store(0, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     /// The page that holds `key`: (page key, page bytes, next page's key).
@@ -172,33 +232,65 @@ impl PagedMap {
         &self.tree
     }
 
-    /// Copies every page into `to`, each keyed by its first entry (the first page by the empty key),
-    /// and leaves out empty pages: a page key is the key of an entry it once held, which a purge may
-    /// have removed, and must not outlive it in a copy.
-    pub fn copy_rekeyed(&self, to: &sled::Tree) -> sled::Result<u64> {
-        let mut batch = sled::Batch::default();
-        let (mut bytes, mut pages) = (0usize, 0u64);
-        for kv in self.tree.iter() {
-            let (k, v) = kv?;
-            let first = Entries::new(&v)?.next().map(|(fk, _)| fk.to_vec());
-            let key = match first {
-                _ if k.is_empty() => Vec::new(),
-                Some(fk) => fk,
+    /// Copies the map into `to` (empty), the delta merged into the pages on the way: each page is
+    /// written once, keyed by its first entry (the first page by the empty key), and empty pages are
+    /// left out. So nothing the delta removed reaches `to`'s files, not even as a page key (a page key
+    /// is the key of an entry the page once held, which a purge may have removed).
+    pub fn copy_into(&self, to: &PagedMap) -> sled::Result<u64> {
+        let mut delta = self.delta.iter().peekable();
+        let mut pages = self.tree.iter().peekable();
+        let mut merged = Merged::default();
+        let mut written = 0;
+        let mut first = true;
+        loop {
+            let (pk, page) = match pages.next() {
+                Some(kv) => kv?,
+                // A map without pages: one empty first page takes the delta.
+                None if first => (IVec::default(), IVec::default()),
+                None => break,
+            };
+            first = false;
+            let next_pk = match pages.peek() {
+                Some(Ok((k, _))) => Some(k.clone()),
+                _ => None,
+            };
+            merged.clear();
+            let mut old = Entries::new(&page)?.peekable();
+            while let Some(d) = delta.next_if(|d| match (d, &next_pk) {
+                (Ok((dk, _)), Some(n)) => dk < n,
+                _ => true,
+            }) {
+                let (dk, dv) = d?;
+                merged.merge(&mut old, &(Small::new(&dk), from_delta(&dv).map(Small::new)));
+            }
+            for (ok, ov) in old {
+                merged.push(ok, ov);
+            }
+            let key = match merged.starts.first() {
+                _ if pk.is_empty() => IVec::default(),
+                Some(&s) => {
+                    let (k, _) = Entries {
+                        bytes: &merged.bytes,
+                        at: s,
+                    }
+                    .next()
+                    .expect("an entry");
+                    IVec::from(k)
+                }
                 None => continue,
             };
-            bytes += key.len() + v.len();
-            batch.insert(key, v);
-            pages += 1;
-            if bytes >= 4 << 20 {
-                to.apply_batch(std::mem::take(&mut batch))?;
-                bytes = 0;
-            }
+            to.write_pages(&key, &merged.bytes, &merged.starts)?;
+            written += 1;
         }
-        to.apply_batch(batch)?;
-        Ok(pages)
+        Ok(written)
     }
 
     pub fn get(&self, key: &[u8]) -> sled::Result<Option<Small>> {
+        if self.delta_keys() > 0 {
+            if let Some(v) = self.delta.get(key)? {
+                return Ok(from_delta(&v).map(Small::new));
+            }
+        }
         let Some((_, page)) = self.tree.range(..=key).next_back().transpose()? else {
             return Ok(None);
         };
@@ -220,6 +312,10 @@ impl PagedMap {
             Some(Err(e)) => return Scan::failed(e),
             None => IVec::default(),
         };
+        let delta = (self.delta_keys() > 0).then(|| match to {
+            Some(t) => self.delta.range(from.to_vec()..t.to_vec()),
+            None => self.delta.range(from.to_vec()..),
+        });
         Scan {
             pages: Some(self.tree.range(start..)),
             page: IVec::default(),
@@ -228,16 +324,46 @@ impl PagedMap {
             to: to.map(<[u8]>::to_vec),
             failed: None,
             done: false,
+            pages_done: false,
+            delta,
+            delta_head: None,
+            current: None,
         }
     }
 
-    /// Applies changes in order: a later change to a key wins. Changes in ascending key order (equal
-    /// keys next to each other) are the fast case: each page touched is read once and written once,
-    /// and the changes are consumed as they come, so they need not all be in memory. A key lower than
-    /// the one before starts over at its page. Pages that grow too large are split, empty ones removed.
-    /// New pages are written before the page they split from, so a concurrent reader always finds every
-    /// entry.
+    /// Applies changes in order: a later change to a key wins. Up to [`SMALL_APPLY`] changes go to the
+    /// delta, one small sled entry each; more are merged into the pages (the delta folded first).
     pub fn apply(&self, changes: impl IntoIterator<Item = Change>) -> sled::Result<()> {
+        let mut changes = changes.into_iter();
+        let mut few: Vec<Change> = Vec::with_capacity(SMALL_APPLY + 1);
+        while few.len() <= SMALL_APPLY {
+            match changes.next() {
+                Some(c) => few.push(c),
+                None => break,
+            }
+        }
+        if few.len() <= SMALL_APPLY {
+            for (k, v) in &few {
+                if self.delta.insert(&**k, delta_value(v))?.is_none() {
+                    self.delta_keys.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            if self.delta_keys() > FOLD_ABOVE {
+                self.fold()?;
+            }
+            return Ok(());
+        }
+        self.fold()?;
+        self.apply_pages(few.into_iter().chain(changes))
+    }
+
+    /// Merges changes into the pages, in order: a later change to a key wins. Changes in ascending key
+    /// order (equal keys next to each other) are the fast case: each page touched is read once and
+    /// written once, and the changes are consumed as they come, so they need not all be in memory. A
+    /// key lower than the one before starts over at its page. Pages that grow too large are split,
+    /// empty ones removed. New pages are written before the page they split from, so a concurrent
+    /// reader always finds every entry.
+    fn apply_pages(&self, changes: impl IntoIterator<Item = Change>) -> sled::Result<()> {
         let mut changes = changes.into_iter().peekable();
         let mut merged = Merged::default();
         while let Some((first, _)) = changes.peek() {
@@ -319,6 +445,11 @@ pub struct SortedLookup<'a> {
 impl SortedLookup<'_> {
     /// The value at `key`; keys must come in ascending order.
     pub fn get(&mut self, key: &[u8]) -> sled::Result<Option<Small>> {
+        if self.map.delta_keys() > 0 {
+            if let Some(v) = self.map.delta.get(key)? {
+                return Ok(from_delta(&v).map(Small::new));
+            }
+        }
         let covers = |p: &(IVec, IVec, Option<IVec>, usize)| *p.0 <= *key && p.2.as_ref().is_none_or(|n| key < &**n);
         if !self.page.as_ref().is_some_and(covers) {
             let (pk, page, next) = self.map.page_for(key)?;
@@ -345,7 +476,7 @@ impl SortedLookup<'_> {
     }
 }
 
-/// A forward scan over entries in a key range, page by page.
+/// A forward scan over entries in a key range, page by page, with the delta's entries merged in.
 pub struct Scan {
     pages: Option<sled::Iter>,
     page: IVec,
@@ -354,6 +485,20 @@ pub struct Scan {
     to: Option<Vec<u8>>,
     failed: Option<sled::Error>,
     done: bool,
+    pages_done: bool,
+    /// The delta's entries in the range, and the next of them.
+    delta: Option<sled::Iter>,
+    delta_head: Option<(IVec, IVec)>,
+    /// The delta entry last returned (borrowed until the next call).
+    current: Option<(IVec, IVec)>,
+}
+
+/// What comes next in a scan.
+enum Next {
+    Page(usize, usize),
+    Delta,
+    SkipPage(usize),
+    End,
 }
 
 impl Scan {
@@ -366,32 +511,32 @@ impl Scan {
             to: None,
             failed: Some(e),
             done: false,
+            pages_done: true,
+            delta: None,
+            delta_head: None,
+            current: None,
         }
     }
 
-    /// The next entry, borrowed until the next call.
-    pub fn next_entry(&mut self) -> Option<sled::Result<(&[u8], &[u8])>> {
-        if let Some(e) = self.failed.take() {
-            self.done = true;
-            return Some(Err(e));
-        }
+    /// The next page entry in the range, not consumed: its start and end in `page`.
+    fn peek_page(&mut self) -> Option<sled::Result<(usize, usize)>> {
         loop {
-            if self.done {
+            if self.pages_done {
                 return None;
             }
             if self.at >= self.page.len() {
                 match self.pages.as_mut().and_then(Iterator::next) {
                     None => {
-                        self.done = true;
+                        self.pages_done = true;
                         return None;
                     }
                     Some(Err(e)) => {
-                        self.done = true;
+                        self.pages_done = true;
                         return Some(Err(e));
                     }
                     Some(Ok((_, page))) => {
                         if let Err(e) = Entries::new(&page) {
-                            self.done = true;
+                            self.pages_done = true;
                             return Some(Err(e));
                         }
                         self.at = usize::from(!page.is_empty());
@@ -405,22 +550,90 @@ impl Scan {
                 at: self.at,
             };
             let (k, _) = it.next().expect("at < len");
-            let (start, end) = (self.at, it.at);
-            self.at = end;
+            let end = it.at;
             if k < self.from.as_slice() {
+                self.at = end;
                 continue;
             }
             if self.to.as_deref().is_some_and(|t| k >= t) {
-                self.done = true;
+                self.pages_done = true;
                 return None;
             }
-            let (k, v) = Entries {
-                bytes: &self.page[..end],
-                at: start,
+            return Some(Ok((self.at, end)));
+        }
+    }
+
+    /// The next entry, borrowed until the next call.
+    pub fn next_entry(&mut self) -> Option<sled::Result<(&[u8], &[u8])>> {
+        if let Some(e) = self.failed.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
+        loop {
+            if self.done {
+                return None;
             }
-            .next()
-            .expect("entry just read");
-            return Some(Ok((k, v)));
+            if self.delta_head.is_none() {
+                match self.delta.as_mut().and_then(Iterator::next) {
+                    Some(Ok(kv)) => self.delta_head = Some(kv),
+                    Some(Err(e)) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                    None => self.delta = None,
+                }
+            }
+            let page = match self.peek_page() {
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Some(Ok(p)) => Some(p),
+                None => None,
+            };
+            let next = match (page, &self.delta_head) {
+                (None, None) => Next::End,
+                (None, Some(_)) => Next::Delta,
+                (Some((s, e)), None) => Next::Page(s, e),
+                (Some((s, e)), Some((dk, _))) => {
+                    let (pk, _) = Entries { bytes: &self.page, at: s }.next().expect("peeked");
+                    match pk.cmp(dk) {
+                        std::cmp::Ordering::Less => Next::Page(s, e),
+                        std::cmp::Ordering::Equal => Next::SkipPage(e),
+                        std::cmp::Ordering::Greater => Next::Delta,
+                    }
+                }
+            };
+            match next {
+                Next::End => {
+                    self.done = true;
+                    return None;
+                }
+                Next::SkipPage(e) => {
+                    // The delta's entry for this key is newer.
+                    self.at = e;
+                    continue;
+                }
+                Next::Page(s, e) => {
+                    self.at = e;
+                    let (k, v) = Entries {
+                        bytes: &self.page[..e],
+                        at: s,
+                    }
+                    .next()
+                    .expect("entry just read");
+                    return Some(Ok((k, v)));
+                }
+                Next::Delta => {
+                    let (k, v) = self.delta_head.take().expect("a delta entry");
+                    if from_delta(&v).is_none() {
+                        continue;
+                    }
+                    self.current = Some((k, v));
+                    let (k, v) = self.current.as_ref().expect("set above");
+                    return Some(Ok((k, from_delta(v).expect("a set entry"))));
+                }
+            }
         }
     }
 }
@@ -433,7 +646,7 @@ mod tests {
 
     fn map(max_page: usize) -> PagedMap {
         let db = sled::Config::new().temporary(true).open().unwrap();
-        PagedMap::new(db.open_tree("t").unwrap(), max_page)
+        PagedMap::new(db.open_tree("t").unwrap(), db.open_tree("t.delta").unwrap(), max_page)
     }
 
     fn contents(m: &PagedMap) -> Vec<(Vec<u8>, Vec<u8>)> {
