@@ -15,8 +15,10 @@ use std::ops::Bound;
 const PAGE_FORMAT: u8 = 1;
 /// An apply of at most this many changes goes to the delta.
 pub const SMALL_APPLY: usize = 64;
-/// The delta is folded into the pages when it holds more keys than this.
-const FOLD_ABOVE: usize = 100_000;
+/// The delta is folded into the pages when it holds more keys than this. A fold rewrites every page
+/// the delta touches (all of them, for a delta this large), so the bound keeps that cost under 1 KB a
+/// key; compactions fold it long before, in the daemon.
+const FOLD_ABOVE: usize = 1_000_000;
 
 fn delta_value(v: &Option<Small>) -> Vec<u8> {
     match v {
@@ -203,13 +205,20 @@ impl PagedMap {
         if self.delta_keys() == 0 {
             return Ok(());
         }
-        let changes: Vec<Change> = self
-            .delta
-            .iter()
-            .map(|kv| kv.map(|(k, v)| (Small::new(&k), from_delta(&v).map(Small::new))))
-            .collect::<sled::Result<_>>()?;
-        // The pages first, then the delta goes: a reader finds every value all along.
+        // Streamed in key order; the pages first, then the delta goes: a reader finds every value
+        // all along.
+        let mut failed = None;
+        let changes = self.delta.iter().map_while(|kv| match kv {
+            Ok((k, v)) => Some((Small::new(&k), from_delta(&v).map(Small::new))),
+            Err(e) => {
+                failed = Some(e);
+                None
+            }
+        });
         self.apply_pages(changes)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         self.delta.clear()?;
         self.delta_keys.store(0, std::sync::atomic::Ordering::SeqCst);
         Ok(())
@@ -700,6 +709,43 @@ mod tests {
             let want: Vec<_> = model.into_iter().collect();
             prop_assert_eq!(contents(&m), want);
         }
+    }
+
+    #[test]
+    fn single_changes_go_to_the_delta_and_fold_into_the_pages() {
+        let m = map(64);
+        let big: Vec<Change> = (0u8..200).map(|i| (Small::new(&[i]), Some(Small::new(&[i, i])))).collect();
+        m.apply(big).unwrap();
+        let pages = m.tree.len();
+        // A few changes: into the delta, the pages untouched; reads and scans see them.
+        m.apply(vec![
+            (Small::new(&[5]), None),
+            (Small::new(&[7]), Some(Small::new(b"new"))),
+            (Small::new(&[250]), Some(Small::new(b"x"))),
+        ])
+        .unwrap();
+        assert_eq!((m.delta.len(), m.tree.len()), (3, pages));
+        assert_eq!(m.get(&[5]).unwrap(), None);
+        assert_eq!(m.get(&[7]).unwrap().map(|v| v.to_vec()), Some(b"new".to_vec()));
+        let all = contents(&m);
+        assert_eq!(all.len(), 200);
+        assert_eq!(all.last().unwrap().0, vec![250]);
+        assert!(!all.iter().any(|(k, _)| k == &vec![5]));
+        // A copy merges the delta into its pages: the removed key is in no page and no page key.
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let copy = PagedMap::new(db.open_tree("t").unwrap(), db.open_tree("t.delta").unwrap(), 64);
+        m.copy_into(&copy).unwrap();
+        assert_eq!(contents(&copy), all);
+        assert_eq!(copy.delta.len(), 0);
+        for kv in copy.tree.iter() {
+            let (k, v) = kv.unwrap();
+            assert_ne!(&*k, &[5u8][..]);
+            assert!(!Entries::new(&v).unwrap().any(|(ek, _)| ek == [5u8]));
+        }
+        // A fold writes the delta into the pages and empties it.
+        m.fold().unwrap();
+        assert_eq!((m.delta.len(), m.delta_keys()), (0, 0));
+        assert_eq!(contents(&m), all);
     }
 
     #[test]
