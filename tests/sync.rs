@@ -1764,6 +1764,7 @@ catch_up = false
 dir = "{{dir}}/jinbox"
 "#
     );
+    let config = format!("[store]\ncompact_after_purge_secs = 1\n{config}");
     let d = Daemon::start_with_mappings(&config, mappings.path());
     let dir = d.dir.path().to_path_buf();
     let header = "phone,channel,consent,created_at,updated_at\n";
@@ -1836,6 +1837,25 @@ dir = "{{dir}}/jinbox"
         held(&forms),
         Vec::<String>::new(),
         "no file outside the store holds the number after the purge"
+    );
+    // Once the compaction after the purge is done, no file anywhere holds it: the store's files
+    // (the E.164 text, its digits, the reversed digits of index keys, the stored integer) included.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491512345678"))["numbers"][0]["purges"][0]["physically_done_at"].is_null() {
+        assert!(std::time::Instant::now() < deadline, "the purge was not made physical");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let stored: Vec<u8> = 491512345678u64.to_be_bytes().to_vec();
+    let every_form: [&[u8]; 7] = [forms[0], forms[1], forms[2], forms[3], forms[4], b"876543215194", &stored];
+    let anywhere: Vec<String> = all_files(&dir)
+        .into_iter()
+        .filter(|(_, b)| every_form.iter().any(|f| b.windows(f.len()).any(|w| w == *f)))
+        .map(|(p, _)| p.strip_prefix(&dir).unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        anywhere,
+        Vec::<String>::new(),
+        "no file under the daemon's directory holds the number"
     );
     // The other records are all still there, as they were.
     let csv = std::fs::read_to_string(dir.join("inbox/processed/a.csv")).unwrap();
