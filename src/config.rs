@@ -261,8 +261,26 @@ impl Config {
             problems.push(format!("{name}: ivr: {d:?} is both a yes and a no digit"));
         }
         let mut names = std::collections::HashSet::new();
+        // Two tokens with one secret: the later would silently win, with its rights.
+        let mut secrets: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for (i, t) in self.tokens.iter().enumerate() {
             let at = format!("{name}: tokens[{i}]");
+            let hash = match (&t.token_env, &t.sha256) {
+                (Some(var), None) => std::env::var(var).ok().filter(|v| !v.is_empty()).map(|v| {
+                    use sha2::Digest;
+                    hex::encode(sha2::Sha256::digest(v.as_bytes()))
+                }),
+                (None, Some(h)) => Some(h.to_ascii_lowercase()),
+                _ => None,
+            };
+            if let Some(h) = hash {
+                if let Some(j) = secrets.insert(h, i) {
+                    problems.push(format!(
+                        "{at}: the same secret as tokens[{j}] ({:?}); each token needs a secret of its own",
+                        self.tokens[j].name
+                    ));
+                }
+            }
             if t.name.is_empty() || t.name.len() > 100 || t.name.chars().any(|c| c.is_control()) {
                 problems.push(format!("{at}.name: must be 1 to 100 printable characters"));
             } else if !names.insert(&t.name) {
@@ -405,6 +423,26 @@ mod tests {
         let e = c.check("x.toml").unwrap_err();
         assert_eq!(e.0.len(), 8, "{e}");
         assert!(e.0.iter().all(|p| p.starts_with("x.toml: ")));
+    }
+
+    #[test]
+    fn two_tokens_with_one_secret_are_refused() {
+        std::env::set_var("CONSENTD_TEST_SECRET_5c1", "same-secret");
+        let hash = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(b"same-secret"))
+        };
+        let c: Config = toml::from_str(&format!(
+            "[[tokens]]\nname = \"viewer\"\ntoken_env = \"CONSENTD_TEST_SECRET_5c1\"\nrights = [\"view\"]\n\
+             [[tokens]]\nname = \"dpo\"\nsha256 = \"{}\"\nrights = [\"view\", \"dpo\"]\n",
+            hash.to_uppercase()
+        ))
+        .unwrap();
+        let e = c.check("x.toml").unwrap_err();
+        assert_eq!(
+            e.0,
+            ["x.toml: tokens[1]: the same secret as tokens[0] (\"viewer\"); each token needs a secret of its own"]
+        );
     }
 
     #[test]

@@ -849,3 +849,44 @@ fn the_command_line_works_through_a_running_daemon() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("lacks the right"));
 }
+
+#[test]
+fn protocol_errors_are_json_and_the_auth_scheme_is_case_insensitive() {
+    let d = Daemon::start();
+    // The scheme in any case; a 401 names it.
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = d
+            .http
+            .get(d.url("/v1/me"))
+            .header("Authorization", format!("{scheme} s-admin"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{scheme}");
+    }
+    let r = d.http.get(d.url("/v1/me")).send().unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    // A JSON body with anything after the value is refused, and nothing is written.
+    let r = d
+        .as_("admin", reqwest::Method::POST, "/v1/consents")
+        .header("content-type", "application/json")
+        .body(r#"{"number": "+491512345678", "usage": "whatsapp"} this is not JSON"#)
+        .send()
+        .unwrap();
+    let body = refused(r, StatusCode::BAD_REQUEST, None);
+    assert!(body["message"].as_str().unwrap().contains("trailing"), "{body}");
+    assert!(d.search("number=%2B491512345678").is_empty());
+    // A method a route does not take: 405, JSON, with Allow.
+    let r = d.as_("admin", reqwest::Method::PATCH, "/v1/consents").send().unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = r.headers()["allow"].to_str().unwrap().to_string();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"], "method_not_allowed", "{body}");
+    // A path axum cannot read (an id that is not a number): JSON too.
+    let r = d.post("admin", "/v1/sync/crm/refused/not-a-number/resend", Value::Null);
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let body: Value = r.json().unwrap();
+    assert_eq!(body["error"], "invalid", "{body}");
+}

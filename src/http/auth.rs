@@ -144,8 +144,10 @@ impl FromRequestParts<AppState> for Caller {
         let secret = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
+            // The scheme is case-insensitive (RFC 9110): Bearer, bearer, BEARER.
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or_else(|| unauthorized("the Authorization header is not Bearer <token>"))?;
         let caller = state.tokens.find(secret).ok_or_else(|| unauthorized("unknown token"))?;
         Ok(caller)

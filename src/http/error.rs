@@ -55,8 +55,51 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": self.code, "message": self.message, "field": self.field});
-        (self.status, axum::Json(body)).into_response()
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 names the scheme it takes.
+            r.headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        r
     }
+}
+
+/// Every error answered as JSON, as the README promises: the ones axum answers itself (a 405, with its
+/// `Allow` kept; a path or query it cannot extract, as text) get the same body as ours.
+pub async fn errors_as_json(r: Response) -> Response {
+    let status = r.status();
+    let is_json = r
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            format!(
+                "this route does not take that method; it takes {}",
+                parts
+                    .headers
+                    .get(axum::http::header::ALLOW)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("none")
+            ),
+        ),
+        _ => ("invalid", String::from_utf8_lossy(&text).trim().to_string()),
+    };
+    let body = serde_json::to_vec(&serde_json::json!({"error": code, "message": message, "field": null})).expect("serialisable");
+    parts.headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 impl From<crate::store::StoreError> for ApiError {
@@ -94,7 +137,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             }
         })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize(de) {
+        let parsed = serde_path_to_error::deserialize(&mut *de);
+        // Nothing but white space may follow the value (`{...} and more` is not JSON).
+        if parsed.is_ok() {
+            if let Err(e) = de.end() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    format!("malformed JSON body: {e}"),
+                ));
+            }
+        }
+        match parsed {
             Ok(v) => Ok(Body(v)),
             Err(e) => {
                 let path = e.path().to_string();

@@ -78,6 +78,7 @@ pub fn app(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::map_response(secure_headers))
+        .layer(axum::middleware::map_response(error::errors_as_json))
         .with_state(state)
 }
 
