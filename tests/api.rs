@@ -883,6 +883,27 @@ fn protocol_errors_are_json_and_the_auth_scheme_is_case_insensitive() {
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
     let body: Value = r.json().unwrap();
     assert_eq!(body["error"], "method_not_allowed", "{body}");
+    // Made-up methods are counted under one label, whatever they are.
+    let made_up = reqwest::Method::from_bytes("X".repeat(1000).as_bytes()).unwrap();
+    for _ in 0..20 {
+        d.http.request(made_up.clone(), d.url("/v1/me")).send().unwrap();
+    }
+    let metrics = d.http.get(d.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(!metrics.contains("XXXX"), "a made-up method became a label");
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+    // A consent id in another spelling of the same hex is not an id.
+    let id = d.ok(d.post("admin", "/v1/consents", json!({"number": "+491711111111", "usage": "whatsapp"})))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let put = |id: &str| {
+        d.as_("admin", reqwest::Method::PUT, &format!("/v1/consents/{id}"))
+            .json(&json!({"consent": false}))
+            .send()
+            .unwrap()
+    };
+    refused(put(&id.to_uppercase().replacen("W-", "w-", 1)), StatusCode::BAD_REQUEST, Some("id"));
+    d.ok(put(&id));
     // A path axum cannot read (an id that is not a number): JSON too.
     let r = d.post("admin", "/v1/sync/crm/refused/not-a-number/resend", Value::Null);
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);

@@ -40,6 +40,12 @@ impl ConsentId {
             "w" => Usage::Whatsapp,
             _ => return Err(bad()),
         };
+        // One spelling only: the lower-case hex the API gives out (no `+`, no upper case, no zeros in
+        // front), so one consent has one id in URLs and access logs.
+        let canonical = !n.is_empty() && !n.starts_with('0') && n.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !canonical {
+            return Err(bad());
+        }
         let number = u64::from_str_radix(n, 16).ok().and_then(PhoneNumber::from_u64).ok_or_else(bad)?;
         Ok(Self { number, usage })
     }
@@ -557,6 +563,18 @@ mod tests {
         assert_eq!(ConsentId::parse(&id), Ok(c.id()));
         for bad in ["", "w-", "x-1", "w-zz", "w-1"] {
             assert!(ConsentId::parse(bad).is_err(), "{bad}");
+        }
+        // One spelling: other spellings of the same hex are refused.
+        let hex = id.trim_start_matches("w-").trim_start_matches("r-");
+        let usage = &id[..2];
+        for other in [
+            format!("{usage}{}", hex.to_uppercase()),
+            format!("{usage}+{hex}"),
+            format!("{usage}0{hex}"),
+        ] {
+            if other != id {
+                assert!(ConsentId::parse(&other).is_err(), "{other}");
+            }
         }
     }
 

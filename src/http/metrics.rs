@@ -59,7 +59,12 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     let response = next.run(req).await;
     let seconds = started.elapsed().as_secs_f64();
     let route = route.as_ref().map_or("unmatched", |p| p.as_str());
-    let key = (method.as_str(), response.status().as_u16());
+    // Labels from a closed set: a made-up method is `other`, not a label of its own.
+    let method = match method.as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS") => m,
+        _ => "other",
+    };
+    let key = (method, response.status().as_u16());
     let mut m = state.metrics.requests.lock().expect("metrics");
     // No allocation once a route and status have been seen: this runs on every request.
     if !m.contains_key(route) {
