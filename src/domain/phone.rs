@@ -498,14 +498,17 @@ impl fmt::Debug for Digits {
     }
 }
 
-/// `text` with every run of 6 or more digits (spaces and a leading `+` allowed inside), which may be a
-/// phone number, replaced by `[number hidden]`; dates and times (digits split by `-` or `:`) stay.
+/// `text` with everything that may be a phone number replaced by `[number hidden]`: a run of 6 or
+/// more digits, however it is written — with a leading `+` or `(`, and spaces, `-`, `.`, `/` and
+/// brackets inside (`+49 (0)151-234.56 78`, `0049/151/2345678`). Dates (`2024-01-01`), times
+/// (digits split by `:`) and IPv4 addresses (`127.0.0.1`) stay, so messages keep their sense.
 pub fn mask_numbers(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
-        let kept = run.trim_end().len();
-        if run.chars().filter(char::is_ascii_digit).count() >= 6 {
+        // Separators at the end of a run are not part of the number.
+        let kept = run.trim_end_matches(|c: char| !c.is_ascii_digit() && c != ')').len();
+        if maybe_number(&run[..kept]) {
             out.push_str("[number hidden]");
             out.push_str(&run[kept..]);
         } else {
@@ -514,7 +517,8 @@ pub fn mask_numbers(text: &str) -> String {
         run.clear();
     };
     for c in text.chars() {
-        if c.is_ascii_digit() || (c == ' ' && !run.is_empty()) || (c == '+' && run.is_empty()) {
+        let inside = !run.is_empty() && matches!(c, ' ' | '-' | '.' | '/' | '(' | ')');
+        if c.is_ascii_digit() || inside || (run.is_empty() && matches!(c, '+' | '(')) {
             run.push(c);
         } else {
             flush(&mut run, &mut out);
@@ -523,6 +527,24 @@ pub fn mask_numbers(text: &str) -> String {
     }
     flush(&mut run, &mut out);
     out
+}
+
+/// Whether a run of digits and separators may be a phone number.
+fn maybe_number(run: &str) -> bool {
+    if run.bytes().filter(u8::is_ascii_digit).count() < 6 {
+        return false;
+    }
+    let b = run.as_bytes();
+    let digits_at = |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    // A date: 2024-01-01 (what follows it, `T10:00`, is split off at the `T`).
+    let date = run.len() == 10 && digits_at(0..4) && b[4] == b'-' && digits_at(5..7) && b[7] == b'-' && digits_at(8..10);
+    // An IPv4 address.
+    let groups: Vec<&str> = run.split('.').collect();
+    let ip = groups.len() == 4
+        && groups
+            .iter()
+            .all(|g| (1..=3).contains(&g.len()) && g.bytes().all(|c| c.is_ascii_digit()));
+    !(date || ip)
 }
 
 /// Numbers for property tests elsewhere: possible numbers of random countries, as parsing makes them.
@@ -556,9 +578,43 @@ mod tests {
             mask_numbers(text),
             r#"HTTP 400: {"error": "bad number [number hidden]", "at": "2024-01-01T10:00:00Z", "n": 12}"#
         );
-        assert_eq!(mask_numbers("call 0151-2345678 now"), "call 0151-[number hidden] now");
+        assert_eq!(mask_numbers("call 0151-2345678 now"), "call [number hidden] now");
         assert_eq!(mask_numbers("491512345678"), "[number hidden]");
         assert_eq!(mask_numbers("no digits"), "no digits");
+    }
+
+    #[test]
+    fn a_number_is_masked_however_it_is_written() {
+        for written in [
+            "+491512345678",
+            "+49 151 2345678",
+            "+49-151-2345678",
+            "+49.151.234.5678",
+            "+49/151/2345678",
+            "+49 (0)151 2345678",
+            "(0151) 234 5678",
+            "0151/234 56-78",
+            "0049 151 2345678",
+            "00491512345678",
+            "015 12 34 56 78",
+            "+1 (512) 555-1234",
+            "512.555.1234",
+        ] {
+            let text = format!("refused: \"{written}\", try again");
+            let masked = mask_numbers(&text);
+            assert_eq!(masked, "refused: \"[number hidden]\", try again", "{written}");
+            let digits: String = masked.chars().filter(char::is_ascii_digit).collect();
+            assert!(digits.is_empty(), "{written} leaves {digits}");
+        }
+        // What is not a number keeps its sense.
+        for kept in [
+            "at 2024-01-01T10:00:00Z",
+            "http://127.0.0.1:9/consents: connection refused",
+            "HTTP 503 after 5 attempt(s)",
+            "changes 12 to 345",
+        ] {
+            assert_eq!(mask_numbers(kept), kept);
+        }
     }
     use super::*;
     use proptest::prelude::*;

@@ -211,25 +211,20 @@ fn copy_tree(from: &sled::Tree, to: &sled::Tree, after: Option<&[u8]>) -> Result
     Ok(copied)
 }
 
-/// Marks the purges in `events` not yet physically done as done now; returns how many.
-fn mark_purges_done(events: &sled::Tree) -> Result<u64> {
-    let now = crate::domain::Timestamp::now().to_rfc3339();
-    let mut n = 0;
+/// The purges in `events` not yet physically done (their event numbers).
+fn purges_not_physical(events: &sled::Tree) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
     for kv in events.iter() {
-        let (k, v) = kv?;
-        let Some((&format, json)) = v.split_first() else { continue };
-        let Ok(mut e) = serde_json::from_slice::<super::dpo::Event>(json) else {
+        let (_, v) = kv?;
+        let Some((_, json)) = v.split_first() else { continue };
+        let Ok(e) = serde_json::from_slice::<super::dpo::Event>(json) else {
             continue;
         };
         if e.kind == "purge" && e.physically_done_at.is_none() {
-            e.physically_done_at = Some(now.clone());
-            let mut out = vec![format];
-            serde_json::to_writer(&mut out, &e).expect("serialisable");
-            events.insert(k, out)?;
-            n += 1;
+            out.push(e.seq);
         }
     }
-    Ok(n)
+    Ok(out)
 }
 
 /// What a compaction did.
@@ -307,8 +302,8 @@ impl Store {
             copy_tree(from, to, None)?;
         }
         new.names = Names::open(new.names.tree.clone())?;
-        // Every purge so far is in the past of the copy: physically done once the switch is made.
-        let physically_done = mark_purges_done(&new.events)?;
+        // Every purge so far is in the past of the copy: physically done once the old files are gone.
+        let purges = purges_not_physical(&new.events)?;
         new.db.flush()?;
         let tmp = self.dir.join("CURRENT.tmp");
         std::fs::write(&tmp, &name).map_err(|e| io(&tmp, e))?;
@@ -327,6 +322,7 @@ impl Store {
         // 4. The old generation's files go (readers still holding it read on from the open files).
         drop(old);
         clear_others(&self.dir, &new_dir)?;
+        let physically_done = self.mark_physically_done(&purges)?;
         let done = Compacted {
             generation: name,
             bytes_before,
@@ -346,6 +342,25 @@ impl Store {
             "The store was compacted."
         );
         Ok(Some(done))
+    }
+
+    /// Marks purges physically done now (the files of the generations before are gone).
+    fn mark_physically_done(&self, seqs: &[u64]) -> Result<u64> {
+        let now = crate::domain::Timestamp::now().to_rfc3339();
+        let g = self.g();
+        for seq in seqs {
+            let Some(v) = g.events.get(seq.to_be_bytes())? else { continue };
+            let Some((&format, json)) = v.split_first() else { continue };
+            let Ok(mut e) = serde_json::from_slice::<super::dpo::Event>(json) else {
+                continue;
+            };
+            e.physically_done_at = Some(now.clone());
+            let mut out = vec![format];
+            serde_json::to_writer(&mut out, &e).expect("serialisable");
+            g.events.insert(seq.to_be_bytes(), out)?;
+        }
+        g.events.flush()?;
+        Ok(seqs.len() as u64)
     }
 
     /// Bytes of every key and value the store holds.
