@@ -40,14 +40,25 @@ pub fn scrub_file(path: &Path, mapping: &Mapping, phones: &PhoneParser, number: 
         return scrub_report(path, &bytes, number);
     }
     let name = path.display().to_string();
-    let mut reader: Box<dyn RecordReader> = formats::open_reader(
+    let mut reader: Box<dyn RecordReader> = match formats::open_reader(
         mapping.format(),
         &mapping.wanted_fields(),
         &mapping.optional_fields(),
         Box::new(std::io::Cursor::new(bytes)),
         &name,
-    )
-    .map_err(|e| e.to_string())?;
+    ) {
+        Ok(r) => r,
+        // Not readable as records at all (a broken file kept in failed/): it holds the number, so it
+        // cannot be rewritten without it and goes, as an unreadable rest does.
+        Err(_) => {
+            std::fs::remove_file(path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            return Ok(Some(Scrubbed {
+                path: name,
+                action: "removed".into(),
+                records: 1,
+            }));
+        }
+    };
     let tmp = tmp_path(path);
     let file = std::fs::File::create(&tmp).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     let mut writer = formats::open_writer(
@@ -158,4 +169,26 @@ fn scrub_report(path: &Path, bytes: &[u8], number: PhoneNumber) -> Result<Option
     let tmp = tmp_path(path);
     std::fs::write(&tmp, text).map_err(|e| e.to_string())?;
     finish(path, &tmp, name, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_that_cannot_be_read_as_records_and_holds_the_number_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mapping = Mapping::load("generic-json", dir.path()).unwrap();
+        let phones = PhoneParser::default();
+        let n = PhoneNumber::parse("+491512345678").unwrap();
+        let broken = dir.path().join("broken.json");
+        std::fs::write(&broken, "{\"no records here\": \"+491512345678\"").unwrap();
+        let done = scrub_file(&broken, &mapping, &phones, n).unwrap().unwrap();
+        assert_eq!(done.action, "removed");
+        assert!(!broken.exists());
+        let other = dir.path().join("other.json");
+        std::fs::write(&other, "[{\"phone\": \"+491710000000\"}]").unwrap();
+        assert!(scrub_file(&other, &mapping, &phones, n).unwrap().is_none());
+        assert!(other.exists());
+    }
 }
