@@ -36,6 +36,8 @@ pub enum PhoneError {
         digits: usize,
         expected: String,
     },
+    #[error("ambiguous for +{0}: its national part starts with a national prefix, and what is left once that is off reads as another number again")]
+    Ambiguous(u16),
     #[error("{0:?} is not a region: use an ISO 3166 code such as DE or US (or a country calling code such as 49)")]
     UnknownRegion(String),
     #[error("trailing digits need at least 3 digits, got {0}")]
@@ -292,6 +294,15 @@ impl PhoneParser {
 
     /// Everything the fast path does not take, through libphonenumber's parser.
     fn parse_full(&self, s: &str) -> Result<PhoneNumber, PhoneError> {
+        self.parse_full_with(s, true)
+    }
+
+    /// The full parse, without checking that its result reads back as itself.
+    fn parse_full_once(&self, s: &str) -> Result<PhoneNumber, PhoneError> {
+        self.parse_full_with(s, false)
+    }
+
+    fn parse_full_with(&self, s: &str, check: bool) -> Result<PhoneNumber, PhoneError> {
         use rlibphonenumber::{NotANumberError, ParseError, PHONE_NUMBER_UTIL};
         let number = check_characters(s)?;
         let international = number.trim_start().starts_with(['+', '\u{ff0b}']);
@@ -331,27 +342,41 @@ impl PhoneParser {
             return Err(PhoneError::TooLong(total as usize));
         }
         let digits = u64::from(code) * 10u64.pow(national_len) + parsed.national_number;
-        PhoneNumber::from_u64(digits).ok_or(PhoneError::TooShort(total as usize))
+        let n = PhoneNumber::from_u64(digits).ok_or(PhoneError::TooShort(total as usize))?;
+        // What is stored must read back as itself from its E.164 form (an export read in again, a
+        // remote that echoes it): a national part that still starts with a prefix after one came off
+        // (`+855 00…`) would lose another one each time.
+        let e164 = n.to_string();
+        if check && fast_international(&e164).is_none() && Self::default().parse_full_once(&e164) != Ok(n) {
+            return Err(PhoneError::Ambiguous(code));
+        }
+        Ok(n)
     }
 }
 
 /// `+` and digits with separators, whose national part no national prefix can come off: taken as
 /// written when its length is possible for its country. `None`: not such a number, or not possible
 /// (the full parse then gives the reason). Costs about what reading the digits does.
+///
+/// A number in E.164 form (`+` and digits only, as consentd and every normalising system write it) is
+/// taken digit for digit even where libphonenumber would take a national prefix off because what is
+/// left is a number too (`+37588447351` would become `+3758447351`): reading back what we wrote must
+/// give the same number. Only a leading trunk 0 still comes off (`+4901512345678`).
 fn fast_international(s: &str) -> Option<PhoneNumber> {
     let rest = s.strip_prefix('+')?;
     let mut digits = [0u8; MAX_DIGITS];
     let mut len = 0;
     let bytes = rest.as_bytes();
+    let mut e164 = true;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'0'..=b'9' => {
                 *digits.get_mut(len)? = b;
                 len += 1;
             }
-            b' ' | b'-' | b'.' | b'/' | b')' => {}
+            b' ' | b'-' | b'.' | b'/' | b')' => e164 = false,
             // "(0)" is a trunk prefix: the full parse drops it.
-            b'(' if !bytes[i..].starts_with(b"(0") => {}
+            b'(' if !bytes[i..].starts_with(b"(0") => e164 = false,
             _ => return None,
         }
     }
@@ -363,7 +388,7 @@ fn fast_international(s: &str) -> Option<PhoneNumber> {
     }
     // A leading 0 is a trunk prefix where the country has a national prefix (`+49 0151…`): the full
     // parse takes it off. Where it has none (Italy), it is part of the number.
-    if (national[0] == b'0' && !matches!(c.prefix, rules::Prefix::None)) || c.prefix.may_strip(national) {
+    if (national[0] == b'0' && !matches!(c.prefix, rules::Prefix::None)) || (!e164 && c.prefix.may_strip(national)) {
         return None;
     }
     PhoneNumber::from_u64(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
@@ -741,6 +766,26 @@ mod tests {
         );
     }
 
+    /// Found by the import round trip: libphonenumber reads `+37588447351` as `+3758447351` (an 8
+    /// is BY's national prefix, and what is left is a number too), so a consent exported and imported
+    /// again changed its number. E.164 as written is the number; with spaces, libphonenumber's reading.
+    #[test]
+    fn a_number_in_e164_form_is_taken_as_written() {
+        assert_eq!(
+            PhoneNumber::parse("+375888447351").map(|n| n.to_string()),
+            Ok("+375888447351".into())
+        );
+        assert_eq!(PhoneNumber::parse("+37588447351").map(|n| n.to_string()), Ok("+37588447351".into()));
+        assert_eq!(
+            PhoneNumber::parse("+4901512345678").map(|n| n.to_string()),
+            Ok("+491512345678".into())
+        );
+        assert_eq!(
+            PhoneNumber::parse("+375 8 029 123 45 67").map(|n| n.to_string()),
+            Ok("+375291234567".into())
+        );
+    }
+
     #[test]
     fn the_fast_path_leaves_national_prefixes_to_the_full_parse() {
         // Numbers whose national part starts with what a national prefix pattern matches (CN, GB, RU,
@@ -837,11 +882,29 @@ mod tests {
         /// The fast path for `+` numbers takes a number only as libphonenumber's full parse does, for
         /// every country calling code.
         #[test]
-        fn the_fast_path_agrees_with_the_full_parse(code in prop::sample::select(calling_codes()), national in "[0-9]{1,13}", spaced: bool) {
-            let text = if spaced { format!("+{code} {national}") } else { format!("+{code}{national}") };
+        fn the_fast_path_agrees_with_the_full_parse(code in prop::sample::select(calling_codes()), national in "[0-9]{1,13}") {
+            let text = format!("+{code} {national}");
             let full = PhoneParser::default().parse_full(&text);
             if let Some(fast) = fast_international(&text) {
                 prop_assert_eq!(Ok(fast), full, "{}", text);
+            }
+        }
+
+        /// A number in E.164 form is taken digit for digit, or as libphonenumber reads it when it is
+        /// not a possible number as written; either way, reading back what it gives gives it again.
+        #[test]
+        fn a_number_read_back_from_its_e164_form_is_the_same(code in prop::sample::select(calling_codes()), national in "[0-9]{1,13}", region in prop::sample::select(regions())) {
+            let text = format!("+{code}{national}");
+            if let Some(fast) = fast_international(&text) {
+                prop_assert_eq!(fast.to_string(), text.clone());
+            }
+            for p in [PhoneParser::default(), PhoneParser::new(Some(region))] {
+                for written in [text.clone(), format!("+{code} {national}"), national.clone()] {
+                    if let Ok(n) = p.parse(&written) {
+                        prop_assert_eq!(PhoneParser::default().parse(&n.to_string()), Ok(n), "{} read as {}", written, n.to_string());
+                        prop_assert_eq!(p.parse(&n.to_string()), Ok(n), "{} read as {}", written, n.to_string());
+                    }
+                }
             }
         }
     }
