@@ -1,5 +1,6 @@
-//! The daemon: opens the store, serves the admin HTTP API and keeps the store compacted until
-//! SIGTERM/SIGINT, then finishes the requests in flight, sync runs' batches in hand, background
+//! The daemon: opens the store, serves the admin HTTP API ([`crate::http::server`]) and keeps the
+//! store compacted until SIGTERM/SIGINT, then finishes the requests in flight (within
+//! `http.shutdown_grace_secs`), sync runs' batches in hand, background
 //! imports and a compaction going on, and flushes the store.
 
 use crate::config::Config;
@@ -14,6 +15,23 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     rt.block_on(async move {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create {}", config.data_dir.display()))?;
         let store = Arc::new(Store::open(&config.data_dir, &config.store_options())?);
+        // Each connection takes a file descriptor: take what the system allows, and keep some for
+        // the store, files and connections to remote systems.
+        let mut config = config;
+        match crate::http::server::raise_fd_limit() {
+            Ok(fds) => {
+                let room = usize::try_from(fds.saturating_sub(256)).unwrap_or(usize::MAX).max(16);
+                if config.http.max_connections > room {
+                    tracing::warn!(
+                        max_connections = config.http.max_connections,
+                        open_files = fds,
+                        "http.max_connections is more than the open-file limit allows; using {room}."
+                    );
+                    config.http.max_connections = room;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot read the open-file limit."),
+        }
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -41,13 +59,13 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
             tracing::warn!("No API token is enabled: every /v1 request will be refused. See [[tokens]] in the README.");
         }
         let imports = state.imports.clone();
-        axum::serve(listener, crate::http::app(state))
-            .with_graceful_shutdown(async move {
-                stop.await;
-                // Sync runs (scheduled or started over HTTP) stop after the page, file or batch in hand.
-                sync.stop();
-            })
-            .await?;
+        let limits = crate::http::server::Limits::from_config(&state.config.http);
+        crate::http::server::serve(listener, state, limits, async move {
+            stop.await;
+            // Sync runs (scheduled or started over HTTP) stop after the page, file or batch in hand.
+            sync.stop();
+        })
+        .await;
         // Sync runs finish the page, file or batch in hand, then stop.
         scheduler.stop().await;
         // A compaction going on runs to its end (a killed one leaves the old generation in use).

@@ -58,6 +58,16 @@ pub struct HttpConfig {
     pub max_json_kb: u64,
     /// Most results one page of a search or listing returns.
     pub max_page: usize,
+    /// A connection that has not sent a whole request head this long after opening (or after the
+    /// head's first byte) is closed; a request body that sends nothing this long is cut.
+    pub header_timeout_secs: u64,
+    pub body_timeout_secs: u64,
+    /// A connection idle between requests this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Most connections open at once (bounded by the open-file limit); see [`crate::http::server`].
+    pub max_connections: usize,
+    /// On stop, how long requests in hand may take before their connections are dropped.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -66,6 +76,11 @@ impl Default for HttpConfig {
             max_import_mb: 1024,
             max_json_kb: 256,
             max_page: 1000,
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 4096,
+            shutdown_grace_secs: 10,
         }
     }
 }
@@ -250,6 +265,12 @@ impl Config {
         }
         if self.http.max_import_mb == 0 || self.http.max_json_kb == 0 || self.http.max_page == 0 {
             problems.push(format!("{name}: http: max_import_mb, max_json_kb and max_page must be at least 1"));
+        }
+        let h = &self.http;
+        if h.header_timeout_secs == 0 || h.body_timeout_secs == 0 || h.idle_timeout_secs == 0 || h.max_connections == 0 {
+            problems.push(format!(
+                "{name}: http: header_timeout_secs, body_timeout_secs, idle_timeout_secs and max_connections must be at least 1"
+            ));
         }
         let ivr = self.ivr.yes_digits.iter().chain(&self.ivr.no_digits);
         for d in ivr.clone() {

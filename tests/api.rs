@@ -911,3 +911,93 @@ fn protocol_errors_are_json_and_the_auth_scheme_is_case_insensitive() {
     let body: Value = r.json().unwrap();
     assert_eq!(body["error"], "invalid", "{body}");
 }
+
+/// Reads until the daemon closes the connection (or `limit` passes): what it sent, and whether it closed.
+fn read_until_closed(s: &mut std::net::TcpStream, limit: std::time::Duration) -> (String, bool) {
+    use std::io::Read;
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            // A reset is a close too.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+#[test]
+fn idle_and_half_sent_connections_are_closed_and_cannot_keep_others_out() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+    let mut d = Daemon::start_with(
+        "[http]\nheader_timeout_secs = 1\nidle_timeout_secs = 6\nbody_timeout_secs = 30\nmax_connections = 24\nshutdown_grace_secs = 1\n",
+    );
+    let addr = d.url("").trim_start_matches("http://").to_string();
+    let connect = || TcpStream::connect(&addr).unwrap();
+
+    // A socket that sends nothing, and one that sends half a head, are closed after the head timeout.
+    let mut silent = connect();
+    let mut half = connect();
+    half.write_all(b"GET /v1/me HTTP/1.1\r\nHost: x\r\n").unwrap();
+    for s in [&mut silent, &mut half] {
+        let (_, closed) = read_until_closed(s, Duration::from_secs(20));
+        assert!(closed, "a connection without a whole request head is closed");
+    }
+
+    // A keep-alive connection that got its answer stays open past the head timeout (the idle timeout
+    // is longer) and serves a second request.
+    let mut kept = connect();
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = std::io::Read::read(&mut kept, &mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_millis(2500));
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut kept, Duration::from_secs(10));
+    assert!(answer.starts_with("HTTP/1.1 200") && closed, "{answer:?}");
+
+    // Three times the cap of idle sockets: health checks and callers with a token are still served.
+    let flood: Vec<TcpStream> = (0..72).map(|_| connect()).collect();
+    for _ in 0..5 {
+        assert_eq!(d.http.get(d.url("/healthz")).send().unwrap().status(), StatusCode::OK);
+        assert_eq!(d.get("admin", "/v1/me").status(), StatusCode::OK);
+    }
+    let metrics = d.http.get(d.url("/metrics")).send().unwrap().text().unwrap();
+    let closed = |reason: &str| -> u64 {
+        let key = format!("consentd_http_connections_closed_total{{reason=\"{reason}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("{key} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(closed("evicted") >= 48, "{metrics}");
+    assert!(closed("header_timeout") >= 2, "{metrics}");
+    drop(flood);
+
+    // A request whose body stops half-way does not keep the daemon from stopping: after the grace
+    // period its connection is dropped and the daemon exits cleanly.
+    let mut stuck = connect();
+    let secret = common::TOKENS.iter().find(|t| t.0 == "admin").unwrap().1;
+    write!(
+        stuck,
+        "POST /v1/consents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"number\""
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let log = d.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped after {:?}\n{log}",
+        started.elapsed()
+    );
+}

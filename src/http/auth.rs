@@ -126,6 +126,20 @@ impl Tokens {
         self.by_hash.is_empty()
     }
 
+    /// The caller a request's `Authorization: Bearer <token>` names, or why there is none.
+    pub fn caller_of(&self, headers: &axum::http::HeaderMap) -> Result<Caller, &'static str> {
+        let value = headers.get(header::AUTHORIZATION).ok_or("send Authorization: Bearer <token>")?;
+        let secret = value
+            .to_str()
+            .ok()
+            // The scheme is case-insensitive (RFC 9110): Bearer, bearer, BEARER.
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .ok_or("the Authorization header is not Bearer <token>")?;
+        self.find(secret).ok_or("unknown token")
+    }
+
     fn find(&self, secret: &str) -> Option<Caller> {
         let h: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
         self.by_hash.get(&h).cloned()
@@ -136,20 +150,9 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("send Authorization: Bearer <token>"))?;
-        let secret = value
-            .to_str()
-            .ok()
-            // The scheme is case-insensitive (RFC 9110): Bearer, bearer, BEARER.
-            .and_then(|v| v.trim_start().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or_else(|| unauthorized("the Authorization header is not Bearer <token>"))?;
-        let caller = state.tokens.find(secret).ok_or_else(|| unauthorized("unknown token"))?;
-        Ok(caller)
+        state
+            .tokens
+            .caller_of(&parts.headers)
+            .map_err(|why| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why))
     }
 }

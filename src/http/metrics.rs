@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -22,9 +23,51 @@ pub struct Metrics {
     imports: Mutex<BTreeMap<&'static str, u64>>,
     /// Imported records and consents by outcome.
     import_records: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connections: open now, and closed by the listener ([`super::server`]) by reason.
+    pub connections_open: AtomicI64,
+    pub connections_closed: [AtomicU64; Closed::ALL.len()],
+}
+
+/// Why the listener closed a connection itself.
+#[derive(Debug, Clone, Copy)]
+pub enum Closed {
+    /// No whole request head within `http.header_timeout_secs`.
+    HeaderTimeout,
+    /// Idle between requests for `http.idle_timeout_secs`.
+    IdleTimeout,
+    /// Closed to make room for a new one at `http.max_connections`.
+    Evicted,
+    /// A new one refused at `http.max_connections`, every open one busy.
+    Refused,
+    /// Still open at the end of the shutdown grace period.
+    Shutdown,
+}
+
+impl Closed {
+    pub const ALL: [Closed; 5] = [
+        Closed::HeaderTimeout,
+        Closed::IdleTimeout,
+        Closed::Evicted,
+        Closed::Refused,
+        Closed::Shutdown,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Closed::HeaderTimeout => "header_timeout",
+            Closed::IdleTimeout => "idle_timeout",
+            Closed::Evicted => "evicted",
+            Closed::Refused => "refused",
+            Closed::Shutdown => "shutdown",
+        }
+    }
 }
 
 impl Metrics {
+    pub fn connection_closed(&self, why: Closed) {
+        self.connections_closed[why as usize].fetch_add(1, Relaxed);
+    }
+
     pub fn import_finished(&self, report: Option<&ImportReport>) {
         let outcome = match report {
             None => "failed",
@@ -120,6 +163,17 @@ pub async fn render(State(state): State<AppState>) -> Response {
             "consentd_http_request_seconds_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {s:.6}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP consentd_http_connections Connections open.\n# TYPE consentd_http_connections gauge\nconsentd_http_connections {}",
+        state.metrics.connections_open.load(Relaxed)
+    );
+    out.push_str("# HELP consentd_http_connections_closed_total Connections the daemon closed itself, by reason.\n");
+    out.push_str("# TYPE consentd_http_connections_closed_total counter\n");
+    for why in Closed::ALL {
+        let n = state.metrics.connections_closed[why as usize].load(Relaxed);
+        let _ = writeln!(out, "consentd_http_connections_closed_total{{reason=\"{}\"}} {n}", why.label());
+    }
     out.push_str("# HELP consentd_consents Consents held, by usage and value.\n# TYPE consentd_consents gauge\n");
     for (usage, consent, n) in counts {
         let _ = writeln!(out, "consentd_consents{{usage=\"{usage}\",consent=\"{consent}\"}} {n}");
@@ -133,12 +187,12 @@ pub async fn render(State(state): State<AppState>) -> Response {
     let _ = writeln!(
         out,
         "# HELP consentd_store_live_bytes Bytes of the keys and values the store holds (counted at the last check or compaction).\n# TYPE consentd_store_live_bytes gauge\nconsentd_store_live_bytes {}",
-        up.live_bytes.load(std::sync::atomic::Ordering::Relaxed)
+        up.live_bytes.load(Relaxed)
     );
     let _ = writeln!(
         out,
         "# HELP consentd_store_compactions_total Compactions since start-up.\n# TYPE consentd_store_compactions_total counter\nconsentd_store_compactions_total {}",
-        up.compactions.load(std::sync::atomic::Ordering::Relaxed)
+        up.compactions.load(Relaxed)
     );
     out.push_str("# HELP consentd_imports_total Import runs by outcome.\n# TYPE consentd_imports_total counter\n");
     for (k, n) in state.metrics.imports.lock().expect("metrics").iter() {

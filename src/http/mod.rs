@@ -11,6 +11,7 @@ pub mod error;
 pub mod jobs;
 pub mod metrics;
 pub mod searches;
+pub mod server;
 pub mod store;
 pub mod sync;
 pub mod transfer;
@@ -79,6 +80,11 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::map_response(secure_headers))
         .layer(axum::middleware::map_response(error::errors_as_json))
+        // A body that sends nothing for this long is cut (the connection's own timeouts are the
+        // listener's, [`server`]).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(
+            state.config.http.body_timeout_secs,
+        )))
         .with_state(state)
 }
 
