@@ -349,6 +349,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 chunk_records: config.import.chunk_records,
                 skip: None,
                 region,
+                max_field_bytes: config.import.max_field_bytes,
             };
             let report = crate::import::import(&store, &mapping, &mut inputs, &ctx, &phones, &opts)?;
             if json {

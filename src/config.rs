@@ -160,11 +160,17 @@ pub struct ImportConfig {
     /// Consents decided and written together (1 to 2^30): about 36 bytes of memory each. Each chunk
     /// rewrites every page it touches, so larger chunks make large imports faster.
     pub chunk_records: usize,
+    /// Largest value of one field, in bytes: a record with a larger one is refused (with where and
+    /// why) rather than carried through the import and its report.
+    pub max_field_bytes: usize,
 }
 
 impl Default for ImportConfig {
     fn default() -> Self {
-        Self { chunk_records: 1 << 19 }
+        Self {
+            chunk_records: 1 << 19,
+            max_field_bytes: 64 << 10,
+        }
     }
 }
 
@@ -261,6 +267,12 @@ impl Config {
             problems.push(format!(
                 "{name}: import.chunk_records: {} is outside 1 to 1073741824",
                 self.import.chunk_records
+            ));
+        }
+        if self.import.max_field_bytes < 64 {
+            problems.push(format!(
+                "{name}: import.max_field_bytes: {} is less than 64 (a timestamp or a phone number would not fit)",
+                self.import.max_field_bytes
             ));
         }
         if self.http.max_import_mb == 0 || self.http.max_json_kb == 0 || self.http.max_page == 0 {

@@ -36,6 +36,9 @@ pub struct ImportOptions {
     /// config's default (`import --region`, a connector's `region`). A record's own region field still
     /// goes first.
     pub region: Option<Region>,
+    /// Largest value of one field, in bytes (`import.max_field_bytes`): a record with a larger one is
+    /// refused.
+    pub max_field_bytes: usize,
 }
 
 /// What an import did. Counts of consents, except `read`, `rejected` and `skipped` (records).
@@ -168,7 +171,7 @@ impl From<&RecordError> for Reject {
             record: e.location.record,
             path: e.location.path.clone(),
             field: Some(e.field.clone()),
-            value: Some(e.value.clone()),
+            value: Some(clip(&e.value)),
             reason: e.reason.clone(),
         }
     }
@@ -341,7 +344,15 @@ pub fn import(
         // First pass: check everything, write nothing.
         let mut check = ImportReport::default();
         for input in inputs.iter_mut() {
-            read_input(mapping, input, phones, &mut check, &mut rejects, &mut |_, _| Ok(()))?;
+            read_input(
+                mapping,
+                input,
+                phones,
+                opts.max_field_bytes,
+                &mut check,
+                &mut rejects,
+                &mut |_, _| Ok(()),
+            )?;
         }
         rejects.finish()?;
         if !check.clean() {
@@ -424,6 +435,7 @@ impl<'a> Importer<'a> {
             self.mapping,
             input,
             &self.phones,
+            opts.max_field_bytes,
             &mut self.report,
             &mut self.rejects,
             &mut |incoming, report| {
@@ -500,6 +512,7 @@ fn read_input(
     mapping: &Mapping,
     input: &mut Input,
     phones: &PhoneParser,
+    max_field: usize,
     report: &mut ImportReport,
     rejects: &mut RejectsFile,
     sink: &mut Sink,
@@ -550,6 +563,27 @@ fn read_input(
             }
         };
         report.read += 1;
+        if let Some((i, v)) = record
+            .values
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| Some((i, v.as_deref()?)).filter(|(_, v)| v.len() > max_field))
+        {
+            note(
+                report,
+                Reject {
+                    file: record.location.file.clone(),
+                    line: record.location.line,
+                    record: record.location.record,
+                    path: record.location.path.clone(),
+                    field: Some(wanted[i].to_string()),
+                    value: Some(clip(v)),
+                    reason: format!("the value is {} bytes, more than import.max_field_bytes ({max_field})", v.len()),
+                },
+            );
+            rejects.write(&*records, mapping, Some(&record))?;
+            continue;
+        }
         incoming.clear();
         match mapping.to_incoming(&record, phones, &mut incoming) {
             Ok(()) => sink(&incoming, report)?,
@@ -566,6 +600,15 @@ fn read_input(
         }
     }
     Ok(())
+}
+
+/// A value as a report shows it: its first 64 characters, and how long it was when it was longer.
+pub fn clip(value: &str) -> String {
+    const SHOWN: usize = 64;
+    match value.char_indices().nth(SHOWN) {
+        None => value.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &value[..end], value.len()),
+    }
 }
 
 fn note(report: &mut ImportReport, r: Reject) {
@@ -865,7 +908,7 @@ updated = { column = "wa_updated" }"#,
                 .collect();
             a.apply(&changes, &ctx(Source::Cli), false).unwrap();
             let file = export(&a, &m);
-            let opts = ImportOptions { dry_run: false, strict: false, rejects: None, chunk_records: 7, skip: None, region: None };
+            let opts = ImportOptions { dry_run: false, strict: false, rejects: None, chunk_records: 7, skip: None, region: None, max_field_bytes: 1 << 10 };
             let input = Input::once("file", Box::new(std::io::Cursor::new(file.clone())));
             let report = import(&b, &m, &mut [input], &ctx(Source::Import("round-trip".into())), &PhoneParser::default(), &opts).unwrap();
             prop_assert!(report.clean(), "{}\n{}", report.to_text(), String::from_utf8_lossy(&file));

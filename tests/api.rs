@@ -389,6 +389,32 @@ fn imports_and_exports_over_http() {
         .unwrap());
     assert_eq!(r["applied"], false);
     assert_eq!(r["rejects"][0]["value"], "+49 151 NOPE");
+    // A field larger than import.max_field_bytes refuses its record with where and why; the report
+    // shows a prefix of it, and the other rows are taken.
+    let huge = format!(
+        "phone,channel,consent,created_at,updated_at\n+491510000000,whatsapp,\"{}\",2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n+491510000000,call_recording,true,2025-05-20T14:17:53Z,2025-05-21T04:21:44Z\n",
+        "y".repeat(1 << 20)
+    );
+    let r = d.ok(d
+        .as_("admin", reqwest::Method::POST, "/v1/imports?mapping=generic-csv")
+        .body(huge)
+        .send()
+        .unwrap());
+    assert_eq!((r["rejected"].as_u64(), r["unchanged"].as_u64()), (Some(1), Some(1)), "{r}");
+    let reject = &r["rejects"][0];
+    assert_eq!(
+        (reject["line"].as_u64(), reject["field"].as_str()),
+        (Some(2), Some("consent")),
+        "{reject}"
+    );
+    assert!(
+        reject["reason"]
+            .as_str()
+            .unwrap()
+            .contains("1048576 bytes, more than import.max_field_bytes (65536)"),
+        "{reject}"
+    );
+    assert!(reject["value"].as_str().unwrap().len() < 100, "{reject}");
     // Export: the same rows back, streamed.
     let out = d.get("importer", "/v1/exports?mapping=generic-csv");
     assert_eq!(out.status(), StatusCode::OK);
@@ -399,7 +425,7 @@ fn imports_and_exports_over_http() {
     let n = out.text().unwrap().lines().count();
     assert_eq!(n, d.search("usage=whatsapp").len());
     let metrics = d.http.get(d.url("/metrics")).send().unwrap().text().unwrap();
-    assert!(metrics.contains("consentd_imports_total{outcome=\"refused\"} 2"), "{metrics}");
+    assert!(metrics.contains("consentd_imports_total{outcome=\"refused\"} 3"), "{metrics}");
     assert!(metrics.contains("consentd_imports_total{outcome=\"clean\"} 1"), "{metrics}");
     assert!(metrics.contains("consentd_imports_total{outcome=\"dry_run\"} 1"), "{metrics}");
     assert!(

@@ -1,6 +1,8 @@
 //! Imports that run in the background (`POST /v1/imports?background=true`), so a page can show a
 //! large file's progress: how much of the file the import has read and, once done, its report or its
-//! error. Jobs live in memory for the token that started them; the newest finished ones are kept.
+//! error. Jobs live in memory for the token that started them; each token's newest finished ones are
+//! kept (another token's imports cannot push yours out), and a report is bounded (the first refused
+//! records, each value cut to a prefix), so what is kept is bounded too.
 
 use super::error::ApiError;
 use crate::domain::Timestamp;
@@ -11,8 +13,8 @@ use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Finished jobs kept for their owners to collect.
-const KEEP_FINISHED: usize = 64;
+/// Finished jobs kept per token for it to collect.
+const KEEP_FINISHED: usize = 16;
 
 #[derive(Default)]
 pub struct ImportJobs {
@@ -51,7 +53,14 @@ impl ImportJobs {
             job.outcome =
                 Some(outcome.map_err(|e| json!({"status": e.status.as_u16(), "error": e.code, "message": e.message, "field": e.field})));
         }
-        let finished: Vec<u64> = jobs.iter().filter(|(_, j)| j.outcome.is_some()).map(|(id, _)| *id).collect();
+        let Some(owner) = jobs.get(&id).map(|j| j.owner.clone()) else {
+            return;
+        };
+        let finished: Vec<u64> = jobs
+            .iter()
+            .filter(|(_, j)| j.outcome.is_some() && j.owner == owner)
+            .map(|(id, _)| *id)
+            .collect();
         for id in finished.iter().take(finished.len().saturating_sub(KEEP_FINISHED)) {
             jobs.remove(id);
         }
@@ -99,5 +108,29 @@ impl<R: Read> Read for Counting<R> {
         let n = self.inner.read(buf)?;
         self.read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_token_keeps_its_newest_finished_jobs_whatever_others_run() {
+        let jobs = ImportJobs::default();
+        let (mine, _) = jobs.start("mine".into(), 10);
+        jobs.finish(mine, Ok(ImportReport::default()));
+        let theirs: Vec<u64> = (0..3 * KEEP_FINISHED)
+            .map(|_| {
+                let (id, _) = jobs.start("theirs".into(), 10);
+                jobs.finish(id, Ok(ImportReport::default()));
+                id
+            })
+            .collect();
+        assert_eq!(jobs.status(mine, "mine").unwrap()["state"], "done");
+        assert!(jobs.status(mine, "theirs").is_none(), "a job is its owner's");
+        let kept = theirs.iter().filter(|id| jobs.status(**id, "theirs").is_some()).count();
+        assert_eq!(kept, KEEP_FINISHED);
+        assert!(jobs.status(*theirs.last().unwrap(), "theirs").is_some(), "the newest are kept");
     }
 }

@@ -142,6 +142,7 @@ async fn replay(
             chunk_records: st.config.import.chunk_records,
             skip: None,
             region: c.region(),
+            max_field_bytes: st.config.import.max_field_bytes,
         };
         let ctx = ChangeContext {
             actor: caller.name.to_string(),

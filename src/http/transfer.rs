@@ -141,6 +141,7 @@ async fn import(
         chunk_records: state.config.import.chunk_records,
         skip: None,
         region,
+        max_field_bytes: state.config.import.max_field_bytes,
     };
     if p.background {
         let (id, read) = state.imports.start(caller.name.clone(), size);

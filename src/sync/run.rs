@@ -207,6 +207,7 @@ impl Sync {
             chunk_records: self.config.import.chunk_records,
             skip,
             region: c.region(),
+            max_field_bytes: self.config.import.max_field_bytes,
         };
         let ctx = ChangeContext {
             actor: format!("sync:{}", c.cfg.name),
