@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, root, Daemon};
+use common::{fixture, root, serve, Daemon};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -527,20 +527,6 @@ fn remote(state: Shared) -> String {
     }
     let app = axum::Router::new().route("/consents", get(pull).post(push)).with_state(state);
     serve(app)
-}
-
-/// Serves `app` on 127.0.0.1 from a thread of its own; its base URL.
-fn serve(app: axum::Router) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            axum::serve(l, app).await.unwrap();
-        });
-    });
-    format!("http://{}", rx.recv().unwrap())
 }
 
 const REMOTE_MAPPING: &str = r#"

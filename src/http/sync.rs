@@ -130,6 +130,7 @@ async fn replay(
     let c = state.sync.connector(&name)?;
     // The mapping is read again: it may have been fixed since the daemon started.
     let mapping = super::transfer::mapping(&state, &c.cfg.mapping)?;
+    let may_view = caller.has(Right::View);
     let st = state.clone();
     let report = blocking(move || {
         let letter = st.sync.dead_letter(&name, id)?;
@@ -158,6 +159,10 @@ async fn replay(
         Ok(report)
     })
     .await?;
+    let mut report = report;
+    if !may_view {
+        report.hide_values();
+    }
     Ok(Json(report))
 }
 

@@ -192,9 +192,7 @@ async fn run_import(
     let mut report = result?;
     if !caller.has(Right::View) {
         // Refused values may be phone numbers: only callers who may view consents see them.
-        for r in report.rejects.iter_mut().chain(&mut report.skips) {
-            r.value = None;
-        }
+        report.hide_values();
     }
     tracing::info!(
         actor = %caller.name,

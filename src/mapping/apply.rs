@@ -116,7 +116,9 @@ impl TimeFormat {
         };
         let pattern_error = |p: &str, e: chrono::ParseError| format!("does not match the pattern {p:?}: {e}");
         match &self.kind {
-            TimeKind::Rfc3339 => Timestamp::parse_rfc3339(s).map_err(|e| e.to_string()),
+            TimeKind::Rfc3339 => {
+                Timestamp::parse_rfc3339(s).map_err(|_| "not a date (YYYY-MM-DD) or an RFC 3339 time (2024-05-01T12:00:00Z)".to_string())
+            }
             TimeKind::EpochS => epoch(3),
             TimeKind::EpochMs => epoch(0),
             TimeKind::WithOffset(p) => DateTime::parse_from_str(s, p)
@@ -271,7 +273,14 @@ fn read(m: &Mapping, record: &Record, phones: &PhoneParser, out: &mut Vec<Incomi
         text
     };
     let phones = match s.region.as_ref().and_then(|src| Some((src, src.get(record)?))) {
-        Some((src, v)) => phones.with_region(Region::parse_code(v).map_err(|e| src.error(record, v, e.to_string()))?),
+        Some((src, v)) => phones.with_region(Region::parse_code(v).map_err(|_| {
+            // The reason never quotes the value: it is shown only to callers who may see values.
+            src.error(
+                record,
+                v,
+                "not a region: expected an ISO 3166 code such as DE or US, or a country calling code such as 49".into(),
+            )
+        })?),
         None => *phones,
     };
     let number = phones.parse(text).map_err(|e| s.number.error(record, text, e.to_string()))?;

@@ -450,8 +450,9 @@ impl Sync {
             Ok(()) if run.warnings.is_empty() => run.outcome = "ok".into(),
             Ok(()) => run.outcome = "partial".into(),
             Err(e) => {
-                // The error may quote a remote's answer, numbers and all: those only at debug level.
-                tracing::warn!(connector = %name, error = %crate::domain::mask_numbers(&e), "Sync run failed.");
+                // The error may quote a remote's answer, numbers and all: that only at debug level.
+                let shown = crate::domain::mask_numbers(crate::connectors::http::without_answer(&e));
+                tracing::warn!(connector = %name, error = %shown, "Sync run failed.");
                 tracing::debug!(connector = %name, error = %e, "Sync run failed (unmasked).");
                 run.outcome = "failed".into();
                 run.error = Some(e);

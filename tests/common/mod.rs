@@ -35,6 +35,8 @@ pub struct Daemon {
     pub http: Client,
     /// The mappings directory (default: the shipped mappings).
     pub mappings: PathBuf,
+    /// `CONSENTD_LOG` (default `warn`; `None`: unset, the daemon's own default).
+    pub log: Option<&'static str>,
 }
 
 impl Daemon {
@@ -49,6 +51,11 @@ impl Daemon {
 
     /// As [`Daemon::start_with`], with mapping files from `mappings`.
     pub fn start_with_mappings(extra: &str, mappings: &Path) -> Self {
+        Self::start_logging(extra, mappings, Some("warn"))
+    }
+
+    /// As [`Daemon::start_with_mappings`], logging at `log` (`None`: the daemon's default level).
+    pub fn start_logging(extra: &str, mappings: &Path, log: Option<&'static str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = String::from("default_country_code = 49\n");
         config.push_str(&extra.replace("{dir}", dir.path().to_str().unwrap()));
@@ -70,6 +77,7 @@ impl Daemon {
             // No idle connections kept: a connection the server closed (a body refused early) is never reused.
             http: Client::builder().pool_max_idle_per_host(0).build().unwrap(),
             mappings: mappings.to_path_buf(),
+            log,
         };
         d.spawn();
         d
@@ -81,7 +89,10 @@ impl Daemon {
             .arg(self.dir.path().join("consentd.toml"))
             .env("CONSENTD_DATA_DIR", self.dir.path().join("data"))
             .env("CONSENTD_MAPPINGS_DIR", &self.mappings)
-            .env("CONSENTD_LOG", "warn");
+            .env_remove("CONSENTD_LOG");
+        if let Some(level) = self.log {
+            c.env("CONSENTD_LOG", level);
+        }
         for (name, secret, _) in TOKENS {
             c.env(format!("TEST_TOKEN_{}", name.to_uppercase().replace('-', "_")), secret);
         }
@@ -231,4 +242,18 @@ impl Env {
         let out = self.ok(&["search", "--created-from", "1970-01-01", "--limit", "100000", "--json"]);
         serde_json::from_str(&out).unwrap()
     }
+}
+
+/// Serves `app` (a test's remote system) on 127.0.0.1 from a thread of its own; its base URL.
+pub fn serve(app: axum::Router) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
 }

@@ -127,7 +127,8 @@ impl OAuth {
         if !status.is_success() {
             // The answer says why (`invalid_client`, `invalid_scope`); it holds no secret of ours.
             return Err(TokenError::Fail(format!(
-                "{at} refused the client credentials: HTTP {status}: {}",
+                "{at} refused the client credentials: HTTP {status}{}{}",
+                super::ANSWERED,
                 super::body_start(resp, 300)
             )));
         }

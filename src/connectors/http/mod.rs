@@ -457,7 +457,7 @@ impl HttpConnector {
                         wait: retry_after(&resp),
                     };
                 }
-                return Attempt::Fail(format!("HTTP {status}: {}", body_start(resp, FAILED_BODY_BYTES)));
+                return Attempt::Fail(format!("HTTP {status}{ANSWERED}{}", body_start(resp, FAILED_BODY_BYTES)));
             }
             let final_url = resp.url().clone();
             // The next page from a header: a `Link: rel="next"`, or a token header.
@@ -560,7 +560,7 @@ impl HttpConnector {
                 // 401, 403, 404, 405, a redirect not followed…: the request or its credentials are
                 // wrong, not the content. The run fails; the batch goes again next time.
                 Attempt::Fail(format!(
-                    "HTTP {status}{}: {}",
+                    "HTTP {status}{}{ANSWERED}{}",
                     misconfigured_hint(status),
                     body_start(resp, FAILED_BODY_BYTES)
                 ))
@@ -612,6 +612,16 @@ fn parse_target(url: &str, key: &str) -> Result<Url, HttpError> {
 }
 
 /// The first `limit` bytes of an answer, as text.
+/// What joins an error to the start of the remote's answer. The answer may quote anything (numbers
+/// of ours included): logs above debug level cut an error here ([`without_answer`]); the API shows it
+/// whole to callers with the view right, masked to others.
+pub const ANSWERED: &str = "; the remote answered: ";
+
+/// An error without the remote's answer it quotes, if any.
+pub fn without_answer(error: &str) -> &str {
+    error.split(ANSWERED).next().unwrap_or(error)
+}
+
 fn body_start(resp: Response, limit: usize) -> String {
     let mut buf = Vec::with_capacity(limit.min(4096));
     // A body that cannot be read whole is still worth showing in part.
