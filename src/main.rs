@@ -17,7 +17,10 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 pub static malloc_conf: Option<&'static u8> = Some(&b"dirty_decay_ms:0,muzzy_decay_ms:0\0"[0]);
 
 fn main() -> ExitCode {
-    consentd::telemetry::init();
+    if let Err(e) = consentd::telemetry::init() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let cli = consentd::cli::Cli::parse();
     match consentd::cli::run(cli) {
         Ok(code) => ExitCode::from(code),

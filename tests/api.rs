@@ -1027,3 +1027,37 @@ fn idle_and_half_sent_connections_are_closed_and_cannot_keep_others_out() {
         started.elapsed()
     );
 }
+
+#[test]
+fn json_logs_carry_the_request_id_route_status_and_latency() {
+    let mut d = Daemon::start_logging("", &root().join("mappings"), Some("info,consentd=debug,tower_http=debug"));
+    d.stop();
+    d.env.push(("CONSENTD_LOG_FORMAT", "json"));
+    d.spawn();
+    // A request id sent by the client is replaced by one of ours (it could carry anything into the log).
+    let r = d
+        .as_("admin", reqwest::Method::GET, "/v1/me")
+        .header("x-request-id", "+4915123456789")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(id, "+4915123456789");
+    let log = d.stop();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    let answered = lines
+        .iter()
+        .find(|l| l["span"]["id"] == id.as_str() && l["fields"]["status"] == 200)
+        .unwrap_or_else(|| panic!("no line of the request {id}:\n{log}"));
+    assert_eq!(answered["span"]["route"], "/v1/me");
+    assert_eq!(answered["span"]["method"], "GET");
+    assert!(
+        answered["fields"]["latency"].as_str().is_some_and(|l| l.ends_with("μs")),
+        "{answered}"
+    );
+    assert!(!log.contains("4915123456789"));
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "consentd is listening."));
+}

@@ -77,6 +77,19 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .merge(web::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        // A span per request: lines logged while answering carry its id, method and route; the
+        // answer's status and latency are logged at debug.
+        .route_layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new()
+                        .level(tracing::Level::DEBUG)
+                        .latency_unit(tower_http::LatencyUnit::Micros),
+                )
+                .on_failure(()),
+        )
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::map_response(secure_headers))
         .layer(axum::middleware::map_response(error::errors_as_json))
@@ -85,7 +98,52 @@ pub fn app(state: AppState) -> Router {
         .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(
             state.config.http.body_timeout_secs,
         )))
+        // Every request gets an id of ours (`x-request-id`, also on the answer); one a client sends is
+        // replaced, as it could carry anything into the logs.
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(RequestIds::default()))
+        .layer(axum::middleware::map_request(|mut req: axum::extract::Request| async move {
+            req.headers_mut().remove("x-request-id");
+            req
+        }))
         .with_state(state)
+}
+
+/// Request ids: a random prefix per start-up and a counter (`3f9a1c07-42`).
+#[derive(Clone)]
+struct RequestIds {
+    prefix: Arc<str>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        let mut b = [0u8; 4];
+        let _ = getrandom::getrandom(&mut b);
+        Self {
+            prefix: hex::encode(b).into(),
+            next: Arc::default(),
+        }
+    }
+}
+
+impl tower_http::request_id::MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<tower_http::request_id::RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n}", self.prefix))
+            .ok()
+            .map(tower_http::request_id::RequestId::new)
+    }
+}
+
+/// The span of one request: its id, method and route template (never the path: it may hold a number).
+fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str());
+    tracing::info_span!("request", id, method = %req.method(), route)
 }
 
 /// Headers every response carries.

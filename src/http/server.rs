@@ -175,6 +175,7 @@ pub async fn serve(listener: TcpListener, state: AppState, limits: Limits, stop:
     }
     drop(listener);
     shutdown.cancel();
+    while tasks.try_join_next().is_some() {}
     let open = tasks.len();
     if open > 0 {
         tracing::info!(

@@ -37,6 +37,8 @@ pub struct Daemon {
     pub mappings: PathBuf,
     /// `CONSENTD_LOG` (default `warn`; `None`: unset, the daemon's own default).
     pub log: Option<&'static str>,
+    /// More environment for the daemon (taken at the next [`Daemon::spawn`]).
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 impl Daemon {
@@ -78,6 +80,7 @@ impl Daemon {
             http: Client::builder().pool_max_idle_per_host(0).build().unwrap(),
             mappings: mappings.to_path_buf(),
             log,
+            env: Vec::new(),
         };
         d.spawn();
         d
@@ -93,6 +96,7 @@ impl Daemon {
         if let Some(level) = self.log {
             c.env("CONSENTD_LOG", level);
         }
+        c.envs(self.env.iter().copied());
         for (name, secret, _) in TOKENS {
             c.env(format!("TEST_TOKEN_{}", name.to_uppercase().replace('-', "_")), secret);
         }
