@@ -433,6 +433,13 @@ fn imports_and_exports_over_http() {
         "{metrics}"
     );
     assert!(metrics.contains("route=\"/v1/imports\",status=\"200\""), "{metrics}");
+    // Request durations as a histogram per route (p50/p99 from the buckets), exports counted.
+    assert!(
+        metrics
+            .contains("consentd_http_request_duration_seconds_bucket{method=\"POST\",route=\"/v1/imports\",status=\"200\",le=\"0.005\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("consentd_exports_total{outcome=\"ok\"} 2"), "{metrics}");
     let total: u64 = metrics
         .lines()
         .filter(|l| l.starts_with("consentd_consents{"))

@@ -1,31 +1,89 @@
-//! `/metrics` in Prometheus text: requests by route and status, consents by usage and value, imports
-//! and their outcomes. Labels are route templates, statuses and outcomes: never a phone number.
+//! `/metrics` in Prometheus text, through the `metrics` crate and its Prometheus exporter: request
+//! durations as histograms by method, route template and status; connections; consents by usage and
+//! value; the store's bytes; imports, exports and sync runs with their records. Labels are route
+//! templates, statuses, outcomes and connector names: never a phone number.
 
 use super::AppState;
 use crate::import::ImportReport;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::OnceLock;
 use std::time::Instant;
 
-/// Per route template: (method, status) → (count, seconds).
-type Requests = HashMap<String, BTreeMap<(String, u16), (u64, f64)>>;
+/// Request durations' buckets, seconds: from a cached check (well under a millisecond) to an import.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+];
 
-#[derive(Default)]
+/// The process's recorder: the `metrics` macros record into it from anywhere (sync runs, imports).
+fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("consentd_http_request_duration_seconds".into()), &DURATION_BUCKETS)
+            .expect("buckets are given")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder already installed (a test harness): ours still renders what it is given.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// What the daemon counts itself (the rest is read from the store and the sync state when scraped).
 pub struct Metrics {
-    requests: Mutex<Requests>,
-    /// Import runs by outcome (`clean`, `refused`, `incomplete` (the input not read to its end),
-    /// `failed`, `dry_run`).
-    imports: Mutex<BTreeMap<&'static str, u64>>,
-    /// Imported records and consents by outcome.
-    import_records: Mutex<BTreeMap<&'static str, u64>>,
-    /// Connections: open now, and closed by the listener ([`super::server`]) by reason.
-    pub connections_open: AtomicI64,
-    pub connections_closed: [AtomicU64; Closed::ALL.len()],
+    _installed: &'static PrometheusHandle,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let _installed = handle();
+        metrics::describe_histogram!(
+            "consentd_http_request_duration_seconds",
+            metrics::Unit::Seconds,
+            "Time to answer HTTP requests, by method, route and status."
+        );
+        metrics::describe_gauge!("consentd_http_connections", "Connections open.");
+        metrics::describe_counter!(
+            "consentd_http_connections_closed_total",
+            "Connections the daemon closed itself, by reason."
+        );
+        metrics::describe_gauge!("consentd_consents", "Consents held, by usage and value.");
+        metrics::describe_gauge!("consentd_store_disk_bytes", metrics::Unit::Bytes, "Bytes of the store's files.");
+        metrics::describe_gauge!(
+            "consentd_store_live_bytes",
+            metrics::Unit::Bytes,
+            "Bytes of the keys and values the store holds (counted at the last check or compaction)."
+        );
+        metrics::describe_counter!("consentd_store_compactions_total", "Compactions since start-up.");
+        metrics::describe_counter!("consentd_imports_total", "Import runs by outcome.");
+        metrics::describe_counter!("consentd_import_records_total", "Imported records and consents by outcome.");
+        metrics::describe_counter!("consentd_exports_total", "Exports by outcome.");
+        metrics::describe_counter!("consentd_export_records_total", "Consents written by exports.");
+        metrics::describe_counter!("consentd_sync_runs_total", "Sync runs since start-up, by connector and outcome.");
+        metrics::describe_counter!(
+            "consentd_sync_records_total",
+            "Records pulled and pushed since start-up, by connector and outcome."
+        );
+        metrics::describe_counter!(
+            "consentd_sync_erasures_delivered_total",
+            "Erasures delivered to a remote, by connector."
+        );
+        metrics::describe_counter!(
+            "consentd_sync_skipped_ticks_total",
+            "Scheduled ticks skipped because a run was still going."
+        );
+        metrics::describe_gauge!(
+            "consentd_sync_watermark_seconds",
+            "The pull watermark (newest update time pulled), Unix seconds."
+        );
+        metrics::describe_gauge!("consentd_sync_pushed_seq", "The last change pushed, by connector.");
+        metrics::describe_gauge!("consentd_sync_erasures_pending", "Erasures not yet delivered, by connector.");
+        Self { _installed }
+    }
 }
 
 /// Why the listener closed a connection itself.
@@ -44,14 +102,6 @@ pub enum Closed {
 }
 
 impl Closed {
-    pub const ALL: [Closed; 5] = [
-        Closed::HeaderTimeout,
-        Closed::IdleTimeout,
-        Closed::Evicted,
-        Closed::Refused,
-        Closed::Shutdown,
-    ];
-
     fn label(self) -> &'static str {
         match self {
             Closed::HeaderTimeout => "header_timeout",
@@ -65,7 +115,11 @@ impl Closed {
 
 impl Metrics {
     pub fn connection_closed(&self, why: Closed) {
-        self.connections_closed[why as usize].fetch_add(1, Relaxed);
+        metrics::counter!("consentd_http_connections_closed_total", "reason" => why.label()).increment(1);
+    }
+
+    pub fn connections(&self, delta: f64) {
+        metrics::gauge!("consentd_http_connections").increment(delta);
     }
 
     pub fn import_finished(&self, report: Option<&ImportReport>) {
@@ -76,9 +130,8 @@ impl Metrics {
             Some(r) if !r.complete => "incomplete",
             Some(_) => "refused",
         };
-        *self.imports.lock().expect("metrics").entry(outcome).or_default() += 1;
+        metrics::counter!("consentd_imports_total", "outcome" => outcome).increment(1);
         if let Some(r) = report.filter(|r| !r.dry_run) {
-            let mut m = self.import_records.lock().expect("metrics");
             for (k, v) in [
                 ("read", r.read),
                 ("inserted", r.inserted),
@@ -88,46 +141,67 @@ impl Metrics {
                 ("rejected", r.rejected),
                 ("skipped", r.skipped),
             ] {
-                *m.entry(k).or_default() += v;
+                metrics::counter!("consentd_import_records_total", "outcome" => k).increment(v);
             }
         }
     }
+
+    /// An export ended: `Ok(consents written)`, or failed.
+    pub fn export_finished(&self, written: Option<u64>) {
+        let outcome = if written.is_some() { "ok" } else { "failed" };
+        metrics::counter!("consentd_exports_total", "outcome" => outcome).increment(1);
+        metrics::counter!("consentd_export_records_total").increment(written.unwrap_or(0));
+    }
 }
 
-/// Middleware: counts each request by method, route template and status.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Middleware: times each request, by method, route template and status.
+pub async fn track(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
-    let method = req.method().clone();
-    let started = Instant::now();
-    let response = next.run(req).await;
-    let seconds = started.elapsed().as_secs_f64();
-    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     // Labels from a closed set: a made-up method is `other`, not a label of its own.
-    let method = match method.as_str() {
-        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS") => m,
+    let method = match req.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
         _ => "other",
     };
-    let key = (method, response.status().as_u16());
-    let mut m = state.metrics.requests.lock().expect("metrics");
-    // No allocation once a route and status have been seen: this runs on every request.
-    if !m.contains_key(route) {
-        m.insert(route.to_string(), BTreeMap::new());
-    }
-    let by_status = m.get_mut(route).expect("inserted above");
-    match by_status.iter_mut().find(|((m, s), _)| (m.as_str(), *s) == key) {
-        Some((_, e)) => {
-            e.0 += 1;
-            e.1 += seconds;
-        }
-        None => {
-            by_status.insert((key.0.to_string(), key.1), (1, seconds));
-        }
-    }
-    drop(m);
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str()).to_string();
+    metrics::histogram!(
+        "consentd_http_request_duration_seconds",
+        "method" => method,
+        "route" => route,
+        "status" => status_label(response.status().as_u16()),
+    )
+    .record(started.elapsed().as_secs_f64());
     response
 }
 
-/// `GET /metrics` (no token: it carries no personal data).
+/// A status as a label without allocating for the common ones.
+fn status_label(status: u16) -> metrics::SharedString {
+    match status {
+        200 => "200".into(),
+        201 => "201".into(),
+        202 => "202".into(),
+        204 => "204".into(),
+        400 => "400".into(),
+        401 => "401".into(),
+        403 => "403".into(),
+        404 => "404".into(),
+        409 => "409".into(),
+        413 => "413".into(),
+        422 => "422".into(),
+        500 => "500".into(),
+        other => other.to_string().into(),
+    }
+}
+
+/// `GET /metrics` (no token: it carries no personal data). Gauges of the store and the sync state
+/// are read now; the rest was counted as it happened.
 pub async fn render(State(state): State<AppState>) -> Response {
     let store = state.store.clone();
     let counts = match tokio::task::spawn_blocking(move || store.counts()).await {
@@ -135,112 +209,24 @@ pub async fn render(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => return super::error::ApiError::from(e).into_response(),
         Err(e) => return super::error::ApiError::internal(e).into_response(),
     };
-    let mut out = String::new();
-    out.push_str("# HELP consentd_http_requests_total HTTP requests by method, route and status.\n");
-    out.push_str("# TYPE consentd_http_requests_total counter\n");
-    let requests: BTreeMap<_, _> = state
-        .metrics
-        .requests
-        .lock()
-        .expect("metrics")
-        .iter()
-        .flat_map(|(route, m)| {
-            m.iter()
-                .map(move |((method, status), v)| ((method.clone(), route.clone(), *status), *v))
-        })
-        .collect();
-    for ((method, route, status), (n, _)) in &requests {
-        let _ = writeln!(
-            out,
-            "consentd_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-        );
-    }
-    out.push_str("# HELP consentd_http_request_seconds_total Time spent answering, by method, route and status.\n");
-    out.push_str("# TYPE consentd_http_request_seconds_total counter\n");
-    for ((method, route, status), (_, s)) in &requests {
-        let _ = writeln!(
-            out,
-            "consentd_http_request_seconds_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {s:.6}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP consentd_http_connections Connections open.\n# TYPE consentd_http_connections gauge\nconsentd_http_connections {}",
-        state.metrics.connections_open.load(Relaxed)
-    );
-    out.push_str("# HELP consentd_http_connections_closed_total Connections the daemon closed itself, by reason.\n");
-    out.push_str("# TYPE consentd_http_connections_closed_total counter\n");
-    for why in Closed::ALL {
-        let n = state.metrics.connections_closed[why as usize].load(Relaxed);
-        let _ = writeln!(out, "consentd_http_connections_closed_total{{reason=\"{}\"}} {n}", why.label());
-    }
-    out.push_str("# HELP consentd_consents Consents held, by usage and value.\n# TYPE consentd_consents gauge\n");
     for (usage, consent, n) in counts {
-        let _ = writeln!(out, "consentd_consents{{usage=\"{usage}\",consent=\"{consent}\"}} {n}");
+        metrics::gauge!("consentd_consents", "usage" => usage.to_string(), "consent" => consent.to_string()).set(n as f64);
     }
     let up = &state.upkeep;
-    let _ = writeln!(
-        out,
-        "# HELP consentd_store_disk_bytes Bytes of the store's files.\n# TYPE consentd_store_disk_bytes gauge\nconsentd_store_disk_bytes {}",
-        state.store.disk_bytes()
-    );
-    let _ = writeln!(
-        out,
-        "# HELP consentd_store_live_bytes Bytes of the keys and values the store holds (counted at the last check or compaction).\n# TYPE consentd_store_live_bytes gauge\nconsentd_store_live_bytes {}",
-        up.live_bytes.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "# HELP consentd_store_compactions_total Compactions since start-up.\n# TYPE consentd_store_compactions_total counter\nconsentd_store_compactions_total {}",
-        up.compactions.load(Relaxed)
-    );
-    out.push_str("# HELP consentd_imports_total Import runs by outcome.\n# TYPE consentd_imports_total counter\n");
-    for (k, n) in state.metrics.imports.lock().expect("metrics").iter() {
-        let _ = writeln!(out, "consentd_imports_total{{outcome=\"{k}\"}} {n}");
-    }
-    out.push_str("# HELP consentd_import_records_total Imported records and consents by outcome.\n");
-    out.push_str("# TYPE consentd_import_records_total counter\n");
-    for (k, n) in state.metrics.import_records.lock().expect("metrics").iter() {
-        let _ = writeln!(out, "consentd_import_records_total{{outcome=\"{k}\"}} {n}");
-    }
-    out.push_str("# HELP consentd_sync_runs_total Sync runs since start-up, by connector and outcome.\n");
-    out.push_str("# TYPE consentd_sync_runs_total counter\n");
-    let counters = state.sync.counters();
-    for ((connector, what), n) in &counters {
-        if let Some(outcome) = what.strip_prefix("run_") {
-            let _ = writeln!(
-                out,
-                "consentd_sync_runs_total{{connector=\"{connector}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
-    }
-    out.push_str("# HELP consentd_sync_records_total Records pulled and pushed since start-up, by connector and outcome.\n");
-    out.push_str("# TYPE consentd_sync_records_total counter\n");
-    for ((connector, what), n) in &counters {
-        if !what.starts_with("run_") {
-            let _ = writeln!(
-                out,
-                "consentd_sync_records_total{{connector=\"{connector}\",outcome=\"{what}\"}} {n}"
-            );
-        }
-    }
-    out.push_str("# HELP consentd_sync_skipped_ticks_total Scheduled ticks skipped because a run was still going.\n");
-    out.push_str("# TYPE consentd_sync_skipped_ticks_total counter\n");
-    out.push_str("# HELP consentd_sync_watermark_seconds The pull watermark (newest update time pulled), Unix seconds.\n");
-    out.push_str("# TYPE consentd_sync_watermark_seconds gauge\n");
-    out.push_str("# HELP consentd_sync_pushed_seq The last change pushed, by connector.\n# TYPE consentd_sync_pushed_seq gauge\n");
+    metrics::gauge!("consentd_store_disk_bytes").set(state.store.disk_bytes() as f64);
+    metrics::gauge!("consentd_store_live_bytes").set(up.live_bytes.load(Relaxed) as f64);
+    metrics::counter!("consentd_store_compactions_total").absolute(up.compactions.load(Relaxed));
     for c in &state.sync.connectors {
-        let name = &c.cfg.name;
-        let Ok(s) = state.sync.state(name) else { continue };
-        let _ = writeln!(out, "consentd_sync_skipped_ticks_total{{connector=\"{name}\"}} {}", s.skipped_ticks);
+        let name = c.cfg.name.clone();
+        let Ok(s) = state.sync.state(&name) else { continue };
+        metrics::counter!("consentd_sync_skipped_ticks_total", "connector" => name.clone()).absolute(s.skipped_ticks);
         if let Some(t) = s.watermark.as_deref().and_then(|w| crate::domain::Timestamp::parse_rfc3339(w).ok()) {
-            let _ = writeln!(
-                out,
-                "consentd_sync_watermark_seconds{{connector=\"{name}\"}} {}",
-                t.millis() as f64 / 1000.0
-            );
+            metrics::gauge!("consentd_sync_watermark_seconds", "connector" => name.clone()).set(t.millis() as f64 / 1000.0);
         }
-        let _ = writeln!(out, "consentd_sync_pushed_seq{{connector=\"{name}\"}} {}", s.pushed_seq);
+        metrics::gauge!("consentd_sync_pushed_seq", "connector" => name.clone()).set(s.pushed_seq as f64);
+        if let Ok(pending) = state.sync.pending_erasures(&name) {
+            metrics::gauge!("consentd_sync_erasures_pending", "connector" => name).set(pending.len() as f64);
+        }
     }
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle().render()).into_response()
 }

@@ -76,7 +76,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(|| async { "ready\n" }))
         .route("/metrics", get(metrics::render))
         .merge(web::router())
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         // A span per request: lines logged while answering carry its id, method and route; the
         // answer's status and latency are logged at debug.
         .route_layer(

@@ -239,7 +239,7 @@ async fn serve_one(
     builder.timer(TokioTimer::new()).header_read_timeout(None).max_buf_size(64 << 10);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
-    metrics.connections_open.fetch_add(1, Relaxed);
+    metrics.connections(1.0);
     let mut closing = false;
     loop {
         let wait = match conn.deadline(&shared.limits) {
@@ -271,7 +271,7 @@ async fn serve_one(
         }
     }
     shared.conns.lock().expect("connections").remove(&id);
-    metrics.connections_open.fetch_sub(1, Relaxed);
+    metrics.connections(-1.0);
 }
 
 /// A request that makes its connection one to keep at the cap: a health route, or a valid token.

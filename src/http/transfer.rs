@@ -271,10 +271,13 @@ async fn export(State(state): State<AppState>, caller: Caller, Query(p): Query<E
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let store = state.store.clone();
     let name = mapping.name.clone();
+    let metrics = state.metrics.clone();
     tokio::task::spawn_blocking(move || {
         let err_tx = tx.clone();
         let out = Box::new(std::io::BufWriter::with_capacity(1 << 16, ChannelWriter(tx)));
-        match crate::export::export(&store, &mapping, &criteria, out) {
+        let result = crate::export::export(&store, &mapping, &criteria, out);
+        metrics.export_finished(result.as_ref().ok().copied());
+        match result {
             Ok(n) => tracing::info!(written = n, mapping = %mapping.name, "Export over HTTP finished."),
             Err(e) => {
                 tracing::error!(error = %e, "Export over HTTP failed; the response is cut short.");

@@ -270,8 +270,6 @@ pub struct Sync {
     running: Mutex<HashMap<String, RunReport>>,
     /// Set at shutdown: runs finish the page, file or batch in hand and stop.
     pub stopping: AtomicBool,
-    /// Since start-up, per (connector, what): runs by outcome and records by outcome, for `/metrics`.
-    counters: Mutex<std::collections::BTreeMap<(String, String), u64>>,
 }
 
 impl Sync {
@@ -310,7 +308,6 @@ impl Sync {
             connectors,
             running: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
-            counters: Mutex::new(Default::default()),
         };
         sync.mark_interrupted().map_err(|e| e.to_string())?;
         Ok(sync)
@@ -458,25 +455,23 @@ impl Sync {
                 run.error = Some(e);
             }
         }
-        {
-            let mut counters = self.counters.lock().expect("counters");
-            let mut add = |what: String, n: u64| *counters.entry((name.clone(), what)).or_default() += n;
-            add(format!("run_{}", run.outcome), 1);
-            for (what, n) in [
-                ("pulled", run.pulled),
-                ("inserted", run.inserted),
-                ("updated", run.updated),
-                ("unchanged", run.unchanged),
-                ("deleted", run.deleted),
-                ("rejected", run.rejected),
-                ("skipped", run.skipped),
-                ("pushed", run.pushed),
-                ("push_refused", run.push_refused),
-                ("erasures_delivered", run.erasures_delivered),
-            ] {
-                add(what.to_string(), n);
-            }
+        // Counted in /metrics ([`crate::http::metrics`]): labels are connector names and outcomes.
+        let connector = name.clone();
+        metrics::counter!("consentd_sync_runs_total", "connector" => connector.clone(), "outcome" => run.outcome.clone()).increment(1);
+        for (what, n) in [
+            ("pulled", run.pulled),
+            ("inserted", run.inserted),
+            ("updated", run.updated),
+            ("unchanged", run.unchanged),
+            ("deleted", run.deleted),
+            ("rejected", run.rejected),
+            ("skipped", run.skipped),
+            ("pushed", run.pushed),
+            ("push_refused", run.push_refused),
+        ] {
+            metrics::counter!("consentd_sync_records_total", "connector" => connector.clone(), "outcome" => what).increment(n);
         }
+        metrics::counter!("consentd_sync_erasures_delivered_total", "connector" => connector).increment(run.erasures_delivered);
         state.runs.pop();
         state.runs.push(run.clone());
         let excess = state.runs.len().saturating_sub(KEPT_RUNS);
@@ -568,16 +563,6 @@ impl Sync {
 
     fn save_state(&self, name: &str, state: &ConnectorState) -> Result<(), String> {
         self.store.sync_put(name, "state", b"", state).map_err(|e| e.to_string())
-    }
-
-    /// The counters since start-up: ((connector, what), count).
-    pub fn counters(&self) -> Vec<((String, String), u64)> {
-        self.counters
-            .lock()
-            .expect("counters")
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect()
     }
 
     pub fn stop(&self) {
