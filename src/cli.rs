@@ -88,6 +88,9 @@ pub enum Command {
         /// the mapping's and the config's.
         #[arg(long)]
         region: Option<Region>,
+        /// No progress bar (there is none anyway when standard error is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Export consents through a mapping (all, or those matching the criteria).
     Export {
@@ -98,6 +101,9 @@ pub enum Command {
         /// Write here instead of standard output.
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// No progress bar (there is none anyway when standard error is not a terminal).
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// Search consents (at least one criterion), in creation-time order.
     Search {
@@ -322,19 +328,31 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             rejects,
             json,
             region,
+            quiet,
         } => {
             let mapping = Mapping::load(&mapping, &config.mappings_dir)?;
             let store = open_store()?;
             if strict && files.iter().any(|f| f.as_os_str() == "-") {
                 bail!("--strict reads its input twice, so it needs files, not standard input");
             }
+            // The bar counts bytes read, over both passes of --strict.
+            let sizes: Option<u64> = files
+                .iter()
+                .map(|f| std::fs::metadata(f).ok().filter(|m| m.is_file()).map(|m| m.len()))
+                .sum();
+            let bar = crate::progress::bar(sizes.map(|n| n * if strict { 2 } else { 1 }), crate::progress::Unit::Bytes, quiet);
             let mut inputs: Vec<Input> = files
                 .iter()
                 .map(|f| {
+                    let bar = bar.clone();
                     if f.as_os_str() == "-" {
-                        Input::once("-", Box::new(std::io::stdin()))
+                        Input::once("-", Box::new(bar.wrap_read(std::io::stdin())))
                     } else {
-                        Input::file(f)
+                        let path = f.clone();
+                        Input::new(&f.display().to_string(), move || {
+                            let file = std::fs::File::open(&path)?;
+                            Ok(Box::new(bar.wrap_read(std::io::BufReader::with_capacity(1 << 16, file))))
+                        })
                     }
                 })
                 .collect();
@@ -351,7 +369,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 region,
                 max_field_bytes: config.import.max_field_bytes,
             };
-            let report = crate::import::import(&store, &mapping, &mut inputs, &ctx, &phones, &opts)?;
+            let report = crate::import::import(&store, &mapping, &mut inputs, &ctx, &phones, &opts);
+            bar.finish_and_clear();
+            let report = report?;
             if json {
                 serde_json::to_writer_pretty(&mut *stdout, &report)?;
                 writeln!(stdout)?;
@@ -363,30 +383,39 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(status);
             }
         }
-        Command::Export { mapping, criteria, output } => {
+        Command::Export {
+            mapping,
+            criteria,
+            output,
+            quiet,
+        } => {
             let mapping = Mapping::load(&mapping, &config.mappings_dir)?;
             let criteria = criteria.parse(&config)?;
             let store = open_store()?;
+            let bar = crate::progress::bar(
+                crate::export::expected(&store, &mapping, &criteria),
+                crate::progress::Unit::Consents,
+                quiet,
+            );
+            let mut progress = |n| bar.set_position(n);
             let written = match &output {
                 Some(path) => {
                     // Written beside the target and renamed, so a reader never sees half a file.
                     let tmp = path.with_extension("partial");
                     let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-                    let n = crate::export::export(
-                        &store,
-                        &mapping,
-                        &criteria,
-                        Box::new(std::io::BufWriter::with_capacity(1 << 16, file)),
-                    )?;
+                    let out = Box::new(std::io::BufWriter::with_capacity(1 << 16, file));
+                    let n = crate::export::export_with(&store, &mapping, &criteria, out, &mut progress);
+                    bar.finish_and_clear();
+                    let n = n?;
                     std::fs::rename(&tmp, path)?;
                     n
                 }
-                None => crate::export::export(
-                    &store,
-                    &mapping,
-                    &criteria,
-                    Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout())),
-                )?,
+                None => {
+                    let out = Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout()));
+                    let n = crate::export::export_with(&store, &mapping, &criteria, out, &mut progress);
+                    bar.finish_and_clear();
+                    n?
+                }
             };
             eprintln!("Exported {written} consent(s) with mapping {}.", mapping.name);
             match mapping.narrow(&criteria) {
@@ -733,17 +762,26 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
             rejects,
             json,
             region,
+            quiet,
         } => {
             if rejects.is_some() {
                 bail!("--rejects needs the refused records themselves; with --server the report lists them instead");
             }
             let mut status = 0;
             for f in &files {
-                let (name, body) = if f.as_os_str() == "-" {
-                    ("-".to_string(), reqwest::blocking::Body::new(std::io::stdin()))
+                // The bar counts bytes sent; the daemon's answer comes once it has imported them.
+                let (name, body, bar) = if f.as_os_str() == "-" {
+                    let bar = crate::progress::bar(None, crate::progress::Unit::Bytes, quiet);
+                    ("-".to_string(), reqwest::blocking::Body::new(bar.wrap_read(std::io::stdin())), bar)
                 } else {
                     let file = std::fs::File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
-                    (f.display().to_string(), reqwest::blocking::Body::from(file))
+                    let len = file.metadata()?.len();
+                    let bar = crate::progress::bar(Some(len), crate::progress::Unit::Bytes, quiet);
+                    (
+                        f.display().to_string(),
+                        reqwest::blocking::Body::sized(bar.wrap_read(file), len),
+                        bar,
+                    )
                 };
                 let mut req = client.post("/v1/imports").body(body).query(&[
                     ("mapping", mapping.as_str()),
@@ -754,7 +792,9 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
                 if let Some(r) = region {
                     req = req.query(&[("region", r.to_string())]);
                 }
-                let report: crate::import::ImportReport = client.json(req)?;
+                let report = client.json::<crate::import::ImportReport>(req);
+                bar.finish_and_clear();
+                let report = report?;
                 if json {
                     serde_json::to_writer_pretty(&mut *stdout, &report)?;
                     writeln!(stdout)?;
@@ -765,19 +805,30 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
             }
             return Ok(status);
         }
-        Command::Export { mapping, criteria, output } => {
+        Command::Export {
+            mapping,
+            criteria,
+            output,
+            quiet,
+        } => {
             let mut q = criteria.query();
             q.push(("mapping", mapping));
             let mut r = client.send(client.get("/v1/exports").query(&q))?;
+            // The daemon streams the export: its length is not known, the bar counts bytes received.
+            let bar = crate::progress::bar(None, crate::progress::Unit::Bytes, quiet);
             match &output {
                 Some(path) => {
                     let tmp = path.with_extension("partial");
-                    let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-                    r.copy_to(&mut file).context("the export was cut short")?;
+                    let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+                    let copied = r.copy_to(&mut bar.wrap_write(file));
+                    bar.finish_and_clear();
+                    copied.context("the export was cut short")?;
                     std::fs::rename(&tmp, path)?;
                 }
                 None => {
-                    r.copy_to(stdout).context("the export was cut short")?;
+                    let copied = r.copy_to(&mut bar.wrap_write(stdout));
+                    bar.finish_and_clear();
+                    copied.context("the export was cut short")?;
                 }
             }
         }

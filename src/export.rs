@@ -18,7 +18,39 @@ pub enum ExportError {
 /// in creation-time order; mappings that group a number's consents (wide, nested) get them by number.
 /// Only what the mapping can write is exported ([`Mapping::narrow`]: an opt-out list, whose consent is
 /// a constant, gets the denied consents only; a WhatsApp list the WhatsApp ones).
+/// How often [`export_with`] reports progress, in consents.
+const PROGRESS_EVERY: u64 = 4096;
+
+/// How many consents an export of `criteria` writes at most, when the store's counts say it without
+/// a scan (criteria of usage and value only); for a progress bar.
+pub fn expected(store: &Store, mapping: &Mapping, criteria: &Criteria) -> Option<u64> {
+    let (narrowed, _) = mapping.narrow(criteria)?;
+    let c = &narrowed;
+    if c.number.is_some() || c.digits.is_some() || c.created_from.is_some() || c.created_before.is_some() {
+        return None;
+    }
+    let counts = store.counts().ok()?;
+    Some(
+        counts
+            .iter()
+            .filter(|(u, v, _)| c.usage.is_none_or(|x| x == *u) && c.consent.is_none_or(|x| x == *v))
+            .map(|(_, _, n)| n)
+            .sum(),
+    )
+}
+
 pub fn export<'w>(store: &Store, mapping: &Mapping, criteria: &Criteria, out: Box<dyn Write + 'w>) -> Result<u64, ExportError> {
+    export_with(store, mapping, criteria, out, &mut |_| {})
+}
+
+/// As [`export`], telling `progress` how many consents are written every few thousand.
+pub fn export_with<'w>(
+    store: &Store,
+    mapping: &Mapping,
+    criteria: &Criteria,
+    out: Box<dyn Write + 'w>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<u64, ExportError> {
     let mut writer = formats::open_writer(mapping.format(), &mapping.out_columns(), None, out)?;
     let Some((narrowed, _)) = mapping.narrow(criteria) else {
         writer.finish()?;
@@ -42,6 +74,9 @@ pub fn export<'w>(store: &Store, mapping: &Mapping, criteria: &Criteria, out: Bo
             }
             group.push(c);
             written += 1;
+            if written.is_multiple_of(PROGRESS_EVERY) {
+                progress(written);
+            }
         }
         if !group.is_empty() {
             mapping.to_out_record(&group, &mut record);
@@ -52,8 +87,12 @@ pub fn export<'w>(store: &Store, mapping: &Mapping, criteria: &Criteria, out: Bo
             mapping.to_out_record(std::slice::from_ref(&c?), &mut record);
             writer.write(&record)?;
             written += 1;
+            if written.is_multiple_of(PROGRESS_EVERY) {
+                progress(written);
+            }
         }
     }
     writer.finish()?;
+    progress(written);
     Ok(written)
 }

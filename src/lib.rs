@@ -27,6 +27,7 @@ pub mod formats;
 pub mod http;
 pub mod import;
 pub mod mapping;
+pub mod progress;
 pub mod scrub;
 pub mod store;
 pub mod sync;

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 mod common;
 
-use common::{fixture, Env};
+use common::{fixture, root, Env};
 
 fn without_source(v: &[serde_json::Value]) -> Vec<serde_json::Value> {
     v.iter()
@@ -375,4 +375,44 @@ fn an_import_killed_midway_finishes_on_rerun_without_duplicates() {
     // One audit entry per consent: nothing was applied twice.
     let history: Vec<serde_json::Value> = serde_json::from_str(&env.ok(&["history", "+491510000000", "--json"])).unwrap();
     assert_eq!(history.len(), 1, "{history:?}");
+}
+
+#[test]
+fn long_imports_and_exports_show_progress_on_a_terminal_only() {
+    let env = Env::new();
+    let mut csv = String::from("phone,channel,consent,created_at,updated_at\n");
+    for i in 0..60_000u64 {
+        csv.push_str(&format!(
+            "+4915{:08},whatsapp,true,2024-01-01T00:00:00Z,2024-01-02T00:00:00Z\n",
+            10_000_000 + i
+        ));
+    }
+    std::fs::write(env.path("big.csv"), csv).unwrap();
+    let data = env.path("data");
+    // Through a pseudo-terminal (util-linux `script`), as a person at a terminal runs it.
+    let on_terminal = |args: &str| -> String {
+        let line = format!("{} --data-dir {} {args}", common::BIN, data.display());
+        let out = Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("CONSENTD_MAPPINGS_DIR", root().join("mappings"))
+            .env("CONSENTD_LOG", "warn")
+            .current_dir(env.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = on_terminal("import --mapping generic-csv big.csv");
+    assert!(
+        shown.contains("MiB") && shown.contains("left") && shown.contains("inserted"),
+        "{shown}"
+    );
+    let quiet = on_terminal("import --quiet --mapping generic-csv big.csv");
+    assert!(!quiet.contains("left") && quiet.contains("unchanged"), "{quiet}");
+    let shown = on_terminal("export --mapping generic-ndjson -o out.ndjson");
+    assert!(shown.contains("consents of 60,000") && shown.contains("/s"), "{shown}");
+    // Not on a terminal: no bar, whatever the flags.
+    let out = env.run(&["import", "--mapping", "generic-csv", "big.csv"]);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("left"));
 }
