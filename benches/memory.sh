@@ -42,5 +42,5 @@ measure "$N rows, fresh store" $BIN --data-dir "$WORK/a" import --mapping generi
 rm -rf "$WORK/a"
 measure "$((10 * N)) rows, fresh store" $BIN --data-dir "$WORK/b" import --mapping generic-csv "$WORK/all.csv"
 rm -rf "$WORK/b"
-$BIN --data-dir "$WORK/c" import --mapping generic-csv "$WORK/nine.csv" > /dev/null
+$BIN --data-dir "$WORK/c" import --mapping generic-csv "$WORK/nine.csv" > /dev/null || [ $? -eq 2 ]
 measure "$N rows into a store of $((9 * N))" $BIN --data-dir "$WORK/c" import --mapping generic-csv "$WORK/last.csv"
