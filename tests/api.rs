@@ -98,6 +98,41 @@ fn every_route_refuses_callers_without_a_token_or_the_right() {
     assert_eq!(d.http.get(d.url("/readyz")).send().unwrap().status(), StatusCode::OK);
     let me = d.ok(d.get("dpo-office", "/v1/me"));
     assert_eq!(me, json!({"name": "dpo-office", "rights": ["view", "dpo"]}));
+
+    // The OpenAPI description (no token needed) lists exactly the routes of this table: each route
+    // matches one of its operations, and each of its /v1 operations is a route here.
+    let spec: Value = d.http.get(d.url("/openapi.json")).send().unwrap().json().unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"), "{}", spec["openapi"]);
+    let mut operations: Vec<(String, String)> = Vec::new();
+    for (template, item) in spec["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            operations.push((method.to_uppercase(), template.clone()));
+        }
+    }
+    let matches = |template: &str, path: &str| {
+        let path = path.split('?').next().unwrap();
+        let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+        t.len() == p.len() && t.iter().zip(&p).all(|(a, b)| a == b || (a.starts_with('{') && !b.is_empty()))
+    };
+    for (method, path, _, _) in routes {
+        assert!(
+            operations.iter().any(|(m, t)| m == method && matches(t, path)),
+            "{method} {path} is not in /openapi.json"
+        );
+    }
+    for (m, t) in operations.iter().filter(|(_, t)| t.starts_with("/v1/")) {
+        assert!(
+            routes.iter().any(|(method, path, _, _)| m == method && matches(t, path)),
+            "{m} {t} of /openapi.json is not a route of the rights table"
+        );
+        let op = &spec["paths"][t][m.to_lowercase()];
+        for status in ["400", "401", "403"] {
+            assert!(
+                op["responses"][status]["content"]["application/json"].is_object(),
+                "{m} {t}: {status}"
+            );
+        }
+    }
 }
 
 #[test]

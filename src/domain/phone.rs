@@ -453,8 +453,11 @@ fn check_characters(s: &str) -> Result<&str, PhoneError> {
     if tail_digits.len() < number.len() {
         for marker in ["ext.", "ext", "x", "#"] {
             let t = tail_digits.trim_end();
-            if t.len() >= marker.len() && t[t.len() - marker.len()..].eq_ignore_ascii_case(marker) {
-                number = &t[..t.len() - marker.len()];
+            // `get`: the text before the digits may end in any character, not only ASCII.
+            let end = t.len().checked_sub(marker.len()).and_then(|at| Some((at, t.get(at..)?)));
+            if let Some((at, tail)) = end.filter(|(_, tail)| tail.eq_ignore_ascii_case(marker)) {
+                debug_assert_eq!(tail.len(), marker.len());
+                number = &t[..at];
                 break;
             }
         }
@@ -771,6 +774,7 @@ mod tests {
     /// again changed its number. E.164 as written is the number; with spaces, libphonenumber's reading.
     #[test]
     fn a_number_in_e164_form_is_taken_as_written() {
+        assert!(PhoneNumber::parse("\\¢²\"Õþ¼0").is_err());
         assert_eq!(
             PhoneNumber::parse("+375888447351").map(|n| n.to_string()),
             Ok("+375888447351".into())
@@ -906,6 +910,16 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    proptest! {
+        /// Found by schemathesis: text ending in a multi-byte character and digits (`…þ¼0`) made the
+        /// extension check cut inside the character. Whatever the text, parsing answers.
+        #[test]
+        fn any_text_is_parsed_or_refused_without_a_panic(text in "\\PC{0,12}[0-9 ]{0,4}", region in prop::sample::select(regions())) {
+            let _ = PhoneParser::new(Some(region)).parse(&text);
+            let _ = PhoneParser::default().parse(&format!("+{text}"));
         }
     }
 

@@ -45,7 +45,7 @@ impl Criteria {
 
 /// Criteria as people and programs type them (query parameters, CLI flags, saved searches): strings
 /// that [`CriteriaText::parse`] turns into [`Criteria`], naming the field that is wrong.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CriteriaText {
     #[serde(default, skip_serializing_if = "Option::is_none")]

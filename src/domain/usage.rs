@@ -72,3 +72,15 @@ impl<'de> serde::Deserialize<'de> for Usage {
         Usage::parse(&s).map_err(serde::de::Error::custom)
     }
 }
+
+/// In the OpenAPI description: one of the usages' names.
+impl utoipa::PartialSchema for Usage {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(Usage::ALL.iter().map(|u| u.to_string())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Usage {}

@@ -41,6 +41,7 @@ fn cursor(c: Option<&str>) -> Result<u64, ApiError> {
 }
 
 /// `GET /v1/audit?number=&from=&to=&actor=&limit=&cursor=` (manage or dpo).
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(("number" = Option<String>, Query), ("from" = Option<String>, Query), ("to" = Option<String>, Query), ("actor" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = serde_json::Value, description = "a page of audit entries")))]
 async fn audit(State(state): State<AppState>, caller: Caller, Query(p): Query<AuditParams>) -> Result<Json<AuditPage>, ApiError> {
     caller.require_any(&[Right::Manage, Right::Dpo])?;
     let q = AuditQuery {
@@ -75,6 +76,7 @@ struct EventParams {
 }
 
 /// `GET /v1/audit/events?limit=&cursor=` (manage or dpo): purges and resets.
+#[utoipa::path(get, path = "/v1/audit/events", tag = "audit", params(("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = serde_json::Value, description = "purges and resets")))]
 async fn events(State(state): State<AppState>, caller: Caller, Query(p): Query<EventParams>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require_any(&[Right::Manage, Right::Dpo])?;
     let limit = page_size(&state, p.limit)?;
@@ -82,3 +84,8 @@ async fn events(State(state): State<AppState>, caller: Caller, Query(p): Query<E
     let next = (items.len() == limit).then(|| items.last().map(|e| e.seq.to_string())).flatten();
     Ok(Json(serde_json::json!({"items": items, "next_cursor": next})))
 }
+
+/// The OpenAPI description of these routes ([`super::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(audit, events))]
+pub struct Api;

@@ -19,7 +19,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/checks/whatsapp/{number}", get(whatsapp))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IvrAnswer {
     number: String,
@@ -41,6 +41,7 @@ struct IvrResult {
 
 /// `POST /v1/ivr/answer {"number", "digit" | "accepted", "call_id"?}` (create + modify): stores the
 /// caller's answer as a `call_recording` consent with source `ivr`.
+#[utoipa::path(post, path = "/v1/ivr/answer", tag = "checks", request_body = IvrAnswer, responses((status = 200, body = serde_json::Value, description = "the answer stored")))]
 async fn ivr_answer(State(state): State<AppState>, caller: Caller, Body(b): Body<IvrAnswer>) -> Result<Json<IvrResult>, ApiError> {
     caller.require(Right::Create)?;
     caller.require(Right::Modify)?;
@@ -99,6 +100,7 @@ struct RecordingAnswer {
 }
 
 /// `GET /v1/checks/recording/{number}` (view): record, do_not_record, or ask.
+#[utoipa::path(get, path = "/v1/checks/recording/{number}", tag = "checks", params(("number" = String, Path)), responses((status = 200, body = serde_json::Value, description = "record, do_not_record or ask")))]
 async fn recording(State(state): State<AppState>, caller: Caller, Path(n): Path<String>) -> Result<Json<RecordingAnswer>, ApiError> {
     caller.require(Right::View)?;
     let n = number(&state, "number", &n)?;
@@ -118,6 +120,7 @@ struct WhatsappParams {
 }
 
 /// `GET /v1/checks/whatsapp/{number}?last_customer_message_at=T[&at=T]` (view).
+#[utoipa::path(get, path = "/v1/checks/whatsapp/{number}", tag = "checks", params(("number" = String, Path), ("last_customer_message_at" = Option<String>, Query), ("at" = Option<String>, Query)), responses((status = 200, body = serde_json::Value, description = "whether a message may be sent")))]
 async fn whatsapp(
     State(state): State<AppState>,
     caller: Caller,
@@ -136,3 +139,8 @@ async fn whatsapp(
     let held = state.store.get(n, Usage::Whatsapp)?;
     Ok(Json(checks::whatsapp(held.as_ref(), last, now)))
 }
+
+/// The OpenAPI description of these routes ([`super::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(ivr_answer, recording, whatsapp))]
+pub struct Api;

@@ -69,12 +69,13 @@ pub fn run_search(state: &AppState, criteria: &CriteriaText, limit: Option<usize
 }
 
 /// `GET /v1/consents?number=&digits=&usage=&consent=&created_from=&created_to=&limit=&cursor=` (view).
+#[utoipa::path(get, path = "/v1/consents", tag = "consents", params(("number" = Option<String>, Query), ("digits" = Option<String>, Query), ("usage" = Option<String>, Query), ("consent" = Option<String>, Query), ("created_from" = Option<String>, Query), ("created_to" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = serde_json::Value, description = "a page of consents")))]
 async fn search(State(state): State<AppState>, caller: Caller, Query(p): Query<SearchParams>) -> Result<Json<Page>, ApiError> {
     caller.require(Right::View)?;
     Ok(Json(run_search(&state, &p.criteria(), p.limit, p.cursor.as_deref())?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewConsent {
     number: String,
@@ -83,6 +84,7 @@ struct NewConsent {
 
 /// `POST /v1/consents {"number", "usage"}` (create): adds a given consent (201); one we hold is set
 /// to given (needs modify, 200).
+#[utoipa::path(post, path = "/v1/consents", tag = "consents", request_body = NewConsent, responses((status = 201, body = serde_json::Value, description = "the consent added"), (status = 200, body = serde_json::Value, description = "the consent held, set to given")))]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,7 +114,7 @@ async fn create(
     Ok((status, Json(now.into())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewValue {
     consent: bool,
@@ -123,6 +125,7 @@ fn parse_id(field: &str, id: &str) -> Result<ConsentId, ApiError> {
 }
 
 /// `PUT /v1/consents/{id} {"consent": bool}` (modify): sets the value; idempotent.
+#[utoipa::path(put, path = "/v1/consents/{id}", tag = "consents", params(("id" = String, Path)), request_body = NewValue, responses((status = 200, body = serde_json::Value, description = "the consent")))]
 async fn set(
     State(state): State<AppState>,
     caller: Caller,
@@ -148,7 +151,7 @@ async fn set(
     Ok(Json(now.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Ids {
     ids: Vec<String>,
@@ -188,6 +191,7 @@ fn same_op(ids: &[ConsentId], op: Op) -> Vec<Incoming> {
 }
 
 /// `POST /v1/consents/toggle {"ids": [...]}` (modify): flips each, as the view's Change Value does.
+#[utoipa::path(post, path = "/v1/consents/toggle", tag = "consents", request_body = Ids, responses((status = 200, body = serde_json::Value, description = "each id and what became of it")))]
 async fn toggle(State(state): State<AppState>, caller: Caller, Body(b): Body<Ids>) -> Result<Json<Results>, ApiError> {
     caller.require(Right::Modify)?;
     let ids = parse_ids(&b)?;
@@ -205,6 +209,7 @@ async fn toggle(State(state): State<AppState>, caller: Caller, Body(b): Body<Ids
 }
 
 /// `POST /v1/consents/delete {"ids": [...]}` (delete): removes each; unknown ids are reported.
+#[utoipa::path(post, path = "/v1/consents/delete", tag = "consents", request_body = Ids, responses((status = 200, body = serde_json::Value, description = "each id and what became of it")))]
 async fn delete(State(state): State<AppState>, caller: Caller, Body(b): Body<Ids>) -> Result<Json<Results>, ApiError> {
     caller.require(Right::Delete)?;
     let ids = parse_ids(&b)?;
@@ -220,3 +225,8 @@ async fn delete(State(state): State<AppState>, caller: Caller, Body(b): Body<Ids
         .collect();
     Ok(Json(Results { results }))
 }
+
+/// The OpenAPI description of these routes ([`super::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(search, create, set, toggle, delete))]
+pub struct Api;

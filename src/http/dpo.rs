@@ -55,6 +55,7 @@ struct Report {
 }
 
 /// `GET /v1/dpo/report?number=` or `?digits=` (dpo).
+#[utoipa::path(get, path = "/v1/dpo/report", tag = "dpo", params(("number" = Option<String>, Query), ("digits" = Option<String>, Query)), responses((status = 200, body = serde_json::Value, description = "everything held on the number")))]
 async fn report(State(state): State<AppState>, caller: Caller, Query(p): Query<ReportParams>) -> Result<Json<Report>, ApiError> {
     caller.require(Right::Dpo)?;
     let (numbers, truncated) = match (&p.number, &p.digits) {
@@ -105,13 +106,14 @@ async fn report(State(state): State<AppState>, caller: Caller, Query(p): Query<R
     Ok(Json(Report { numbers, truncated }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PurgeBody {
     number: String,
 }
 
 /// `POST /v1/dpo/purge {"number"}` (dpo): removes everything held on the number in one step.
+#[utoipa::path(post, path = "/v1/dpo/purge", tag = "dpo", request_body = PurgeBody, responses((status = 200, body = serde_json::Value, description = "the purge event")))]
 async fn purge(State(state): State<AppState>, caller: Caller, Body(b): Body<PurgeBody>) -> Result<Json<Event>, ApiError> {
     caller.require(Right::Dpo)?;
     let n = number(&state, "number", &b.number)?;
@@ -148,13 +150,14 @@ async fn purge(State(state): State<AppState>, caller: Caller, Body(b): Body<Purg
     Ok(Json(event))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResetBody {
     confirm: String,
 }
 
 /// `POST /v1/dpo/reset {"confirm": "DELETE ALL CONSENTS"}` (dpo): deletes every consent, audited.
+#[utoipa::path(post, path = "/v1/dpo/reset", tag = "dpo", request_body = ResetBody, responses((status = 200, body = serde_json::Value, description = "the reset event")))]
 async fn reset(State(state): State<AppState>, caller: Caller, Body(b): Body<ResetBody>) -> Result<Json<Event>, ApiError> {
     caller.require(Right::Dpo)?;
     if b.confirm != RESET_CONFIRMATION {
@@ -174,3 +177,8 @@ async fn reset(State(state): State<AppState>, caller: Caller, Body(b): Body<Rese
     tracing::warn!(actor = %caller.name, consents = event.removed.consents, "The consent store was reset.");
     Ok(Json(event))
 }
+
+/// The OpenAPI description of these routes ([`super::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(report, purge, reset))]
+pub struct Api;

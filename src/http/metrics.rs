@@ -202,6 +202,7 @@ fn status_label(status: u16) -> metrics::SharedString {
 
 /// `GET /metrics` (no token: it carries no personal data). Gauges of the store and the sync state
 /// are read now; the rest was counted as it happened.
+#[utoipa::path(get, path = "/metrics", tag = "service", responses((status = 200, body = String, content_type = "text/plain", description = "Prometheus text")))]
 pub async fn render(State(state): State<AppState>) -> Response {
     let store = state.store.clone();
     let counts = match tokio::task::spawn_blocking(move || store.counts()).await {

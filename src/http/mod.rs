@@ -1,6 +1,7 @@
 //! The admin HTTP API (axum): one router per resource, merged by [`app`]. Handlers are short: check
 //! the caller's rights, parse the input into domain types, call the store or the library, map the
-//! result. Every route but `/healthz`, `/readyz`, `/metrics` and the page ([`web`]) needs a token.
+//! result. Every route but `/healthz`, `/readyz`, `/metrics`, `/openapi.json` and the page ([`web`])
+//! needs a token; [`openapi`] describes them.
 
 pub mod audit;
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod dpo;
 pub mod error;
 pub mod jobs;
 pub mod metrics;
+pub mod openapi;
 pub mod searches;
 pub mod server;
 pub mod store;
@@ -72,9 +74,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/me", get(me));
     Router::new()
         .merge(api)
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::serve))
         .merge(web::router())
         .route_layer(axum::middleware::from_fn(metrics::track))
         // A span per request: lines logged while answering carry its id, method and route; the
@@ -92,6 +95,18 @@ pub fn app(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(axum::middleware::map_response(secure_headers))
+        // A handler that panics answers 500 (as JSON, below) instead of dropping the connection.
+        // Its message is not shown: it may quote the request (a number).
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("A request handler panicked; answered 500.");
+                axum::response::IntoResponse::into_response(ApiError::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the request failed unexpectedly; the daemon's log says more",
+                ))
+            },
+        ))
         .layer(axum::middleware::map_response(error::errors_as_json))
         // A body that sends nothing for this long is cut (the connection's own timeouts are the
         // listener's, [`server`]).
@@ -166,7 +181,20 @@ async fn secure_headers(mut r: axum::response::Response) -> axum::response::Resp
     r
 }
 
+/// `GET /healthz` (no token): the daemon is up.
+#[utoipa::path(get, path = "/healthz", tag = "service", responses((status = 200, body = String, content_type = "text/plain", description = "ok")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz` (no token): the daemon serves requests.
+#[utoipa::path(get, path = "/readyz", tag = "service", responses((status = 200, body = String, content_type = "text/plain", description = "ready")))]
+async fn readyz() -> &'static str {
+    "ready\n"
+}
+
 /// `GET /v1/me`: the caller's token name and rights (any valid token).
+#[utoipa::path(get, path = "/v1/me", tag = "service", responses((status = 200, body = serde_json::Value, description = "the token's name and rights")))]
 async fn me(caller: Caller) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"name": &*caller.name, "rights": caller.rights()}))
 }

@@ -20,7 +20,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/searches/{name}/results", get(results))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewSearch {
     name: String,
@@ -49,6 +49,7 @@ fn owner(caller: &Caller, asked: Option<&str>) -> Result<Option<String>, ApiErro
 }
 
 /// `POST /v1/searches {"name", "criteria": {...}}` (view): saves or replaces a search of the caller.
+#[utoipa::path(post, path = "/v1/searches", tag = "searches", request_body = NewSearch, responses((status = 201, body = serde_json::Value, description = "the saved search")))]
 async fn save(
     State(state): State<AppState>,
     caller: Caller,
@@ -76,6 +77,7 @@ async fn save(
 }
 
 /// `GET /v1/searches[?owner=NAME|*]` (view): the caller's saved searches.
+#[utoipa::path(get, path = "/v1/searches", tag = "searches", params(("owner" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = serde_json::Value, description = "saved searches")))]
 async fn list(State(state): State<AppState>, caller: Caller, Query(p): Query<OwnerParam>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Right::View)?;
     let owner = owner(&caller, p.owner.as_deref())?;
@@ -92,6 +94,7 @@ fn find(state: &AppState, caller: &Caller, name: &str, asked: Option<&str>) -> R
 }
 
 /// `GET /v1/searches/{name}/results[?limit=&cursor=]` (view): runs a saved search.
+#[utoipa::path(get, path = "/v1/searches/{name}/results", tag = "searches", params(("name" = String, Path), ("owner" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = serde_json::Value, description = "a page of consents")))]
 async fn results(
     State(state): State<AppState>,
     caller: Caller,
@@ -104,6 +107,7 @@ async fn results(
 }
 
 /// `DELETE /v1/searches/{name}` (view): removes one of the caller's saved searches.
+#[utoipa::path(delete, path = "/v1/searches/{name}", tag = "searches", params(("name" = String, Path), ("owner" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)), responses((status = 204, description = "removed")))]
 async fn remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -115,3 +119,8 @@ async fn remove(
     state.store.delete_search(&s.owner, &s.name)?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The OpenAPI description of these routes ([`super::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(save, list, results, remove))]
+pub struct Api;

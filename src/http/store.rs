@@ -16,6 +16,7 @@ pub fn router() -> Router<AppState> {
 
 /// `GET /v1/store` (manage): bytes on disk, live bytes (as last counted), the last compaction and the
 /// purges still waiting for one.
+#[utoipa::path(get, path = "/v1/store", tag = "store", responses((status = 200, body = serde_json::Value, description = "the store's bytes and compactions")))]
 async fn show(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Right::Manage)?;
     let (store, upkeep) = (state.store.clone(), state.upkeep.clone());
@@ -33,6 +34,7 @@ async fn show(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
 
 /// `POST /v1/store/compact` (manage): rewrites the store into a fresh generation now and answers what
 /// it did; reads go on meanwhile, writes wait briefly.
+#[utoipa::path(post, path = "/v1/store/compact", tag = "store", responses((status = 200, body = serde_json::Value, description = "what the compaction did")))]
 async fn compact(State(state): State<AppState>, caller: Caller) -> Result<Json<crate::store::compact::Compacted>, ApiError> {
     caller.require(Right::Manage)?;
     let upkeep = state.upkeep.clone();
@@ -40,3 +42,8 @@ async fn compact(State(state): State<AppState>, caller: Caller) -> Result<Json<c
     tracing::info!(actor = %caller.name, "A compaction was asked for.");
     Ok(Json(done))
 }
+
+/// The OpenAPI description of these routes ([`super::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(show, compact))]
+pub struct Api;

@@ -47,6 +47,7 @@ impl From<SyncError> for ApiError {
 }
 
 /// `GET /v1/sync` (manage): every connector and where it stands.
+#[utoipa::path(get, path = "/v1/sync", tag = "sync", responses((status = 200, body = serde_json::Value, description = "every connector and where it stands")))]
 async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require(Right::Manage)?;
     let sync = state.sync.clone();
@@ -96,6 +97,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Valu
 
 /// `POST /v1/sync/{name}/run` (manage): runs the connector now and answers with the run's report;
 /// 409 if it is running already.
+#[utoipa::path(post, path = "/v1/sync/{name}/run", tag = "sync", params(("name" = String, Path)), responses((status = 200, body = serde_json::Value, description = "the run's report")))]
 async fn run(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Right::Manage)?;
     let sync = state.sync.clone();
@@ -107,6 +109,7 @@ async fn run(State(state): State<AppState>, caller: Caller, Path(name): Path<Str
 }
 
 /// `GET /v1/sync/{name}/dead-letters` (manage): refused records of pulls, with where and why.
+#[utoipa::path(get, path = "/v1/sync/{name}/dead-letters", tag = "sync", params(("name" = String, Path)), responses((status = 200, body = serde_json::Value, description = "refused records of pulls")))]
 async fn dead_letters(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Right::Manage)?;
     state.sync.connector(&name)?;
@@ -121,6 +124,7 @@ async fn dead_letters(State(state): State<AppState>, caller: Caller, Path(name):
 
 /// `POST /v1/sync/{name}/dead-letters/{id}/replay` (manage): imports the refused records again through
 /// the connector's (fixed) mapping; the dead letter is dropped when all are taken, else updated.
+#[utoipa::path(post, path = "/v1/sync/{name}/dead-letters/{id}/replay", tag = "sync", params(("name" = String, Path), ("id" = u64, Path)), responses((status = 200, body = serde_json::Value, description = "the import report")))]
 async fn replay(
     State(state): State<AppState>,
     caller: Caller,
@@ -167,6 +171,7 @@ async fn replay(
 }
 
 /// `GET /v1/sync/{name}/refused` (manage): push batches the remote refused, with its answer.
+#[utoipa::path(get, path = "/v1/sync/{name}/refused", tag = "sync", params(("name" = String, Path)), responses((status = 200, body = serde_json::Value, description = "refused push batches")))]
 async fn refused(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Right::Manage)?;
     state.sync.connector(&name)?;
@@ -188,6 +193,7 @@ fn hidden(caller: &Caller, e: SyncError) -> ApiError {
 /// `POST /v1/sync/{name}/refused/{id}/resend` (manage): sends a refused batch's changes again; the
 /// batch is gone when the remote took them, kept with the new answer when it refused them again;
 /// 502 when the remote is misconfigured or down (nothing changes).
+#[utoipa::path(post, path = "/v1/sync/{name}/refused/{id}/resend", tag = "sync", params(("name" = String, Path), ("id" = u64, Path)), responses((status = 200, body = serde_json::Value, description = "what the remote did with them")))]
 async fn resend(
     State(state): State<AppState>,
     caller: Caller,
@@ -202,7 +208,7 @@ async fn resend(
     Ok(Json(out))
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Note {
     #[serde(default)]
@@ -211,6 +217,7 @@ struct Note {
 
 /// `POST /v1/sync/{name}/refused/{id}/dismiss {"note"?}` (manage): drops a refused batch; its changes
 /// will not be sent.
+#[utoipa::path(post, path = "/v1/sync/{name}/refused/{id}/dismiss", tag = "sync", params(("name" = String, Path), ("id" = u64, Path)), request_body = Note, responses((status = 200, body = serde_json::Value, description = "the batch dismissed")))]
 async fn dismiss(
     State(state): State<AppState>,
     caller: Caller,
@@ -235,6 +242,7 @@ async fn dismiss(
 
 /// `GET /v1/sync/{name}/erasures` (manage): erasures owed to the connector, with attempts and the
 /// last answer (by the number's keyed hash; no numbers).
+#[utoipa::path(get, path = "/v1/sync/{name}/erasures", tag = "sync", params(("name" = String, Path)), responses((status = 200, body = serde_json::Value, description = "erasures owed")))]
 async fn erasures(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     caller.require(Right::Manage)?;
     state.sync.connector(&name)?;
@@ -247,6 +255,7 @@ async fn erasures(State(state): State<AppState>, caller: Caller, Path(name): Pat
 
 /// `POST /v1/sync/{name}/erasures/{id}/handled {"note"}` (manage): the erasure was done outside
 /// consentd; it is no longer sent. The note is required.
+#[utoipa::path(post, path = "/v1/sync/{name}/erasures/{id}/handled", tag = "sync", params(("name" = String, Path), ("id" = String, Path)), request_body = Note, responses((status = 200, body = serde_json::Value, description = "the erasure's status")))]
 async fn erasure_handled(
     State(state): State<AppState>,
     caller: Caller,
@@ -260,9 +269,21 @@ async fn erasure_handled(
     Ok(Json(blocking(move || Ok(sync.erasure_handled(&name, &id, &actor, &note)?)).await?))
 }
 
+/// The body of `POST /v1/sync/{name}/watermark`, as the OpenAPI description shows it (the handler
+/// reads it as a map, to tell a `null` watermark from an absent one).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Position {
+    /// An RFC 3339 time, or null to clear the watermark.
+    watermark: Option<String>,
+    /// The last change pushed (its sequence number).
+    pushed_seq: Option<u64>,
+}
+
 /// `POST /v1/sync/{name}/watermark {"watermark": TIME | null, "pushed_seq": N}` (manage): sets (a time)
 /// or clears (null) the pull watermark, and/or sets the push position; a key left out is left as it
 /// is. 409 while the connector runs.
+#[utoipa::path(post, path = "/v1/sync/{name}/watermark", tag = "sync", params(("name" = String, Path)), request_body = Position, responses((status = 200, body = serde_json::Value, description = "the watermark and push position")))]
 async fn watermark(
     State(state): State<AppState>,
     caller: Caller,
@@ -291,3 +312,8 @@ async fn watermark(
     let s = blocking(move || Ok(sync.set_position(&name, &to, &actor)?)).await?;
     Ok(Json(json!({"watermark": s.watermark, "pushed_seq": s.pushed_seq})))
 }
+
+/// The OpenAPI description of these routes ([`super::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, run, dead_letters, replay, refused, resend, dismiss, erasures, erasure_handled, watermark))]
+pub struct Api;

@@ -30,6 +30,7 @@ pub fn router() -> Router<AppState> {
 
 /// `GET /v1/mappings` (manage): the mappings an import or export may name, with their format; a
 /// mapping with problems is listed with them.
+#[utoipa::path(get, path = "/v1/mappings", tag = "imports and exports", responses((status = 200, body = serde_json::Value, description = "the mappings")))]
 async fn mappings(State(state): State<AppState>, caller: Caller) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Right::Manage)?;
     let dir = state.config.mappings_dir.clone();
@@ -86,6 +87,7 @@ fn too_large(limit_mb: u64) -> ApiError {
 
 /// `POST /v1/imports?mapping=NAME[&dry_run=true][&strict=true][&background=true]` (manage): the
 /// body is the file. The report comes back, or with `background` a job to follow (202).
+#[utoipa::path(post, path = "/v1/imports", tag = "imports and exports", params(("mapping" = String, Query), ("dry_run" = Option<bool>, Query), ("strict" = Option<bool>, Query), ("name" = Option<String>, Query), ("background" = Option<bool>, Query), ("region" = Option<String>, Query)), request_body(content = String, description = "the file, in the mapping's format", content_type = "application/octet-stream"), responses((status = 200, body = serde_json::Value, description = "the import report"), (status = 202, body = serde_json::Value, description = "a background import started")))]
 async fn import(
     State(state): State<AppState>,
     caller: Caller,
@@ -207,6 +209,7 @@ async fn run_import(
 
 /// `GET /v1/imports/{id}` (manage, the token that started it): a background import's progress, then
 /// its report or error.
+#[utoipa::path(get, path = "/v1/imports/{id}", tag = "imports and exports", params(("id" = String, Path)), responses((status = 200, body = serde_json::Value, description = "the import's progress or report")))]
 async fn import_status(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Right::Manage)?;
     let id: u64 = id.parse().map_err(|_| ApiError::field("id", "a job id is a whole number"))?;
@@ -246,6 +249,7 @@ impl Write for ChannelWriter {
 
 /// `GET /v1/exports?mapping=NAME&<criteria>` (manage): the consents matching the criteria (none: all)
 /// in the mapping's format, streamed.
+#[utoipa::path(get, path = "/v1/exports", tag = "imports and exports", params(("mapping" = String, Query), ("number" = Option<String>, Query), ("digits" = Option<String>, Query), ("usage" = Option<String>, Query), ("consent" = Option<String>, Query), ("created_from" = Option<String>, Query), ("created_to" = Option<String>, Query)), responses((status = 200, description = "the consents in the mapping's format", content((String = "text/csv"), (String = "text/tab-separated-values"), (String = "application/json"), (String = "application/x-ndjson"), (String = "application/xml")))))]
 async fn export(State(state): State<AppState>, caller: Caller, Query(p): Query<ExportParams>) -> Result<Response, ApiError> {
     caller.require(Right::Manage)?;
     let mapping = mapping(&state, &p.mapping)?;
@@ -302,3 +306,8 @@ async fn export(State(state): State<AppState>, caller: Caller, Query(p): Query<E
     }
     Ok(response)
 }
+
+/// The OpenAPI description of these routes ([`super::openapi`]).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(mappings, import, import_status, export))]
+pub struct Api;
