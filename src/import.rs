@@ -42,7 +42,7 @@ pub struct ImportOptions {
 }
 
 /// What an import did. Counts of consents, except `read`, `rejected` and `skipped` (records).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub mapping: String,
     pub files: Vec<String>,
@@ -121,7 +121,7 @@ fn yes() -> bool {
 }
 
 /// An input, or the rest of one, that was not read.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NotRead {
     pub file: String,
     /// Where reading stopped (the line of the record that broke it), if it started.
@@ -161,7 +161,7 @@ impl std::fmt::Display for NotRead {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reject {
     pub file: String,
     pub line: Option<u64>,

@@ -8,7 +8,7 @@ use serde::Serialize;
 pub const WHATSAPP_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// May this call be recorded?
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordingDecision {
     Record,
@@ -26,7 +26,7 @@ pub fn recording(held: Option<&Consent>) -> RecordingDecision {
 }
 
 /// What an agent may send on WhatsApp.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct WhatsappAnswer {
     /// Inside the 24 hours after the customer's last message.
     pub freeform: bool,

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// One consent: identified by number and usage, one per pair.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Consent {
     pub number: PhoneNumber,
     pub usage: Usage,
@@ -332,6 +332,30 @@ impl Incoming {
         }
     }
 }
+
+/// In the OpenAPI description: a string (a consent id, as the API gives it).
+impl utoipa::PartialSchema for ConsentId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("a consent id, as the API gives it"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ConsentId {}
+
+/// In the OpenAPI description: a string (ivr, cli, agent:NAME, import:MAPPING or sync:CONNECTOR).
+impl utoipa::PartialSchema for Source {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("ivr, cli, agent:NAME, import:MAPPING or sync:CONNECTOR"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Source {}
 
 #[cfg(test)]
 mod tests {

@@ -94,13 +94,13 @@ async fn ivr_answer(State(state): State<AppState>, caller: Caller, Body(b): Body
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct RecordingAnswer {
     decision: RecordingDecision,
 }
 
 /// `GET /v1/checks/recording/{number}` (view): record, do_not_record, or ask.
-#[utoipa::path(get, path = "/v1/checks/recording/{number}", tag = "checks", params(("number" = String, Path)), responses((status = 200, body = serde_json::Value, description = "record, do_not_record or ask")))]
+#[utoipa::path(get, path = "/v1/checks/recording/{number}", tag = "checks", params(("number" = String, Path)), responses((status = 200, body = RecordingAnswer, description = "record, do_not_record or ask")))]
 async fn recording(State(state): State<AppState>, caller: Caller, Path(n): Path<String>) -> Result<Json<RecordingAnswer>, ApiError> {
     caller.require(Right::View)?;
     let n = number(&state, "number", &n)?;
@@ -120,7 +120,7 @@ struct WhatsappParams {
 }
 
 /// `GET /v1/checks/whatsapp/{number}?last_customer_message_at=T[&at=T]` (view).
-#[utoipa::path(get, path = "/v1/checks/whatsapp/{number}", tag = "checks", params(("number" = String, Path), ("last_customer_message_at" = Option<String>, Query), ("at" = Option<String>, Query)), responses((status = 200, body = serde_json::Value, description = "whether a message may be sent")))]
+#[utoipa::path(get, path = "/v1/checks/whatsapp/{number}", tag = "checks", params(("number" = String, Path), ("last_customer_message_at" = Option<String>, Query), ("at" = Option<String>, Query)), responses((status = 200, body = crate::domain::checks::WhatsappAnswer, description = "whether a message may be sent")))]
 async fn whatsapp(
     State(state): State<AppState>,
     caller: Caller,

@@ -49,7 +49,7 @@ impl SearchParams {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page {
     pub items: Vec<ConsentView>,
     pub next_cursor: Option<String>,
@@ -69,7 +69,7 @@ pub fn run_search(state: &AppState, criteria: &CriteriaText, limit: Option<usize
 }
 
 /// `GET /v1/consents?number=&digits=&usage=&consent=&created_from=&created_to=&limit=&cursor=` (view).
-#[utoipa::path(get, path = "/v1/consents", tag = "consents", params(("number" = Option<String>, Query), ("digits" = Option<String>, Query), ("usage" = Option<String>, Query), ("consent" = Option<String>, Query), ("created_from" = Option<String>, Query), ("created_to" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = serde_json::Value, description = "a page of consents")))]
+#[utoipa::path(get, path = "/v1/consents", tag = "consents", params(("number" = Option<String>, Query), ("digits" = Option<String>, Query), ("usage" = Option<String>, Query), ("consent" = Option<String>, Query), ("created_from" = Option<String>, Query), ("created_to" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = Page, description = "a page of consents")))]
 async fn search(State(state): State<AppState>, caller: Caller, Query(p): Query<SearchParams>) -> Result<Json<Page>, ApiError> {
     caller.require(Right::View)?;
     Ok(Json(run_search(&state, &p.criteria(), p.limit, p.cursor.as_deref())?))
@@ -84,7 +84,7 @@ struct NewConsent {
 
 /// `POST /v1/consents {"number", "usage"}` (create): adds a given consent (201); one we hold is set
 /// to given (needs modify, 200).
-#[utoipa::path(post, path = "/v1/consents", tag = "consents", request_body = NewConsent, responses((status = 201, body = serde_json::Value, description = "the consent added"), (status = 200, body = serde_json::Value, description = "the consent held, set to given")))]
+#[utoipa::path(post, path = "/v1/consents", tag = "consents", request_body = NewConsent, responses((status = 201, body = ConsentView, description = "the consent added"), (status = 200, body = ConsentView, description = "the consent held, set to given")))]
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -125,7 +125,7 @@ fn parse_id(field: &str, id: &str) -> Result<ConsentId, ApiError> {
 }
 
 /// `PUT /v1/consents/{id} {"consent": bool}` (modify): sets the value; idempotent.
-#[utoipa::path(put, path = "/v1/consents/{id}", tag = "consents", params(("id" = String, Path)), request_body = NewValue, responses((status = 200, body = serde_json::Value, description = "the consent")))]
+#[utoipa::path(put, path = "/v1/consents/{id}", tag = "consents", params(("id" = String, Path)), request_body = NewValue, responses((status = 200, body = ConsentView, description = "the consent")))]
 async fn set(
     State(state): State<AppState>,
     caller: Caller,

@@ -200,7 +200,7 @@ async fn me(caller: Caller) -> axum::Json<serde_json::Value> {
 }
 
 /// A consent as the API shows it: its id, then the consent's own fields.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConsentView {
     pub id: ConsentId,
     #[serde(flatten)]

@@ -94,7 +94,7 @@ fn find(state: &AppState, caller: &Caller, name: &str, asked: Option<&str>) -> R
 }
 
 /// `GET /v1/searches/{name}/results[?limit=&cursor=]` (view): runs a saved search.
-#[utoipa::path(get, path = "/v1/searches/{name}/results", tag = "searches", params(("name" = String, Path), ("owner" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = serde_json::Value, description = "a page of consents")))]
+#[utoipa::path(get, path = "/v1/searches/{name}/results", tag = "searches", params(("name" = String, Path), ("owner" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = super::consents::Page, description = "a page of consents")))]
 async fn results(
     State(state): State<AppState>,
     caller: Caller,

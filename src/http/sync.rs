@@ -124,7 +124,7 @@ async fn dead_letters(State(state): State<AppState>, caller: Caller, Path(name):
 
 /// `POST /v1/sync/{name}/dead-letters/{id}/replay` (manage): imports the refused records again through
 /// the connector's (fixed) mapping; the dead letter is dropped when all are taken, else updated.
-#[utoipa::path(post, path = "/v1/sync/{name}/dead-letters/{id}/replay", tag = "sync", params(("name" = String, Path), ("id" = u64, Path)), responses((status = 200, body = serde_json::Value, description = "the import report")))]
+#[utoipa::path(post, path = "/v1/sync/{name}/dead-letters/{id}/replay", tag = "sync", params(("name" = String, Path), ("id" = u64, Path)), responses((status = 200, body = ImportReport, description = "the import report")))]
 async fn replay(
     State(state): State<AppState>,
     caller: Caller,

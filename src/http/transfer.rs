@@ -87,7 +87,7 @@ fn too_large(limit_mb: u64) -> ApiError {
 
 /// `POST /v1/imports?mapping=NAME[&dry_run=true][&strict=true][&background=true]` (manage): the
 /// body is the file. The report comes back, or with `background` a job to follow (202).
-#[utoipa::path(post, path = "/v1/imports", tag = "imports and exports", params(("mapping" = String, Query), ("dry_run" = Option<bool>, Query), ("strict" = Option<bool>, Query), ("name" = Option<String>, Query), ("background" = Option<bool>, Query), ("region" = Option<String>, Query)), request_body(content = String, description = "the file, in the mapping's format", content_type = "application/octet-stream"), responses((status = 200, body = serde_json::Value, description = "the import report"), (status = 202, body = serde_json::Value, description = "a background import started")))]
+#[utoipa::path(post, path = "/v1/imports", tag = "imports and exports", params(("mapping" = String, Query), ("dry_run" = Option<bool>, Query), ("strict" = Option<bool>, Query), ("name" = Option<String>, Query), ("background" = Option<bool>, Query), ("region" = Option<String>, Query)), request_body(content = String, description = "the file, in the mapping's format", content_type = "application/octet-stream"), responses((status = 200, body = ImportReport, description = "the import report"), (status = 202, body = serde_json::Value, description = "a background import started")))]
 async fn import(
     State(state): State<AppState>,
     caller: Caller,
