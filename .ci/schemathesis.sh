@@ -24,10 +24,17 @@ name = "schemathesis"
 token_env = "ST_TOKEN"
 rights = ["view", "create", "modify", "delete", "manage", "dpo"]
 TOML
+# Where cargo put the binary (CARGO_TARGET_DIR or a config may move target/).
+TARGET=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 ST_TOKEN=st-secret CONSENTD_LOG=warn CONSENTD_LISTEN=127.0.0.1:0 CONSENTD_DATA_DIR="$WORK/data" \
-  target/debug/consentd --config "$WORK/consentd.toml" serve > "$WORK/addr" 2> "$WORK/log" &
+  "$TARGET/debug/consentd" --config "$WORK/consentd.toml" serve > "$WORK/addr" 2> "$WORK/log" &
 DAEMON=$!
 for _ in $(seq 100); do grep -q listening "$WORK/addr" && break; sleep 0.1; done
+if ! grep -q listening "$WORK/addr"; then
+  echo "the daemon did not start:" >&2
+  cat "$WORK/log" >&2
+  exit 1
+fi
 URL=http://$(sed -n 's/^listening on //p' "$WORK/addr")
 status=0
 python3 -m schemathesis.cli run "$URL/openapi.json" -H "Authorization: Bearer st-secret" \
