@@ -100,7 +100,7 @@ impl Page {
         for (css, value) in fields {
             match *css {
                 "#f-consent" | "#f-usage" => self.select(css, value).await,
-                "#f-from" | "#f-to" => self.set_value(css, value).await,
+                "#f-from" | "#f-to" | "#f-from-time" | "#f-to-time" => self.set_value(css, value).await,
                 _ => self.type_in(css, value).await,
             }
         }
@@ -177,8 +177,17 @@ fn an_administrator_signs_in_and_searches_by_each_criterion() {
             (&[("#f-consent", "false")], "consent=false"),
             (&[("#f-usage", "whatsapp")], "usage=whatsapp"),
             (
-                &[("#f-from", "2024-06-01T00:00:00"), ("#f-to", "2024-12-31T23:59:59")],
+                &[("#f-from", "2024-06-01"), ("#f-to", "2024-12-31")],
                 "created_from=2024-05-31T22:00:00Z&created_to=2024-12-31T22:59:59.999Z",
+            ),
+            (
+                &[
+                    ("#f-from", "2024-06-01"),
+                    ("#f-from-time", "12:30:00"),
+                    ("#f-to", "2024-12-31"),
+                    ("#f-to-time", "08:00"),
+                ],
+                "created_from=2024-06-01T10:30:00Z&created_to=2024-12-31T07:00:59.999Z",
             ),
             (
                 &[("#f-usage", "call_recording"), ("#f-consent", "true")],
@@ -202,6 +211,86 @@ fn an_administrator_signs_in_and_searches_by_each_criterion() {
         p.search(&[("#f-usage", "call_recording")]).await;
         p.wait_rows(&numbers(&d, "usage=call_recording")).await;
         p.b.screenshot("page-results").await;
+        p.b.close().await;
+    });
+}
+
+/// Issue 15 §1: nothing the user typed is dropped.
+#[test]
+fn dates_alone_search_whole_days_and_half_typed_or_refused_input_shows_nothing_stale() {
+    let d = Daemon::start();
+    seed(&d);
+    block_on(async {
+        let p = Page::signed_in(&d, "s-admin", "admin").await;
+        // WhatsApp and dates alone: whole days, in the browser's zone (Europe/Berlin).
+        let expected = numbers(
+            &d,
+            "usage=whatsapp&created_from=2024-12-31T23:00:00Z&created_to=2025-06-03T21:59:59.999Z",
+        );
+        assert!(!expected.is_empty() && expected.len() < numbers(&d, "usage=whatsapp").len());
+        p.search(&[("#f-usage", "whatsapp"), ("#f-from", "2025-01-01"), ("#f-to", "2025-06-03")])
+            .await;
+        p.wait_rows(&expected).await;
+        // A half-typed date (month and day, no year) is an error next to the field, and nothing is
+        // searched: the results of the last search stay, and so does what Save and Export act on.
+        p.click("#clear-btn").await;
+        p.select("#f-usage", "whatsapp").await;
+        p.find("#f-to").await.send_keys("0601").await.unwrap();
+        p.click("#search-btn").await;
+        p.b.wait_text("#f-to-error", "not complete").await;
+        p.b.wait_text("#search-error", "Creation Time to").await;
+        assert_eq!(p.find("#f-to").await.attr("aria-invalid").await.unwrap().as_deref(), Some("true"));
+        p.wait_rows(&expected).await;
+        p.b.screenshot("page-half-typed-date").await;
+        // A refused search (two trailing digits) clears the results; Save and Export are off.
+        p.search(&[("#f-number", "12")]).await;
+        p.b.wait_text("#search-error", "Number").await;
+        p.wait_rows(&[]).await;
+        p.b.wait_text("#results-caption", "refused").await;
+        assert!(!p.find("#save-search-btn").await.is_enabled().await.unwrap());
+        assert!(!p.find("#export-current-btn").await.is_enabled().await.unwrap());
+        p.b.screenshot("page-refused-search").await;
+        // Quick ranges fill the dates (the last 7 days, ending today) and search with them.
+        p.click("#clear-btn").await;
+        p.select("#f-range", "week").await;
+        let (from, to) = (
+            p.find("#f-from").await.prop("value").await.unwrap().unwrap(),
+            p.find("#f-to").await.prop("value").await.unwrap().unwrap(),
+        );
+        let js = "const d = new Date(); const p = (n) => String(n).padStart(2, '0'); return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`";
+        let today: String = serde_json::from_value(p.b.client.execute(js, vec![]).await.unwrap()).unwrap();
+        assert_eq!(to, today);
+        assert!(from < to && !from.is_empty(), "{from} {to}");
+        p.find("#f-number").await.send_keys("\u{E007}").await.unwrap();
+        p.b.wait_text("#results-caption", "No consent matches").await;
+        // Saving under a name in use asks first; Cancel keeps the saved one.
+        p.search(&[("#f-usage", "whatsapp")]).await;
+        p.wait_rows(&numbers(&d, "usage=whatsapp")).await;
+        for (answer, expected) in [
+            (None, json!({"usage": "whatsapp"})),
+            (Some("Cancel"), json!({"usage": "whatsapp"})),
+            (Some("Replace"), json!({"consent": "true"})),
+        ] {
+            if answer == Some("Replace") {
+                p.search(&[("#f-consent", "true")]).await;
+                p.wait_rows(&numbers(&d, "consent=true")).await;
+            }
+            p.click("#save-search-btn").await;
+            p.type_in("#save-name", "mine").await;
+            p.click("#save-ok").await;
+            if let Some(a) = answer {
+                p.confirm("A saved search \"mine\" exists", "Replace", "Cancel", a).await;
+            }
+            if answer == Some("Cancel") {
+                p.b.wait_text("#save-error", "Not saved").await;
+                p.click("#save-cancel").await;
+            } else {
+                p.b.wait_text("#action-status", "Saved the search").await;
+            }
+            let saved = blocking(|| d.ok(d.get("admin", "/v1/searches")));
+            assert_eq!(saved["items"].as_array().unwrap().len(), 1);
+            assert_eq!(saved["items"][0]["criteria"], expected);
+        }
         p.b.close().await;
     });
 }

@@ -17,6 +17,7 @@ const state = {
   selected: new Set(),
   mappingsLoaded: false,
   mappings: [],
+  failed: false, // the last search was refused: no results shown
 };
 
 const $ = (id) => document.getElementById(id);
@@ -144,6 +145,7 @@ function signOut(message) {
   state.token = null;
   state.me = null;
   state.criteria = null;
+  state.failed = false;
   state.items = [];
   state.selected.clear();
   state.mappingsLoaded = false;
@@ -211,21 +213,56 @@ function onTabKey(e) {
 
 // ----- Search -----
 
-// A datetime-local value as an RFC 3339 instant in UTC; an upper bound covers its whole second or minute.
-function toInstant(value, upper) {
-  if (!value) return undefined;
-  const d = new Date(value); // local time of the browser
-  if (isNaN(d)) return undefined;
-  if (upper) d.setMilliseconds(value.length > 16 ? 999 : 59999);
-  return d.toISOString();
+// A Creation Time bound from its date and optional time-of-day fields, in the browser's zone:
+// `{ value }` (an RFC 3339 instant in UTC; none when both are empty) or `{ error }` for a field that is
+// half typed. A date alone covers its whole day; an upper bound covers its whole second or minute.
+function bound(id, upper) {
+  const date = $(id);
+  const time = $(`${id}-time`);
+  if (date.validity.badInput) return { error: "the date is not complete: give day, month and year" };
+  if (time.validity.badInput) return { error: "the time of day is not complete" };
+  if (!date.value) return time.value ? { error: "a time of day needs a date" } : {};
+  const [y, m, d] = date.value.split("-").map(Number);
+  let at;
+  if (time.value) {
+    const [hh, mm, ss] = time.value.split(":").map(Number);
+    at = new Date(y, m - 1, d, hh, mm, ss || 0, 0);
+    if (upper) at.setSeconds(ss === undefined ? 59 : ss, 999);
+  } else {
+    at = upper ? new Date(y, m - 1, d, 23, 59, 59, 999) : new Date(y, m - 1, d);
+  }
+  return isNaN(at) ? { error: "not a date" } : { value: at.toISOString() };
 }
 
-function toLocalInput(iso) {
-  if (!iso) return "";
-  const d = new Date(/^\d{4}-\d{2}-\d{2}$/.test(iso) ? `${iso}T00:00:00Z` : iso);
-  if (isNaN(d)) return "";
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+const pad2 = (n) => String(n).padStart(2, "0");
+const localDate = (d) => `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}`;
+
+// Fills a bound's date and time-of-day fields from an instant (or a date); a whole day leaves the
+// time empty.
+function fillBound(id, iso, upper) {
+  const d = iso ? new Date(/^\d{4}-\d{2}-\d{2}$/.test(iso) ? `${iso}T00:00:00Z` : iso) : null;
+  if (!d || isNaN(d)) {
+    $(id).value = "";
+    $(`${id}-time`).value = "";
+    return;
+  }
+  const hms = [d.getHours(), d.getMinutes(), d.getSeconds(), d.getMilliseconds()];
+  const wholeDay = upper ? hms.join() === "23,59,59,999" : hms.join() === "0,0,0,0";
+  $(id).value = localDate(d);
+  $(`${id}-time`).value = wholeDay ? "" : `${pad2(hms[0])}:${pad2(hms[1])}:${pad2(hms[2])}`;
+}
+
+// The quick ranges: dates only, ending today.
+function quickRange(which) {
+  const today = new Date();
+  const from = new Date(today);
+  if (which === "week") from.setDate(today.getDate() - 6);
+  if (which === "month") from.setDate(1);
+  if (!which) return;
+  $("f-from").value = localDate(from);
+  $("f-to").value = localDate(today);
+  $("f-from-time").value = "";
+  $("f-to-time").value = "";
 }
 
 // The number field: a full number when it starts with + or with 0 and is long enough for one (a
@@ -237,13 +274,28 @@ function numberCriterion(text) {
   return t.startsWith("+") || (t.startsWith("0") && digits.length >= 8) ? { number: t } : { digits: t };
 }
 
+// The form's criteria, or null when a field is half typed: then each such field says why next to
+// it, and nothing is searched (a criterion left out would widen the search without saying so).
 function formCriteria() {
+  const from = bound("f-from", false);
+  const to = bound("f-to", true);
+  let bad = null;
+  for (const [id, b] of [["f-from", from], ["f-to", to]]) {
+    say($(`${id}-error`), b.error || "", true);
+    $(id).setAttribute("aria-invalid", b.error ? "true" : "false");
+    if (b.error && !bad) bad = [id, b.error];
+  }
+  if (bad) {
+    say($("search-error"), `${FIELD_LABELS[bad[0] === "f-from" ? "created_from" : "created_to"]}: ${bad[1]}.`, true);
+    $(bad[0]).focus();
+    return null;
+  }
   const c = {
     ...numberCriterion($("f-number").value),
     consent: $("f-consent").value || undefined,
     usage: $("f-usage").value || undefined,
-    created_from: toInstant($("f-from").value, false),
-    created_to: toInstant($("f-to").value, true),
+    created_from: from.value,
+    created_to: to.value,
   };
   for (const k of Object.keys(c)) if (c[k] === undefined) delete c[k];
   return c;
@@ -253,8 +305,13 @@ function fillForm(c) {
   $("f-number").value = c.number || c.digits || "";
   $("f-consent").value = c.consent || "";
   $("f-usage").value = c.usage || "";
-  $("f-from").value = toLocalInput(c.created_from);
-  $("f-to").value = toLocalInput(c.created_to);
+  $("f-range").value = "";
+  fillBound("f-from", c.created_from, false);
+  fillBound("f-to", c.created_to, true);
+  for (const id of ["f-from", "f-to"]) {
+    say($(`${id}-error`), "");
+    $(id).setAttribute("aria-invalid", "false");
+  }
 }
 
 // Which form field an API error is about, for the message.
@@ -273,30 +330,41 @@ function fieldMessage(e) {
 }
 
 async function search(criteria) {
+  if (!criteria) return;
   if (Object.keys(criteria).length === 0) {
     say($("search-error"), "Give at least one criterion: a number or its last digits, a consent value, a usage or a creation time.");
     $("f-number").focus();
     return;
   }
-  state.criteria = criteria;
-  state.cursors = [""];
-  await loadPage();
+  await loadPage(criteria, [""]);
 }
 
-async function loadPage() {
-  const cursor = state.cursors[state.cursors.length - 1];
-  const params = { ...state.criteria, limit: $("page-size").value, cursor: cursor || undefined };
+// Loads one page of `criteria`. The results shown, and what Save Search and Export act on, are
+// always those of the last search that succeeded; a refused one clears them.
+async function loadPage(criteria = state.criteria, cursors = state.cursors) {
+  const cursor = cursors[cursors.length - 1];
+  const params = { ...criteria, limit: $("page-size").value, cursor: cursor || undefined };
   $("search-btn").disabled = true;
   $("results").setAttribute("aria-busy", "true");
   try {
     const page = await api("GET", `/v1/consents${query(params)}`);
     say($("search-error"), "");
+    state.failed = false;
+    state.criteria = criteria;
+    state.cursors = cursors;
     state.items = page.items;
     state.next = page.next_cursor;
     state.selected.clear();
     renderResults();
   } catch (e) {
-    say($("search-error"), fieldMessage(e));
+    say($("search-error"), fieldMessage(e), true);
+    state.failed = true;
+    state.criteria = null;
+    state.cursors = [""];
+    state.items = [];
+    state.next = null;
+    state.selected.clear();
+    renderResults();
   } finally {
     $("search-btn").disabled = false;
     $("results").removeAttribute("aria-busy");
@@ -349,7 +417,8 @@ function renderResults() {
   body.replaceChildren(...rows);
   const page = state.cursors.length;
   const caption = $("results-caption");
-  if (!state.criteria) caption.textContent = "Run a search to see consents.";
+  if (state.failed) caption.textContent = "The search was refused (see above): no results are shown.";
+  else if (!state.criteria) caption.textContent = "Run a search to see consents.";
   else if (!state.items.length) caption.textContent = page > 1 ? "No more consents." : "No consent matches this search.";
   else caption.textContent = `Page ${page}: ${plural(state.items.length, "consent")}${state.next ? ", more on the next page" : ""}.`;
   $("page-info").textContent = state.criteria && state.items.length ? `Page ${page}` : "";
@@ -550,6 +619,19 @@ async function submitSave(e) {
     return;
   }
   try {
+    const existing = await api("GET", "/v1/searches");
+    if (existing.items.some((x) => x.name === name)) {
+      const ok = await confirmDialog(
+        "Replace saved search",
+        `A saved search "${name}" exists (${describeCriteria(existing.items.find((x) => x.name === name).criteria)}). Replace it with this one?`,
+        ["Replace", "Cancel"]
+      );
+      if (!ok) {
+        say($("save-error"), "Not saved: give another name, or replace the saved search.");
+        $("save-name").focus();
+        return;
+      }
+    }
     await api("POST", "/v1/searches", { name, criteria: state.criteria });
     $("save-dialog").close("ok");
     say($("action-status"), `Saved the search as "${name}".`);
@@ -1155,14 +1237,18 @@ function init() {
     $("f-number").focus();
   });
   $("prev-btn").addEventListener("click", () => {
-    if (state.cursors.length > 1) state.cursors.pop();
-    loadPage();
+    loadPage(state.criteria, state.cursors.length > 1 ? state.cursors.slice(0, -1) : state.cursors);
   });
   $("next-btn").addEventListener("click", () => {
     if (!state.next) return;
-    state.cursors.push(state.next);
-    loadPage();
+    loadPage(state.criteria, [...state.cursors, state.next]);
   });
+  $("f-range").addEventListener("change", (e) => quickRange(e.target.value));
+  for (const id of ["f-from", "f-from-time", "f-to", "f-to-time"]) {
+    $(id).addEventListener("input", () => {
+      $("f-range").value = "";
+    });
+  }
   $("page-size").addEventListener("change", () => state.criteria && search(state.criteria));
   $("select-all").addEventListener("change", (e) => {
     state.selected = new Set(e.target.checked ? state.items.map((c) => c.id) : []);
