@@ -635,6 +635,19 @@ fn a_dpo_sees_everything_held_on_a_number_and_purges_it() {
     assert_eq!(held["consents"].as_array().unwrap().len(), 2);
     assert_eq!(held["history"].as_array().unwrap().len(), 2);
     assert_eq!(held["saved_searches"][0]["name"], "by number");
+    // As a file to hand over: the same report, with when and by whom, named without the number.
+    let file = d.get("dpo-office", "/v1/dpo/report?number=0151%202345678&download=true");
+    let disposition = file.headers()["content-disposition"].to_str().unwrap().to_string();
+    assert!(
+        disposition.starts_with("attachment; filename=\"consentd-dpo-report-") && !disposition.contains("2345678"),
+        "{disposition}"
+    );
+    let file: Value = file.json().unwrap();
+    assert_eq!(
+        (file["numbers"].clone(), file["generated_by"].clone()),
+        (report["numbers"].clone(), json!("dpo-office"))
+    );
+    assert!(file["generated_at"].is_string());
     let by_digits = d.ok(d.get("dpo-office", "/v1/dpo/report?digits=5678"));
     assert_eq!(by_digits["numbers"].as_array().unwrap().len(), 1);
     refused(d.get("dpo-office", "/v1/dpo/report"), StatusCode::BAD_REQUEST, None);

@@ -165,7 +165,11 @@ fn an_administrator_signs_in_and_searches_by_each_criterion() {
         p.sign_in("not-a-token").await;
         p.b.wait_text("#signin-error", "not known").await;
         p.sign_in_as("s-admin", "admin").await;
-        assert!(p.text("#who-rights").await.contains("manage"));
+        let rights = p.text("#who-rights").await;
+        assert!(
+            rights.contains("see consents") && rights.contains("import, export and sync"),
+            "{rights}"
+        );
         // At least one criterion, as in the API.
         p.search(&[]).await;
         p.b.wait_text("#search-error", "at least one criterion").await;
@@ -556,12 +560,20 @@ fn a_dpo_looks_a_number_up_and_purges_it_after_typing_it_again() {
     ));
     block_on(async {
         let p = Page::signed_in(&d, "s-dpo", "dpo-office").await;
-        p.click("#tab-dpo").await;
+        // A DPO signs in to the Data Protection tab.
+        assert_eq!(
+            p.find("#tab-dpo").await.attr("aria-selected").await.unwrap().as_deref(),
+            Some("true")
+        );
         p.type_in("#dpo-number", "10000000").await;
         p.click("#dpo-lookup").await;
         let report = p.b.wait_text("#dpo-report", "+491510000000").await;
         assert!(report.contains("History (2)"), "{report}");
         assert!(report.contains("import:generic-csv") && report.contains("agent:admin"), "{report}");
+        // The report as an answer to hand over: who made it and when, downloaded as a file.
+        assert!(report.contains("by dpo-office."), "{report}");
+        p.click("#dpo-download").await;
+        p.b.wait_text("#dpo-status", "Downloaded consentd-dpo-report-").await;
         p.b.screenshot("page-dpo-report").await;
         p.click("#dpo-report .purge-btn").await;
         p.b.wait_text("#purge-number", "+491510000000").await;

@@ -28,6 +28,9 @@ pub fn router() -> Router<AppState> {
 struct ReportParams {
     number: Option<String>,
     digits: Option<String>,
+    /// Answer as a file to keep or hand over (`Content-Disposition: attachment`).
+    #[serde(default)]
+    download: bool,
 }
 
 /// Everything held on one number.
@@ -49,14 +52,22 @@ struct Held {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    /// When the report was made, and by which token: the answer to a data-subject request says so.
+    generated_at: Timestamp,
+    generated_by: String,
     numbers: Vec<Held>,
     /// True when more numbers end in the digits than one report covers.
     truncated: bool,
 }
 
 /// `GET /v1/dpo/report?number=` or `?digits=` (dpo).
-#[utoipa::path(get, path = "/v1/dpo/report", tag = "dpo", params(("number" = Option<String>, Query), ("digits" = Option<String>, Query)), responses((status = 200, body = serde_json::Value, description = "everything held on the number")))]
-async fn report(State(state): State<AppState>, caller: Caller, Query(p): Query<ReportParams>) -> Result<Json<Report>, ApiError> {
+#[utoipa::path(get, path = "/v1/dpo/report", tag = "dpo", params(("number" = Option<String>, Query), ("digits" = Option<String>, Query), ("download" = Option<bool>, Query)), responses((status = 200, body = serde_json::Value, description = "everything held on the number")))]
+async fn report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(p): Query<ReportParams>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     caller.require(Right::Dpo)?;
     let (numbers, truncated) = match (&p.number, &p.digits) {
         (Some(n), None) => (vec![number(&state, "number", n)?], false),
@@ -103,7 +114,20 @@ async fn report(State(state): State<AppState>, caller: Caller, Query(p): Query<R
             .collect::<Result<Vec<_>, ApiError>>()
     })
     .await?;
-    Ok(Json(Report { numbers, truncated }))
+    let generated_at = Timestamp::now();
+    let report = Json(Report {
+        generated_at,
+        generated_by: caller.name.to_string(),
+        numbers,
+        truncated,
+    });
+    if !p.download {
+        return Ok(report.into_response());
+    }
+    // The file's name says when, never which number: names end up in logs and download lists.
+    let stamp: String = generated_at.to_rfc3339().chars().filter(char::is_ascii_alphanumeric).collect();
+    let disposition = format!("attachment; filename=\"consentd-dpo-report-{stamp}.json\"");
+    Ok(([(axum::http::header::CONTENT_DISPOSITION, disposition)], report).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

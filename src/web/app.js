@@ -7,6 +7,16 @@ const USAGES = { call_recording: "Call recording", whatsapp: "WhatsApp" };
 const ZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
 const TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "medium" });
 
+// The rights, in words, as the header shows them.
+const RIGHT_WORDS = {
+  view: "see consents",
+  create: "add",
+  modify: "change",
+  delete: "delete",
+  manage: "import, export and sync",
+  dpo: "answer data protection requests",
+};
+
 const state = {
   token: null,
   me: null,
@@ -128,12 +138,15 @@ async function signIn(token, quiet) {
   $("token").value = "";
   say($("signin-error"), "");
   $("who-name").textContent = state.me.name;
-  $("who-rights").textContent = `(${state.me.rights.join(", ") || "no rights"})`;
+  const words = state.me.rights.map((r) => RIGHT_WORDS[r] || r);
+  $("who-rights").textContent = words.length ? `(may ${words.join(", ")})` : "(no rights)";
+  $("who-rights").title = `Rights: ${state.me.rights.join(", ") || "none"}`;
   show($("signin"), false);
   show($("who"), true);
   show($("app"), true);
   applyRights();
-  selectTab(can("view") ? "consents" : can("manage") ? "transfer" : can("dpo") ? "dpo" : "consents");
+  // A DPO starts where their work is.
+  selectTab(can("dpo") ? "dpo" : can("view") ? "consents" : can("manage") ? "transfer" : "consents");
   if (can("view")) {
     loadSaved();
     $("f-number").focus();
@@ -1154,6 +1167,31 @@ function renderReport(r) {
     return el("section", { class: "card report-number", "aria-label": `Data held on ${h.number}` }, ...parts);
   });
   if (r.truncated) cards.unshift(el("p", { class: "status bad", text: "More numbers end in these digits than one report shows; give more digits." }));
+  // The report as the answer to a data-subject request: the file the API gives with download=true,
+  // or this page printed.
+  const stamp = (r.generated_at || new Date().toISOString()).replace(/[^0-9A-Za-z]/g, "");
+  cards.unshift(
+    el(
+      "div",
+      { class: "toolbar report-actions" },
+      el("button", {
+        type: "button",
+        id: "dpo-download",
+        text: "Download report (JSON)",
+        onclick: () => {
+          const url = URL.createObjectURL(new Blob([JSON.stringify(r, null, 2)], { type: "application/json" }));
+          const a = el("a", { href: url, download: `consentd-dpo-report-${stamp}.json` });
+          document.body.append(a);
+          a.click();
+          a.remove();
+          setTimeout(() => URL.revokeObjectURL(url), 60000);
+          say($("dpo-status"), `Downloaded consentd-dpo-report-${stamp}.json.`);
+        },
+      }),
+      el("button", { type: "button", id: "dpo-print", text: "Print…", onclick: () => window.print() }),
+      el("span", { class: "muted", text: `Made ${formatTime(r.generated_at)} by ${r.generated_by}.` })
+    )
+  );
   $("dpo-report").replaceChildren(...cards);
 }
 
