@@ -502,6 +502,37 @@ fn fmt_thousands(n: u32) -> String {
     out
 }
 
+/// Issue 15 §6: the two questions the IVR and the agents' tools ask, answered on the page.
+#[test]
+fn an_agent_checks_whether_a_call_may_be_recorded_and_a_number_written_to() {
+    let d = Daemon::start();
+    seed(&d);
+    block_on(async {
+        let p = Page::signed_in(&d, "s-viewer", "viewer").await;
+        p.click("#tab-check").await;
+        p.type_in("#check-number", "+49 151 0000000").await;
+        p.click("#check-btn").await;
+        p.b.wait_text("#check-recording", "may be recorded").await;
+        assert!(p.text("#check-whatsapp").await.contains("may not write"));
+        // A WhatsApp consent given, and the customer wrote today: both kinds of message, until when.
+        p.type_in("#check-number", "+34610071271").await;
+        let js = "const d = new Date(); const p = (n) => String(n).padStart(2, '0'); return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`";
+        let today: String = serde_json::from_value(p.b.client.execute(js, vec![]).await.unwrap()).unwrap();
+        p.set_value("#check-last", &today).await;
+        p.click("#check-btn").await;
+        p.b.wait_text("#check-whatsapp", "free-form messages until").await;
+        assert!(p.text("#check-whatsapp").await.contains("template messages"));
+        assert!(p.text("#check-recording").await.contains("ask the caller"));
+        p.b.screenshot("page-check").await;
+        // A number that is not one is refused with the reason, and no answer is shown.
+        p.type_in("#check-number", "+49 151 NOPE").await;
+        p.click("#check-btn").await;
+        p.b.wait_text("#check-error", "Number").await;
+        assert!(!p.displayed("#check-result").await);
+        p.b.close().await;
+    });
+}
+
 #[test]
 fn a_view_only_token_sees_no_edit_buttons_and_a_create_only_token_only_add() {
     let d = Daemon::start();

@@ -189,7 +189,7 @@ function applyRights() {
 
 // ----- Tabs -----
 
-const TABS = ["consents", "transfer", "sync", "dpo"];
+const TABS = ["consents", "transfer", "sync", "check", "dpo"];
 
 function selectTab(name) {
   for (const t of TABS) {
@@ -1195,6 +1195,56 @@ function renderReport(r) {
   $("dpo-report").replaceChildren(...cards);
 }
 
+// ----- Check a number -----
+
+const RECORDING_WORDS = {
+  record: "may be recorded (consent given)",
+  do_not_record: "must not be recorded (consent denied)",
+  ask: "ask the caller first (no answer held)",
+};
+
+// The two questions other systems ask, answered by the API for one number.
+async function check(e) {
+  if (e) e.preventDefault();
+  const text = $("check-number").value.trim();
+  say($("check-error"), "");
+  show($("check-result"), false);
+  if (!text) {
+    say($("check-error"), "Enter the full number (with + or a leading 0).", true);
+    $("check-number").focus();
+    return;
+  }
+  const last = $("check-last");
+  if (last.validity.badInput || $("check-last-time").validity.badInput || (!last.value && $("check-last-time").value)) {
+    say($("check-error"), "Customer's last message: give the whole date (and the time of day, if any).", true);
+    last.focus();
+    return;
+  }
+  let lastAt;
+  if (last.value) {
+    const [y, m, d] = last.value.split("-").map(Number);
+    const [hh, mm, ss] = ($("check-last-time").value || "00:00:00").split(":").map(Number);
+    lastAt = new Date(y, m - 1, d, hh, mm, ss || 0).toISOString();
+  }
+  const path = encodeURIComponent(text);
+  try {
+    const [rec, wa] = await Promise.all([
+      api("GET", `/v1/checks/recording/${path}`),
+      api("GET", `/v1/checks/whatsapp/${path}${query({ last_customer_message_at: lastAt })}`),
+    ]);
+    $("check-shown").textContent = text;
+    $("check-recording").textContent = RECORDING_WORDS[rec.decision] || rec.decision;
+    const may = [];
+    if (wa.freeform) may.push(`free-form messages${wa.window_closes_at ? ` until ${formatTime(wa.window_closes_at)}` : ""}`);
+    if (wa.template) may.push("template messages");
+    $("check-whatsapp").textContent = may.length ? `may send ${may.join(" and ")}` : "may not write to this number";
+    $("check-why").textContent = wa.reason;
+    show($("check-result"), true);
+  } catch (err) {
+    say($("check-error"), fieldMessage(err), true);
+  }
+}
+
 // Per connector: whether a purge reached it, its attempts and the remote's last answer.
 function erasureTable(erasures) {
   return table(
@@ -1306,6 +1356,7 @@ function init() {
   $("export-form").addEventListener("submit", submitExport);
   $("sync-refresh").addEventListener("click", loadSync);
   $("dpo-form").addEventListener("submit", lookup);
+  $("check-form").addEventListener("submit", check);
   $("purge-form").addEventListener("submit", submitPurge);
   $("purge-confirm").addEventListener("input", () => {
     $("purge-ok").disabled = compact($("purge-confirm").value) !== dpoNumber;
