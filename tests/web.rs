@@ -348,10 +348,11 @@ fn add_change_value_and_delete_ask_first_and_do_what_they_say() {
         p.b.wait_text("#action-status", "Deleted 1 consent").await;
         assert!(held(&d).is_empty());
         p.b.wait_text("#results-caption", "No consent matches").await;
-        // Rows can be selected all at once.
+        // Rows can be selected all at once; the last action's message goes when the next starts.
         p.search(&[("#f-usage", "call_recording")]).await;
         let all = numbers(&d, "usage=call_recording");
         p.wait_rows(&all).await;
+        assert_eq!(p.find("#action-status").await.text().await.unwrap(), "");
         p.click("#select-all").await;
         p.b.wait_text("#selection-info", &format!("{} rows selected", all.len())).await;
         p.click("#toggle-btn").await;
@@ -550,6 +551,8 @@ fn a_view_only_token_sees_no_edit_buttons_and_a_create_only_token_only_add() {
             "#tab-transfer",
             "#tab-sync",
             "#tab-dpo",
+            "#select-all",
+            "#results tbody .row-select",
         ] {
             assert!(!p.displayed(css).await, "{css} is shown to a view-only token");
         }

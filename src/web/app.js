@@ -386,12 +386,17 @@ async function loadPage(criteria = state.criteria, cursors = state.cursors) {
 
 function renderResults() {
   const body = $("results").querySelector("tbody");
+  // Rows are selected for Delete and Change Value: a token with neither has nothing to select for.
+  const selectable = can("delete") || can("modify");
+  $("select-all").hidden = !selectable;
   const rows = state.items.map((c) => {
     const selected = state.selected.has(c.id);
     const given = c.consent === true;
     const box = el("input", {
       type: "checkbox",
       class: "row-select",
+      hidden: !selectable,
+      disabled: !selectable,
       "aria-label": `Select ${c.number} ${USAGES[c.usage] || c.usage}`,
       checked: selected,
       onchange: (e) => {
@@ -477,6 +482,7 @@ function confirmDialog(title, text, labels) {
 // ----- Add, delete, change value -----
 
 function openAdd() {
+  say($("action-status"), ""); // the message of the last action goes when the next starts
   const d = $("add-dialog");
   $("add-number").value = "";
   say($("add-error"), "");
@@ -525,6 +531,7 @@ async function reloadKeeping(ids) {
 
 // The Consent checkbox of one row: sets that consent to the other value after a Yes.
 async function setValue(c, consent) {
+  say($("action-status"), ""); // the message of the last action goes when the next starts
   const what = `${c.number} (${USAGES[c.usage] || c.usage})`;
   const ok = await confirmDialog("Change Value", `Set the consent of ${what} to ${consent ? "given" : "denied"}?`, ["Yes", "No"]);
   if (!ok) return;
@@ -538,6 +545,7 @@ async function setValue(c, consent) {
 }
 
 async function deleteSelected() {
+  say($("action-status"), ""); // the message of the last action goes when the next starts
   const ids = [...state.selected];
   if (!ids.length) return;
   const ok = await confirmDialog("Delete", `Delete ${plural(ids.length, "consent")}? The audit trail keeps the record of it.`, ["OK", "Cancel"]);
@@ -553,6 +561,7 @@ async function deleteSelected() {
 }
 
 async function toggleSelected() {
+  say($("action-status"), ""); // the message of the last action goes when the next starts
   const ids = [...state.selected];
   if (!ids.length) return;
   const ok = await confirmDialog("Change Value", `Change the value of ${plural(ids.length, "consent")} (given becomes denied, denied becomes given)?`, ["Yes", "No"]);
@@ -617,6 +626,7 @@ function describeCriteria(c) {
 }
 
 function openSave() {
+  say($("action-status"), ""); // the message of the last action goes when the next starts
   if (!state.criteria) return;
   $("save-name").value = "";
   say($("save-error"), "");
@@ -1317,6 +1327,7 @@ function init() {
   }
   $("search-form").addEventListener("submit", (e) => {
     e.preventDefault();
+    say($("action-status"), ""); // the message of the last action goes when the next starts
     search(formCriteria());
   });
   $("clear-btn").addEventListener("click", () => {
