@@ -187,7 +187,13 @@ fn the_consent_view_operations_work_and_are_audited() {
     // Toggle flips; unknown ids are reported, not fatal.
     let unknown = "r-72706b344e";
     let t = d.ok(d.post("admin", "/v1/consents/toggle", json!({"ids": [id, unknown]})));
-    assert_eq!(t["results"][0], json!({"id": id, "outcome": "updated", "consent": true}));
+    let r0 = &t["results"][0];
+    assert_eq!(
+        (&r0["id"], &r0["outcome"], &r0["consent"], &r0["source"]),
+        (&json!(id), &json!("updated"), &json!(true), &json!("agent:admin"))
+    );
+    // With its new times, so a page can show the row as it now is.
+    assert!(r0["created_at"].is_string() && r0["created_at"] == r0["updated_at"], "{r0}");
     assert_eq!(t["results"][1]["outcome"], "not_found");
     // Search by each criterion.
     assert_eq!(d.search("number=%2B49%20151%202345678").len(), 1);

@@ -360,6 +360,19 @@ fn add_change_value_and_delete_ask_first_and_do_what_they_say() {
             .await;
         p.b.wait_text("#action-status", &format!("Changed the value of {} consents", all.len()))
             .await;
+        // The changed rows stay where they were, marked, with their new value and times, though a new
+        // value took a new creation time; selected still, so a second Change Value undoes the first.
+        p.wait_rows(&all).await;
+        let marked = "return document.querySelectorAll('#results tbody tr.changed .changed-mark').length";
+        assert_eq!(p.b.client.execute(marked, vec![]).await.unwrap(), json!(all.len()));
+        p.b.wait_text("#selection-info", &format!("{} rows selected", all.len())).await;
+        p.b.screenshot("page-changed-in-place").await;
+        p.click("#toggle-btn").await;
+        p.confirm(&format!("Change the value of {} consents", all.len()), "Yes", "No", "Yes")
+            .await;
+        p.b.wait_text("#action-status", &format!("Changed the value of {} consents", all.len()))
+            .await;
+        p.wait_rows(&all).await;
         let audit = blocking(|| d.ok(d.get("admin", "/v1/audit?actor=admin&limit=1000")));
         let flips = audit["items"]
             .as_array()
@@ -369,8 +382,8 @@ fn add_change_value_and_delete_ask_first_and_do_what_they_say() {
             .count();
         assert_eq!(
             flips,
-            4 + all.len(),
-            "add, flip, set, delete and the flips of all, each audited; nothing for a No or a Cancel"
+            4 + 2 * all.len(),
+            "add, flip, set, delete and the flips of all (twice), each audited; nothing for a No or a Cancel"
         );
         p.b.close().await;
     });

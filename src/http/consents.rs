@@ -165,6 +165,14 @@ struct Result1 {
     /// The value after a toggle.
     #[serde(skip_serializing_if = "Option::is_none")]
     consent: Option<bool>,
+    /// The times after a toggle (a new value takes a new creation time), so a page can show the row
+    /// as it now is without searching again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<crate::domain::Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated_at: Option<crate::domain::Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<crate::domain::Source>,
 }
 
 #[derive(Debug, Serialize)]
@@ -198,11 +206,14 @@ async fn toggle(State(state): State<AppState>, caller: Caller, Body(b): Body<Ids
     let outcomes = state.store.apply(&same_op(&ids, Op::Toggle), &agent(&caller), false)?;
     let mut results = Vec::with_capacity(ids.len());
     for (id, o) in ids.iter().zip(outcomes) {
-        let consent = state.store.get(id.number, id.usage)?.map(|c| c.consent);
+        let now = state.store.get(id.number, id.usage)?.filter(|_| o != Outcome::NotFound);
         results.push(Result1 {
             id: id.to_string(),
             outcome: if o == Outcome::NotFound { "not_found" } else { "updated" },
-            consent: consent.filter(|_| o != Outcome::NotFound),
+            consent: now.as_ref().map(|c| c.consent),
+            created_at: now.as_ref().map(|c| c.created_at),
+            updated_at: now.as_ref().map(|c| c.updated_at),
+            source: now.map(|c| c.source),
         });
     }
     Ok(Json(Results { results }))
@@ -221,6 +232,9 @@ async fn delete(State(state): State<AppState>, caller: Caller, Body(b): Body<Ids
             id: id.to_string(),
             outcome: if o == Outcome::Deleted { "deleted" } else { "not_found" },
             consent: None,
+            created_at: None,
+            updated_at: None,
+            source: None,
         })
         .collect();
     Ok(Json(Results { results }))

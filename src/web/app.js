@@ -28,6 +28,7 @@ const state = {
   mappingsLoaded: false,
   mappings: [],
   failed: false, // the last search was refused: no results shown
+  changed: new Set(), // ids of rows changed since the search, kept in place
 };
 
 const $ = (id) => document.getElementById(id);
@@ -368,6 +369,7 @@ async function loadPage(criteria = state.criteria, cursors = state.cursors) {
     state.items = page.items;
     state.next = page.next_cursor;
     state.selected.clear();
+    state.changed.clear();
     renderResults();
   } catch (e) {
     say($("search-error"), fieldMessage(e), true);
@@ -408,7 +410,7 @@ function renderResults() {
     });
     return el(
       "tr",
-      { class: selected ? "selected" : undefined, "data-id": c.id },
+      { class: [selected ? "selected" : "", state.changed.has(c.id) ? "changed" : ""].join(" ").trim() || undefined, "data-id": c.id },
       el("td", { class: "select" }, box),
       el("td", { class: "number", text: c.number }),
       el("td", { class: "usage", text: USAGES[c.usage] || c.usage }),
@@ -426,9 +428,11 @@ function renderResults() {
             setValue(c, !given);
           },
         }),
-        el("span", { class: "value-label", text: given ? "given" : "denied" })
+        el("span", { class: "value-label", text: given ? "given" : "denied" }),
+        state.changed.has(c.id) ? el("span", { class: "changed-mark", text: "changed", title: "Changed since the search; search again to see the rows as it finds them" }) : null
       ),
       el("td", { class: "created", title: c.created_at, text: formatTime(c.created_at) }),
+      el("td", { class: "updated", title: c.updated_at, text: formatTime(c.updated_at) }),
       el("td", { class: "source", text: c.source })
     );
   });
@@ -521,11 +525,15 @@ async function submitAdd(e) {
   }
 }
 
-// Shows the page again with the rows of `ids` still selected.
-async function reloadKeeping(ids) {
-  const keep = new Set(ids);
-  await loadPage();
-  for (const c of state.items) if (keep.has(c.id)) state.selected.add(c.id);
+// Rows the user changed stay where they are, with their new value and times and a mark, until the
+// next search: searching again would move them (a new value takes a new creation time) or drop them.
+function changedInPlace(updates) {
+  for (const u of updates) {
+    const row = state.items.find((c) => c.id === u.id);
+    if (!row) continue;
+    for (const k of ["consent", "created_at", "updated_at", "source"]) if (u[k] !== undefined) row[k] = u[k];
+    state.changed.add(u.id);
+  }
   renderResults();
 }
 
@@ -536,9 +544,9 @@ async function setValue(c, consent) {
   const ok = await confirmDialog("Change Value", `Set the consent of ${what} to ${consent ? "given" : "denied"}?`, ["Yes", "No"]);
   if (!ok) return;
   try {
-    await api("PUT", `/v1/consents/${encodeURIComponent(c.id)}`, { consent });
+    const now = await api("PUT", `/v1/consents/${encodeURIComponent(c.id)}`, { consent });
     say($("action-status"), `The consent of ${what} is now ${consent ? "given" : "denied"}.`);
-    await reloadKeeping(state.selected);
+    changedInPlace([now]);
   } catch (e) {
     say($("action-status"), e.message, true);
   }
@@ -570,8 +578,8 @@ async function toggleSelected() {
     const r = await api("POST", "/v1/consents/toggle", { ids });
     const changed = r.results.filter((x) => x.outcome === "updated").length;
     say($("action-status"), `Changed the value of ${plural(changed, "consent")}.`);
-    // Keep the rows selected, so a second Change Value undoes the first.
-    await reloadKeeping(ids);
+    // The rows stay where they are, selected, so a second Change Value undoes the first.
+    changedInPlace(r.results.filter((x) => x.outcome === "updated"));
   } catch (e) {
     say($("action-status"), e.message, true);
   }
