@@ -385,6 +385,33 @@ fn add_change_value_and_delete_ask_first_and_do_what_they_say() {
             4 + 2 * all.len(),
             "add, flip, set, delete and the flips of all (twice), each audited; nothing for a No or a Cancel"
         );
+        // Add New on a number whose consent is denied says so first; Cancel leaves it denied.
+        blocking(|| {
+            let id = d.ok(d.post("admin", "/v1/consents", json!({"number": "+491512345679", "usage": "whatsapp"})))["id"].clone();
+            let path = format!("/v1/consents/{}", id.as_str().unwrap());
+            d.ok(d.as_("admin", reqwest::Method::PUT, &path).json(&json!({"consent": false})).send().unwrap());
+        });
+        let value = |d: &Daemon| blocking(|| d.search("number=%2B491512345679&usage=whatsapp"))[0]["consent"].clone();
+        for (answer, expected) in [("Cancel", false), ("Change to given", true)] {
+            p.click("#add-btn").await;
+            p.type_in("#add-number", "+49 151 2345679").await;
+            p.select("#add-usage", "whatsapp").await;
+            p.click("#add-ok").await;
+            p.confirm("denied since", "Change to given", "Cancel", answer).await;
+            if answer == "Cancel" {
+                p.b.wait_text("#add-error", "stays denied").await;
+                p.click("#add-cancel").await;
+            } else {
+                p.b.wait_text("#action-status", "Changed to given: +491512345679").await;
+            }
+            assert_eq!(value(&d), json!(expected));
+        }
+        // And on one given already, that it is, changing nothing.
+        p.click("#add-btn").await;
+        p.type_in("#add-number", "+49 151 2345679").await;
+        p.select("#add-usage", "whatsapp").await;
+        p.click("#add-ok").await;
+        p.b.wait_text("#action-status", "is given already").await;
         p.b.close().await;
     });
 }

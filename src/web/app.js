@@ -507,9 +507,31 @@ async function submitAdd(e) {
   }
   $("add-ok").disabled = true;
   try {
+    // What is held already is said before anything changes: a denied consent is made given only
+    // after a Yes, a given one is left as it is.
+    let held = null;
+    if (can("view")) {
+      held = (await api("GET", `/v1/consents${query({ number, usage })}`)).items[0];
+      if (held && held.consent) {
+        $("add-dialog").close("ok");
+        say($("action-status"), `Nothing added: ${held.number}, ${USAGES[held.usage]}, is given already (since ${formatTime(held.created_at)}).`);
+        return;
+      }
+      if (held) {
+        const ok = await confirmDialog(
+          "Consent denied",
+          `${held.number}, ${USAGES[held.usage]}: denied since ${formatTime(held.created_at)}. Change it to given?`,
+          ["Change to given", "Cancel"]
+        );
+        if (!ok) {
+          say($("add-error"), "Nothing changed: the consent stays denied.");
+          return;
+        }
+      }
+    }
     const c = await api("POST", "/v1/consents", { number, usage });
     $("add-dialog").close("ok");
-    say($("action-status"), `Added: ${c.number}, ${USAGES[c.usage]}, given.`);
+    say($("action-status"), `${held ? "Changed to given" : "Added"}: ${c.number}, ${USAGES[c.usage]}, given.`);
     if (!can("view")) return;
     if (state.criteria) await loadPage();
     else {
