@@ -639,9 +639,16 @@ fn a_dpo_looks_a_number_up_and_purges_it_after_typing_it_again() {
             p.find("#tab-dpo").await.attr("aria-selected").await.unwrap().as_deref(),
             Some("true")
         );
-        p.type_in("#dpo-number", "10000000").await;
+        // Digits that end several numbers: a compact list to pick from, then the one picked in full.
+        blocking(|| d.ok(d.post("admin", "/v1/consents", json!({"number": "+491710000000", "usage": "whatsapp"}))));
+        p.type_in("#dpo-number", "0000000").await;
         p.click("#dpo-lookup").await;
-        let report = p.b.wait_text("#dpo-report", "+491510000000").await;
+        let list = p.b.wait_text("#dpo-report", "2 numbers end in these digits").await;
+        assert!(list.contains("+491510000000") && list.contains("+491710000000"), "{list}");
+        assert!(!p.displayed("#dpo-report .purge-btn").await, "no Purge button in the list");
+        p.click("#dpo-matches tr[data-number='+491510000000'] .pick").await;
+        let report = p.b.wait_text("#dpo-report", "History (2)").await;
+        assert!(!report.contains("+491710000000"), "{report}");
         assert!(report.contains("History (2)"), "{report}");
         assert!(report.contains("import:generic-csv") && report.contains("agent:admin"), "{report}");
         // The report as an answer to hand over: who made it and when, downloaded as a file.

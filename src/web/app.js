@@ -1150,6 +1150,50 @@ function renderReport(r) {
     $("dpo-report").replaceChildren(el("p", { class: "card", text: "No personal data is held on this number." }));
     return;
   }
+  // Trailing digits that match several numbers: a compact list to pick the data subject from.
+  if (r.numbers.length > 1) {
+    const rows = r.numbers.map((h) =>
+      el(
+        "tr",
+        { "data-number": h.number },
+        el("td", { class: "number", text: h.number }),
+        el("td", { text: h.consents.map((c) => `${USAGES[c.usage] || c.usage}: ${c.consent ? "given" : "denied"}`).join(", ") || "none held" }),
+        el("td", { text: String(h.history.length) }),
+        el("td", { text: (h.purges || []).length ? "purged" : "" }),
+        el(
+          "td",
+          {},
+          el("button", {
+            type: "button",
+            class: "pick",
+            text: "Show",
+            "aria-label": `Show everything held on ${h.number}`,
+            onclick: () => {
+              $("dpo-number").value = h.number;
+              lookup();
+            },
+          })
+        )
+      )
+    );
+    const list = el(
+      "section",
+      { class: "card", "aria-label": "Numbers ending in these digits" },
+      el("h3", { text: `${plural(r.numbers.length, "number")} end in these digits${r.truncated ? " (more than shown: give more digits)" : ""}` }),
+      el(
+        "div",
+        { class: "table-wrap" },
+        el(
+          "table",
+          { id: "dpo-matches" },
+          el("thead", {}, el("tr", {}, ...["Number", "Consents", "History", "", ""].map((h) => el("th", { scope: "col", text: h })))),
+          el("tbody", {}, ...rows)
+        )
+      )
+    );
+    $("dpo-report").replaceChildren(list);
+    return;
+  }
   const cards = r.numbers.map((h) => {
     const purges = h.purges || [];
     // Purged and nothing held since: what the purge did, and the erasures still owed.
