@@ -389,7 +389,11 @@ fn add_change_value_and_delete_ask_first_and_do_what_they_say() {
         blocking(|| {
             let id = d.ok(d.post("admin", "/v1/consents", json!({"number": "+491512345679", "usage": "whatsapp"})))["id"].clone();
             let path = format!("/v1/consents/{}", id.as_str().unwrap());
-            d.ok(d.as_("admin", reqwest::Method::PUT, &path).json(&json!({"consent": false})).send().unwrap());
+            d.ok(d
+                .as_("admin", reqwest::Method::PUT, &path)
+                .json(&json!({"consent": false}))
+                .send()
+                .unwrap());
         });
         let value = |d: &Daemon| blocking(|| d.search("number=%2B491512345679&usage=whatsapp"))[0]["consent"].clone();
         for (answer, expected) in [("Cancel", false), ("Change to given", true)] {
@@ -811,5 +815,41 @@ fn waits_that_give_up_say_what_they_saw() {
         let m = message(e);
         assert!(m.contains(r##"wait_for("#missing")"##) && m.contains("no element matches"), "{m}");
         b.close().await;
+    });
+}
+
+/// Issue 15 §6: at 420 px wide every tab fits without sideways scrolling.
+#[test]
+fn every_tab_fits_a_narrow_screen() {
+    let d = Daemon::start();
+    seed(&d);
+    block_on(async {
+        let p = Page::open(&d).await;
+        p.b.client.set_window_size(420, 900).await.unwrap();
+        p.sign_in_as("s-admin", "admin").await;
+        p.search(&[("#f-usage", "call_recording")]).await;
+        p.wait_rows(&numbers(&d, "usage=call_recording")).await;
+        let wide = "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]";
+        for tab in ["consents", "transfer", "sync", "check"] {
+            p.click(&format!("#tab-{tab}")).await;
+            let [scroll, client]: [u64; 2] = serde_json::from_value(p.b.client.execute(wide, vec![]).await.unwrap()).unwrap();
+            p.b.screenshot(&format!("page-narrow-{tab}")).await;
+            let culprits = "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1 && e.offsetParent !== null && e.parentElement.getBoundingClientRect().right <= document.documentElement.clientWidth + 1 && getComputedStyle(e.parentElement).overflowX === 'visible').slice(0, 5).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))";
+            let wide_ones = p.b.client.execute(culprits, vec![]).await.unwrap();
+            assert!(
+                scroll <= client,
+                "the {tab} tab is {scroll} px wide in a {client} px window: {wide_ones}"
+            );
+        }
+        // The Data Protection tab with a report on it.
+        p.click("#sign-out").await;
+        p.sign_in_as("s-dpo", "dpo-office").await;
+        p.type_in("#dpo-number", "+491510000000").await;
+        p.click("#dpo-lookup").await;
+        p.b.wait_text("#dpo-report", "History").await;
+        let [scroll, client]: [u64; 2] = serde_json::from_value(p.b.client.execute(wide, vec![]).await.unwrap()).unwrap();
+        p.b.screenshot("page-narrow-dpo").await;
+        assert!(scroll <= client, "the dpo tab is {scroll} px wide in a {client} px window");
+        p.b.close().await;
     });
 }
