@@ -725,6 +725,33 @@ dir = "{dir}/inbox"
         p.click("#tab-sync").await;
         p.b.wait_text("#sync-table", "crm-files").await;
         p.b.wait_text("#sync-table", "never run").await;
+        // The schedule in words (the cron line in its tooltip).
+        assert_eq!(p.text("#sync-table td.schedule").await, "yearly on 1 January at 00:00 UTC");
+        let js = "return arguments[0].map(([c, z]) => scheduleWords(c, z))";
+        let cases = json!([
+            ["*/10 * * * * *", "UTC"],
+            ["0 */5 * * * *", "UTC"],
+            ["30 */10 * * * *", "UTC"],
+            ["0 0 2 * * *", "Europe/Berlin"],
+            ["0 15 */6 * * *", "UTC"],
+            ["0 0 3 1 * *", "UTC"],
+            ["*/5 * * * *", "UTC"],
+            ["0 0 9 * * MON-FRI", "UTC"]
+        ]);
+        let words = p.b.client.execute(js, vec![cases]).await.unwrap();
+        assert_eq!(
+            words,
+            json!([
+                "every 10 seconds",
+                "every 5 minutes",
+                "every 10 minutes at second 30",
+                "daily at 02:00 Europe/Berlin",
+                "every 6 hours at minute 15",
+                "monthly on day 1 at 03:00 UTC",
+                "every 5 minutes",
+                "0 0 9 * * MON-FRI"
+            ])
+        );
         std::fs::write(d.dir.path().join("inbox/a.csv"), &text).unwrap();
         p.click("#sync-table .run-now").await;
         p.b.wait_text("#sync-table td.counts", &format!("{} pulled, {rows} new, 1 refused", rows + 1))

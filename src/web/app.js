@@ -976,6 +976,34 @@ function runFigures(run) {
   return parts.join(", ") || "nothing to do";
 }
 
+// A cron schedule (`sec min hour day month weekday`, or five fields without seconds) in words, for
+// the common shapes; any other is shown as written. Times of day are in the connector's zone.
+function scheduleWords(cron, zone) {
+  const f = cron.trim().split(/\s+/);
+  const [sec, min, hour, dom, mon, dow] = f.length === 5 ? ["0", ...f] : f;
+  if (f.length !== 5 && f.length !== 6) return cron;
+  const every = (v) => (/^\*\/(\d+)$/.exec(v) || [])[1];
+  const num = (v) => (/^\d+$/.test(v) ? Number(v) : null);
+  const any = (v) => v === "*" || v === "?";
+  const at = () => `${String(num(hour)).padStart(2, "0")}:${String(num(min)).padStart(2, "0")}${num(sec) ? `:${String(num(sec)).padStart(2, "0")}` : ""} ${zone || "UTC"}`;
+  const n = (k, one, many) => (k === "1" ? one : `every ${k} ${many}`);
+  if (any(dom) && any(mon) && any(dow)) {
+    if (every(sec) && any(min) && any(hour)) return n(every(sec), "every second", "seconds");
+    if (any(sec) && any(min) && any(hour)) return "every second";
+    if (num(sec) !== null && every(min) && any(hour)) return n(every(min), "every minute", "minutes") + (num(sec) ? ` at second ${num(sec)}` : "");
+    if (num(sec) !== null && any(min) && any(hour)) return "every minute" + (num(sec) ? ` at second ${num(sec)}` : "");
+    if (num(sec) !== null && num(min) !== null && any(hour)) return `hourly at minute ${num(min)}`;
+    if (num(sec) !== null && num(min) !== null && every(hour)) return `${n(every(hour), "every hour", "hours")} at minute ${num(min)}`;
+    if (num(sec) !== null && num(min) !== null && num(hour) !== null) return `daily at ${at()}`;
+  }
+  const months = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+  if (num(sec) !== null && num(min) !== null && num(hour) !== null && num(dom) !== null && any(dow)) {
+    if (num(mon) !== null && num(mon) >= 1 && num(mon) <= 12) return `yearly on ${num(dom)} ${months[num(mon) - 1]} at ${at()}`;
+    if (any(mon)) return `monthly on day ${num(dom)} at ${at()}`;
+  }
+  return cron;
+}
+
 function renderSync(items) {
   const rows = items.map((c) => {
     const last = c.runs[0];
@@ -996,7 +1024,7 @@ function renderSync(items) {
       { "data-connector": c.name },
       el("td", {}, el("strong", { text: c.name }), el("div", { class: "hint", text: `${c.transport}, ${c.mapping}` })),
       el("td", { text: c.direction }),
-      el("td", { text: `${c.schedule} (${c.timezone})` }),
+      el("td", { class: "schedule", title: `${c.schedule} (${c.timezone})`, text: scheduleWords(c.schedule, c.timezone) }),
       el("td", { text: formatTime(c.next_run) }),
       el("td", { text: last ? formatTime(last.started) : "" }),
       el("td", { class: outcomeClass, title: last && (last.error || (last.warnings || []).join("; ")) || undefined, text: outcome }),
