@@ -373,6 +373,24 @@ fn add_change_value_and_delete_ask_first_and_do_what_they_say() {
         p.b.wait_text("#action-status", &format!("Changed the value of {} consents", all.len()))
             .await;
         p.wait_rows(&all).await;
+        // A row's history, newest first, for a token that may read the audit trail.
+        p.click("#results tbody tr:first-child .history-btn").await;
+        p.b.wait_text("#history-title", &format!("History of {}", all[0])).await;
+        let js = "return [...document.querySelectorAll('#history-entries tbody tr')].map(r => [...r.cells].map(c => c.textContent))";
+        let start = Instant::now();
+        let rows: Vec<Vec<String>> = loop {
+            let rows: Vec<Vec<String>> = serde_json::from_value(p.b.client.execute(js, vec![]).await.unwrap()).unwrap();
+            if !rows.is_empty() || start.elapsed() > WAIT {
+                break rows;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!((rows[0][2].as_str(), rows[2][2].as_str()), ("agent:admin", "import:generic-csv"), "{rows:?}");
+        assert_eq!(rows[2][3], "—");
+        p.b.screenshot("page-row-history").await;
+        p.click("#history-close").await;
+        p.b.wait_hidden("#history-dialog").await;
         let audit = blocking(|| d.ok(d.get("admin", "/v1/audit?actor=admin&limit=1000")));
         let flips = audit["items"]
             .as_array()

@@ -433,7 +433,15 @@ function renderResults() {
       ),
       el("td", { class: "created", title: c.created_at, text: formatTime(c.created_at) }),
       el("td", { class: "updated", title: c.updated_at, text: formatTime(c.updated_at) }),
-      el("td", { class: "source", text: c.source })
+      el(
+        "td",
+        { class: "source" },
+        c.source,
+        // Who changed it, when and from what: for tokens that may read the audit trail.
+        can("manage") || can("dpo")
+          ? el("button", { type: "button", class: "history-btn", text: "History", "aria-label": `History of ${c.number} ${USAGES[c.usage] || c.usage}`, onclick: () => showHistory(c) })
+          : null
+      )
     );
   });
   body.replaceChildren(...rows);
@@ -604,6 +612,31 @@ async function toggleSelected() {
     changedInPlace(r.results.filter((x) => x.outcome === "updated"));
   } catch (e) {
     say($("action-status"), e.message, true);
+  }
+}
+
+// One consent's audit trail, newest first: when, who, from which source, from what to what.
+async function showHistory(c) {
+  const what = `${c.number}, ${USAGES[c.usage] || c.usage}`;
+  $("history-title").textContent = `History of ${what}`;
+  say($("history-error"), "");
+  $("history-table").replaceChildren(el("p", { class: "muted", text: "Loading…" }));
+  $("history-dialog").showModal();
+  try {
+    const r = await api("GET", `/v1/audit${query({ number: c.number, limit: 1000 })}`);
+    const entries = r.items.filter((a) => a.usage === c.usage).reverse();
+    $("history-table").replaceChildren(
+      entries.length
+        ? table(
+            ["When", "Who", "Source", "Before", "After"],
+            entries.map((a) => [formatTime(a.at), a.actor, a.source, a.before ? (a.before.consent ? "given" : "denied") : "—", a.after ? (a.after.consent ? "given" : "denied") : "deleted"]),
+            { id: "history-entries" }
+          )
+        : el("p", { class: "muted", text: "No change is recorded." })
+    );
+  } catch (e) {
+    $("history-table").replaceChildren();
+    say($("history-error"), e.message, true);
   }
 }
 
