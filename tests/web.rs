@@ -386,7 +386,11 @@ fn add_change_value_and_delete_ask_first_and_do_what_they_say() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         assert_eq!(rows.len(), 3, "{rows:?}");
-        assert_eq!((rows[0][2].as_str(), rows[2][2].as_str()), ("agent:admin", "import:generic-csv"), "{rows:?}");
+        assert_eq!(
+            (rows[0][2].as_str(), rows[2][2].as_str()),
+            ("agent:admin", "import:generic-csv"),
+            "{rows:?}"
+        );
         assert_eq!(rows[2][3], "—");
         p.b.screenshot("page-row-history").await;
         p.click("#history-close").await;
@@ -895,6 +899,83 @@ fn every_tab_fits_a_narrow_screen() {
         let [scroll, client]: [u64; 2] = serde_json::from_value(p.b.client.execute(wide, vec![]).await.unwrap()).unwrap();
         p.b.screenshot("page-narrow-dpo").await;
         assert!(scroll <= client, "the dpo tab is {scroll} px wide in a {client} px window");
+        p.b.close().await;
+    });
+}
+
+/// axe-core (the npm package; `.ci/run` installs it into tests/.npm) on the page as it is.
+async fn accessibility_problems(p: &Page, what: &str) -> Vec<serde_json::Value> {
+    let path = common::root().join("tests/.npm/node_modules/axe-core/axe.min.js");
+    if !path.exists() {
+        let ok = std::process::Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(common::root().join("tests/.npm"))
+            .arg("axe-core@4")
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "axe-core is needed: npm install --prefix tests/.npm axe-core@4 (.ci/run does)");
+    }
+    let axe = std::fs::read_to_string(&path).unwrap();
+    // The script itself, not an eval inside the page: the page's CSP allows no eval.
+    let run = format!(
+        "{axe}\nconst done = arguments[arguments.length - 1];\n\
+         axe.run(document, {{ runOnly: {{ type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] }} }})\n\
+           .then((r) => done({{ passes: r.passes.length, bad: r.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical')\n\
+             .map((v) => ({{ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(' ')) }})) }}))\n\
+           .catch((e) => done({{ passes: 0, bad: [{{ id: 'axe failed', help: String(e) }}] }}));"
+    );
+    let answer = p.b.client.execute_async(&run, vec![]).await.unwrap();
+    // Rules that passed: proof that axe looked at the page at all.
+    assert!(answer["passes"].as_u64().unwrap_or(0) > 5, "{what}: axe did not run: {answer}");
+    let found: Vec<serde_json::Value> = serde_json::from_value(answer["bad"].clone()).unwrap();
+    for v in &found {
+        eprintln!("{what}: {v}");
+    }
+    found
+}
+
+/// Issue 15, tests: no serious or critical accessibility violation on any tab or dialog.
+#[test]
+fn every_tab_and_dialog_passes_axe() {
+    let d = Daemon::start();
+    seed(&d);
+    block_on(async {
+        let p = Page::open(&d).await;
+        let mut problems = accessibility_problems(&p, "sign-in").await;
+        p.sign_in_as("s-admin", "admin").await;
+        p.search(&[("#f-usage", "call_recording")]).await;
+        p.wait_rows(&numbers(&d, "usage=call_recording")).await;
+        problems.extend(accessibility_problems(&p, "consents").await);
+        p.click("#add-btn").await;
+        problems.extend(accessibility_problems(&p, "add dialog").await);
+        p.click("#add-cancel").await;
+        p.click("#save-search-btn").await;
+        problems.extend(accessibility_problems(&p, "save dialog").await);
+        p.click("#save-cancel").await;
+        p.click("#results tbody tr:first-child .history-btn").await;
+        p.b.wait_for("#history-entries", WAIT).await;
+        problems.extend(accessibility_problems(&p, "history dialog").await);
+        p.click("#history-close").await;
+        p.click("#results tbody .row-select").await;
+        p.click("#delete-btn").await;
+        p.b.wait_text("#confirm-text", "Delete").await;
+        problems.extend(accessibility_problems(&p, "confirm dialog").await);
+        p.click("#confirm-no").await;
+        for tab in ["transfer", "sync", "check"] {
+            p.click(&format!("#tab-{tab}")).await;
+            problems.extend(accessibility_problems(&p, tab).await);
+        }
+        p.click("#sign-out").await;
+        p.sign_in_as("s-dpo", "dpo-office").await;
+        p.type_in("#dpo-number", "+491510000000").await;
+        p.click("#dpo-lookup").await;
+        p.b.wait_text("#dpo-report", "History").await;
+        problems.extend(accessibility_problems(&p, "data protection").await);
+        assert!(
+            problems.is_empty(),
+            "{} serious or critical accessibility problems (listed above)",
+            problems.len()
+        );
         p.b.close().await;
     });
 }
