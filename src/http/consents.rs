@@ -34,6 +34,10 @@ pub struct SearchParams {
     pub created_to: Option<String>,
     pub limit: Option<usize>,
     pub cursor: Option<String>,
+    /// Also count every consent the search matches (`total`): a scan of the matches, so asked for
+    /// with the first page only.
+    #[serde(default)]
+    pub count: bool,
 }
 
 impl SearchParams {
@@ -53,6 +57,9 @@ impl SearchParams {
 pub struct Page {
     pub items: Vec<ConsentView>,
     pub next_cursor: Option<String>,
+    /// With `count=true`: how many consents the search matches in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
 }
 
 /// Runs a search (at least one criterion) and returns one page.
@@ -65,14 +72,31 @@ pub fn run_search(state: &AppState, criteria: &CriteriaText, limit: Option<usize
     Ok(Page {
         items: page.items.into_iter().map(ConsentView::from).collect(),
         next_cursor: page.next_cursor,
+        total: None,
     })
 }
 
 /// `GET /v1/consents?number=&digits=&usage=&consent=&created_from=&created_to=&limit=&cursor=` (view).
-#[utoipa::path(get, path = "/v1/consents", tag = "consents", params(("number" = Option<String>, Query), ("digits" = Option<String>, Query), ("usage" = Option<String>, Query), ("consent" = Option<String>, Query), ("created_from" = Option<String>, Query), ("created_to" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = Page, description = "a page of consents")))]
+#[utoipa::path(get, path = "/v1/consents", tag = "consents", params(("number" = Option<String>, Query), ("digits" = Option<String>, Query), ("usage" = Option<String>, Query), ("consent" = Option<String>, Query), ("created_from" = Option<String>, Query), ("created_to" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query), ("count" = Option<bool>, Query)), responses((status = 200, body = Page, description = "a page of consents")))]
 async fn search(State(state): State<AppState>, caller: Caller, Query(p): Query<SearchParams>) -> Result<Json<Page>, ApiError> {
     caller.require(Right::View)?;
-    Ok(Json(run_search(&state, &p.criteria(), p.limit, p.cursor.as_deref())?))
+    let mut page = run_search(&state, &p.criteria(), p.limit, p.cursor.as_deref())?;
+    if p.count {
+        let criteria = p.criteria().parse(&state.config.phone_parser())?;
+        let store = state.store.clone();
+        page.total = Some(
+            super::blocking(move || {
+                let mut n = 0u64;
+                for c in store.scan(&criteria)? {
+                    c?;
+                    n += 1;
+                }
+                Ok(n)
+            })
+            .await?,
+        );
+    }
+    Ok(Json(page))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

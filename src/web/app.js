@@ -29,6 +29,8 @@ const state = {
   mappings: [],
   failed: false, // the last search was refused: no results shown
   changed: new Set(), // ids of rows changed since the search, kept in place
+  total: null, // how many consents the search matches
+  allMatching: false, // the selection stands for every consent the search matches
 };
 
 const $ = (id) => document.getElementById(id);
@@ -353,6 +355,19 @@ async function search(criteria) {
   await loadPage(criteria, [""]);
 }
 
+// Asks how many consents `criteria` match, and shows it if that is still the search on screen.
+async function countMatches(criteria) {
+  try {
+    const r = await api("GET", `/v1/consents${query({ ...criteria, limit: 1, count: true })}`);
+    if (state.criteria === criteria) {
+      state.total = r.total;
+      renderResults();
+    }
+  } catch (e) {
+    // The page is shown; without a total the caption says what the page holds.
+  }
+}
+
 // Loads one page of `criteria`. The results shown, and what Save Search and Export act on, are
 // always those of the last search that succeeded; a refused one clears them.
 async function loadPage(criteria = state.criteria, cursors = state.cursors) {
@@ -368,13 +383,18 @@ async function loadPage(criteria = state.criteria, cursors = state.cursors) {
     state.cursors = cursors;
     state.items = page.items;
     state.next = page.next_cursor;
+    if (!cursor) state.total = null;
     state.selected.clear();
+    state.allMatching = false;
     state.changed.clear();
     renderResults();
+    // The total comes after the page is shown: counting the matches is a scan of them all.
+    if (!cursor) countMatches(criteria);
   } catch (e) {
     say($("search-error"), fieldMessage(e), true);
     state.failed = true;
     state.criteria = null;
+    state.total = null;
     state.cursors = [""];
     state.items = [];
     state.next = null;
@@ -450,7 +470,8 @@ function renderResults() {
   if (state.failed) caption.textContent = "The search was refused (see above): no results are shown.";
   else if (!state.criteria) caption.textContent = "Run a search to see consents.";
   else if (!state.items.length) caption.textContent = page > 1 ? "No more consents." : "No consent matches this search.";
-  else caption.textContent = `Page ${page}: ${plural(state.items.length, "consent")}${state.next ? ", more on the next page" : ""}.`;
+  else if (state.total === null) caption.textContent = `Page ${page}: ${plural(state.items.length, "consent")}${state.next ? ", more on the next page" : ""}.`;
+  else caption.textContent = `${plural(state.total, "consent")} match. Page ${page}: ${state.items.length.toLocaleString()}${state.next ? ", more on the next page" : ""}.`;
   $("page-info").textContent = state.criteria && state.items.length ? `Page ${page}` : "";
   $("prev-btn").disabled = page <= 1;
   $("next-btn").disabled = !state.next;
@@ -463,11 +484,45 @@ function renderResults() {
 function updateSelection() {
   const n = state.selected.size;
   const all = $("select-all");
-  all.checked = n > 0 && n === state.items.length;
+  const whole = n > 0 && n === state.items.length;
+  if (!whole) state.allMatching = false;
+  all.checked = whole;
   all.indeterminate = n > 0 && n < state.items.length;
   $("delete-btn").disabled = n === 0;
   $("toggle-btn").disabled = n === 0;
-  $("selection-info").textContent = n ? `${plural(n, "row")} selected` : "";
+  const total = state.total ?? 0;
+  $("selection-info").textContent = state.allMatching
+    ? `All ${plural(total, "matching consent")} selected`
+    : n
+      ? `${plural(n, "row")} selected`
+      : "";
+  // The whole page selected, and more match: offer them all.
+  const more = whole && total > state.items.length;
+  show($("select-matching"), more);
+  $("select-matching").textContent = state.allMatching ? "Select this page only" : `Select all ${plural(total, "matching consent")}`;
+}
+
+// The ids the selection stands for: the rows selected, or every consent the search matches.
+async function selectedIds() {
+  if (!state.allMatching) return [...state.selected];
+  const ids = [];
+  let cursor;
+  do {
+    const page = await api("GET", `/v1/consents${query({ ...state.criteria, limit: 1000, cursor })}`);
+    ids.push(...page.items.map((c) => c.id));
+    cursor = page.next_cursor;
+  } while (cursor);
+  return ids;
+}
+
+// Sends ids in batches the API takes (10,000 at most), gathering the results.
+async function inBatches(path, ids) {
+  const results = [];
+  for (let i = 0; i < ids.length; i += 10000) {
+    const r = await api("POST", path, { ids: ids.slice(i, i + 10000) });
+    results.push(...r.results);
+  }
+  return { results };
 }
 
 // ----- Dialogs -----
@@ -584,12 +639,13 @@ async function setValue(c, consent) {
 
 async function deleteSelected() {
   say($("action-status"), ""); // the message of the last action goes when the next starts
-  const ids = [...state.selected];
-  if (!ids.length) return;
-  const ok = await confirmDialog("Delete", `Delete ${plural(ids.length, "consent")}? The audit trail keeps the record of it.`, ["OK", "Cancel"]);
+  if (!state.selected.size) return;
+  const count = state.allMatching ? state.total : state.selected.size;
+  const ok = await confirmDialog("Delete", `Delete ${plural(count, "consent")}${state.allMatching ? " (all that match the search)" : ""}? The audit trail keeps the record of it.`, ["OK", "Cancel"]);
   if (!ok) return;
   try {
-    const r = await api("POST", "/v1/consents/delete", { ids });
+    const ids = await selectedIds();
+    const r = await inBatches("/v1/consents/delete", ids);
     const deleted = r.results.filter((x) => x.outcome === "deleted").length;
     say($("action-status"), `Deleted ${plural(deleted, "consent")}.${deleted < ids.length ? ` ${ids.length - deleted} no longer existed.` : ""}`);
     await loadPage();
@@ -600,12 +656,17 @@ async function deleteSelected() {
 
 async function toggleSelected() {
   say($("action-status"), ""); // the message of the last action goes when the next starts
-  const ids = [...state.selected];
-  if (!ids.length) return;
-  const ok = await confirmDialog("Change Value", `Change the value of ${plural(ids.length, "consent")} (given becomes denied, denied becomes given)?`, ["Yes", "No"]);
+  if (!state.selected.size) return;
+  const count = state.allMatching ? state.total : state.selected.size;
+  const ok = await confirmDialog(
+    "Change Value",
+    `Change the value of ${plural(count, "consent")}${state.allMatching ? " (all that match the search)" : ""} (given becomes denied, denied becomes given)?`,
+    ["Yes", "No"]
+  );
   if (!ok) return;
   try {
-    const r = await api("POST", "/v1/consents/toggle", { ids });
+    const ids = await selectedIds();
+    const r = await inBatches("/v1/consents/toggle", ids);
     const changed = r.results.filter((x) => x.outcome === "updated").length;
     say($("action-status"), `Changed the value of ${plural(changed, "consent")}.`);
     // The rows stay where they are, selected, so a second Change Value undoes the first.
@@ -1487,6 +1548,10 @@ function init() {
   $("select-all").addEventListener("change", (e) => {
     state.selected = new Set(e.target.checked ? state.items.map((c) => c.id) : []);
     renderResults();
+  });
+  $("select-matching").addEventListener("click", () => {
+    state.allMatching = !state.allMatching;
+    updateSelection();
   });
   $("add-btn").addEventListener("click", openAdd);
   $("add-form").addEventListener("submit", submitAdd);
