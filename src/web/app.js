@@ -934,14 +934,19 @@ function figures(pairs) {
 }
 
 function renderImportReport(r) {
-  const head = r.dry_run
-    ? "Dry run: nothing was written. This is what the import would do."
-    : r.applied
-      ? "Imported."
-      : "Nothing was applied (strict: some records were refused).";
   const whole = r.complete !== false;
+  const refused = r.rejected ? `, ${plural(r.rejected, "record")} refused` : "";
+  const head = r.dry_run
+    ? `Dry run: nothing was written${refused}. This is what the import would do.`
+    : r.applied
+      ? r.rejected || !whole
+        ? `Imported in part${refused}.`
+        : "Imported."
+      : "Nothing was applied (strict: some records were refused).";
+  // Green when all was taken, amber when taken in part, red when nothing was.
+  const tone = !r.rejected && whole ? "status" : r.applied || r.dry_run ? "status warn" : "status bad";
   const parts = [
-    el("p", { class: r.rejected || !whole ? "status bad" : "status", text: `${head} ${r.files.join(", ")} through ${r.mapping}, in ${r.seconds.toFixed(2)} s.` }),
+    el("p", { class: tone, id: "import-headline", text: `${head} ${r.files.join(", ")} through ${r.mapping}, in ${r.seconds.toFixed(2)} s.` }),
     el("p", {
       class: whole ? "status" : "status bad",
       id: "import-whole",
