@@ -148,15 +148,28 @@ file_name = "consents-{{seq}}.tsv"
     // Dead letters: refused records are kept, and taken once the mapping knows their values.
     std::fs::write(
         dir.join("strict-inbox/x.csv"),
-        "phone,channel,consent\n+491517777777,whatsapp,agreed\n+491518888888,whatsapp,true\n",
+        "phone,channel,consent\n+491517777777,whatsapp,agreed\n+491518888888,whatsapp,true\n+491516666666,whatsapp,agreed\n",
     )
     .unwrap();
     let r = run(&d, "strict");
-    assert_eq!((r["inserted"].as_u64(), r["rejected"].as_u64()), (Some(1), Some(1)), "{r}");
+    assert_eq!((r["inserted"].as_u64(), r["rejected"].as_u64()), (Some(1), Some(2)), "{r}");
     let dead = d.ok(d.get("importer", "/v1/sync/strict/dead-letters"));
     assert_eq!(dead["items"][0]["rejects"][0]["field"], "consent (column consent)", "{dead}");
     assert_eq!(dead["items"][0]["rejects"][0]["value"], Value::Null, "no view right: values hidden");
     let id = dead["items"][0]["id"].as_u64().unwrap();
+    // Replayed before the fix: refused again, at the places they had in the file they came from
+    // (lines 2 and 4), not in the replayed records (lines 2 and 3).
+    let again = d.ok(d.post("importer", &format!("/v1/sync/strict/dead-letters/{id}/replay"), Value::Null));
+    let places: Vec<(Value, Value)> = again["rejects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["file"].clone(), r["line"].clone()))
+        .collect();
+    let file = dead["items"][0]["rejects"][0]["file"].clone();
+    assert_eq!(places, vec![(file.clone(), json!(2)), (file.clone(), json!(4))], "{again}");
+    let dead = d.ok(d.get("importer", "/v1/sync/strict/dead-letters"));
+    assert_eq!(dead["items"][0]["rejects"][1]["line"], 4, "kept so for the next replay: {dead}");
     std::fs::write(
         mappings.path().join("strict.toml"),
         strict.replace("[\"true\"]", "[\"true\", \"agreed\"]"),
@@ -165,7 +178,7 @@ file_name = "consents-{{seq}}.tsv"
     let replay = d.ok(d.post("importer", &format!("/v1/sync/strict/dead-letters/{id}/replay"), Value::Null));
     assert_eq!(
         (replay["inserted"].as_u64(), replay["rejected"].as_u64()),
-        (Some(1), Some(0)),
+        (Some(2), Some(0)),
         "{replay}"
     );
     assert_eq!(d.ok(d.get("importer", "/v1/sync/strict/dead-letters"))["items"], json!([]));

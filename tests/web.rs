@@ -500,7 +500,10 @@ fn an_import_with_a_refused_row_shows_the_report_and_an_export_downloads() {
         // Taken in part: said so, in amber, not as a plain success and not in red.
         p.b.wait_text("#import-report", "Imported in part, 1 record refused.").await;
         p.b.wait_text("#import-phase", "Done").await;
-        assert_eq!(p.find("#import-headline").await.attr("class").await.unwrap().as_deref(), Some("status warn"));
+        assert_eq!(
+            p.find("#import-headline").await.attr("class").await.unwrap().as_deref(),
+            Some("status warn")
+        );
         let report = p.text("#import-report").await;
         assert!(report.contains(&format!("Inserted\n{rows}")), "{report}");
         assert!(report.contains("Refused\n1"), "{report}");

@@ -156,8 +156,9 @@ async fn replay(
             prefer: c.prefer(),
         };
         let input = Input::once(&letter.origin, Box::new(std::io::Cursor::new(bytes)));
-        let report =
+        let mut report =
             crate::import::import(&st.store, &mapping, &mut [input], &ctx, &st.config.phone_parser(), &opts).map_err(ApiError::internal)?;
+        crate::sync::Sync::at_original_places(&letter, &mut report);
         report.remove_unread_beside(rejects.path());
         st.sync.settle_dead_letter(&name, letter, &report, rejects.path())?;
         Ok(report)

@@ -140,6 +140,21 @@ impl Sync {
 
     /// After a replay: the records still refused (in `rejects`) replace the letter's, or the letter
     /// goes when none is left.
+    /// A replay reads the dead letter's records as a file of their own, so its refusals name places
+    /// in that file (line 2, 3, … of the replayed records): puts back where each record was in the
+    /// file or page it came from, by its position among the letter's records.
+    pub fn at_original_places(letter: &DeadLetter, report: &mut ImportReport) {
+        for r in &mut report.rejects {
+            let Some(first) = letter.rejects.get((r.record as usize).wrapping_sub(1)) else {
+                continue;
+            };
+            r.file = first.file.clone();
+            r.line = first.line;
+            r.record = first.record;
+            r.path = first.path.clone();
+        }
+    }
+
     pub fn settle_dead_letter(&self, name: &str, mut d: DeadLetter, report: &ImportReport, rejects: &Path) -> Result<(), SyncError> {
         if report.rejected == 0 {
             return self.remove_dead_letter(name, d.id);
