@@ -195,6 +195,32 @@ fn the_consent_view_operations_work_and_are_audited() {
     // With its new times, so a page can show the row as it now is.
     assert!(r0["created_at"].is_string() && r0["created_at"] == r0["updated_at"], "{r0}");
     assert_eq!(t["results"][1]["outcome"], "not_found");
+    // Sorted by another column than creation time, with a total; a sort or cursor it does not know is
+    // refused naming the field.
+    let sorted = d.ok(d.get("viewer", "/v1/consents?digits=678&sort=-usage&count=true"));
+    let usages: Vec<&str> = sorted["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["usage"].as_str().unwrap())
+        .collect();
+    let mut expected = usages.clone();
+    expected.sort_by(|a, b| b.cmp(a));
+    assert_eq!(
+        (usages.clone(), sorted["total"].as_u64()),
+        (expected, Some(usages.len() as u64)),
+        "{sorted}"
+    );
+    refused(
+        d.get("viewer", "/v1/consents?digits=678&sort=colour"),
+        StatusCode::BAD_REQUEST,
+        Some("sort"),
+    );
+    refused(
+        d.get("viewer", "/v1/consents?digits=678&sort=number&cursor=abc"),
+        StatusCode::BAD_REQUEST,
+        Some("cursor"),
+    );
     // Search by each criterion.
     assert_eq!(d.search("number=%2B49%20151%202345678").len(), 1);
     assert_eq!(d.search("digits=5678").len(), 1);

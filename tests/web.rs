@@ -1124,6 +1124,27 @@ fn a_search_shows_its_total_and_an_action_can_take_every_match() {
             after.iter().all(|c| c["consent"] == false),
             "every match flipped, not only the page"
         );
+        // A column header sorts the whole search by it (the API's order), again the other way round.
+        let mut by_number: Vec<String> = after.iter().map(|c| c["number"].as_str().unwrap().to_string()).collect();
+        by_number.sort();
+        assert_eq!(numbers(&d, "usage=whatsapp&sort=number"), by_number);
+        p.click("#results th[data-sort=number] button").await;
+        p.wait_rows(&by_number[..25]).await;
+        assert_eq!(
+            p.find("#results th[data-sort=number]")
+                .await
+                .attr("aria-sort")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("ascending")
+        );
+        p.click("#results th[data-sort=number] button").await;
+        let descending: Vec<String> = by_number.iter().rev().cloned().collect();
+        p.wait_rows(&descending[..25]).await;
+        p.click("#next-btn").await;
+        p.wait_rows(&descending[25..]).await;
+        p.b.screenshot("page-sorted").await;
         p.b.close().await;
     });
 }

@@ -38,6 +38,9 @@ pub struct SearchParams {
     /// with the first page only.
     #[serde(default)]
     pub count: bool,
+    /// Another order than creation time: `number`, `usage`, `consent`, `updated_at`, `source` or
+    /// `created_at`, `-` before it for descending.
+    pub sort: Option<String>,
 }
 
 impl SearchParams {
@@ -76,11 +79,88 @@ pub fn run_search(state: &AppState, criteria: &CriteriaText, limit: Option<usize
     })
 }
 
+/// Most matches a search sorted by another column than creation time may have: they are read and
+/// sorted whole.
+const MAX_SORTED: usize = 100_000;
+
+/// A page of a search in another order than creation time: every match read, sorted (then by id),
+/// and paged by position (`s:OFFSET` cursors; a change between pages may shift a row by one).
+fn sorted_page(state: &AppState, criteria: &CriteriaText, sort: &str, limit: usize, cursor: Option<&str>) -> Result<Page, ApiError> {
+    let (descending, column) = match sort.strip_prefix('-') {
+        Some(c) => (true, c),
+        None => (false, sort),
+    };
+    let columns = ["number", "usage", "consent", "created_at", "updated_at", "source"];
+    if !columns.contains(&column) {
+        return Err(ApiError::field(
+            "sort",
+            format!("expected one of {}, - before it for descending", columns.join(", ")),
+        ));
+    }
+    let offset: usize = match cursor {
+        None | Some("") => 0,
+        Some(c) => c
+            .strip_prefix("s:")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| ApiError::field("cursor", "not a cursor of this sorted search"))?,
+    };
+    let criteria = criteria
+        .parse(&state.config.phone_parser())?
+        .require_one()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut all = Vec::new();
+    for c in state.store.scan(&criteria)? {
+        all.push(c?);
+        if all.len() > MAX_SORTED {
+            return Err(ApiError::field(
+                "sort",
+                format!("more than {MAX_SORTED} consents match: narrow the search to sort it by another column than creation time"),
+            ));
+        }
+    }
+    // (text, time, then the consent's own order: number and usage).
+    let key = |c: &crate::domain::Consent| -> (String, i64, u64, bool) {
+        let (text, time) = match column {
+            "number" => (c.number.to_string(), 0),
+            "usage" => (c.usage.to_string(), 0),
+            "consent" => (c.consent.to_string(), 0),
+            "created_at" => (String::new(), c.created_at.millis()),
+            "updated_at" => (String::new(), c.updated_at.millis()),
+            _ => (c.source.to_string(), 0),
+        };
+        (text, time, c.number.as_u64(), c.usage == Usage::Whatsapp)
+    };
+    all.sort_by_cached_key(key);
+    if descending {
+        all.reverse();
+    }
+    let end = offset.saturating_add(limit).min(all.len());
+    let items = all
+        .get(offset.min(all.len())..end)
+        .unwrap_or_default()
+        .iter()
+        .cloned()
+        .map(ConsentView::from)
+        .collect();
+    Ok(Page {
+        items,
+        next_cursor: (end < all.len()).then(|| format!("s:{end}")),
+        total: None,
+    })
+}
+
 /// `GET /v1/consents?number=&digits=&usage=&consent=&created_from=&created_to=&limit=&cursor=` (view).
-#[utoipa::path(get, path = "/v1/consents", tag = "consents", params(("number" = Option<String>, Query), ("digits" = Option<String>, Query), ("usage" = Option<String>, Query), ("consent" = Option<String>, Query), ("created_from" = Option<String>, Query), ("created_to" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query), ("count" = Option<bool>, Query)), responses((status = 200, body = Page, description = "a page of consents")))]
+#[utoipa::path(get, path = "/v1/consents", tag = "consents", params(("number" = Option<String>, Query), ("digits" = Option<String>, Query), ("usage" = Option<String>, Query), ("consent" = Option<String>, Query), ("created_from" = Option<String>, Query), ("created_to" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query), ("count" = Option<bool>, Query), ("sort" = Option<String>, Query)), responses((status = 200, body = Page, description = "a page of consents")))]
 async fn search(State(state): State<AppState>, caller: Caller, Query(p): Query<SearchParams>) -> Result<Json<Page>, ApiError> {
     caller.require(Right::View)?;
-    let mut page = run_search(&state, &p.criteria(), p.limit, p.cursor.as_deref())?;
+    let mut page = match p.sort.as_deref() {
+        None | Some("created_at") => run_search(&state, &p.criteria(), p.limit, p.cursor.as_deref())?,
+        Some(sort) => {
+            let (criteria, limit) = (p.criteria(), page_size(&state, p.limit)?);
+            let (sort, cursor, st) = (sort.to_string(), p.cursor.clone(), state.clone());
+            super::blocking(move || sorted_page(&st, &criteria, &sort, limit, cursor.as_deref())).await?
+        }
+    };
     if p.count {
         let criteria = p.criteria().parse(&state.config.phone_parser())?;
         let store = state.store.clone();

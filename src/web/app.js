@@ -30,6 +30,7 @@ const state = {
   failed: false, // the last search was refused: no results shown
   changed: new Set(), // ids of rows changed since the search, kept in place
   total: null, // how many consents the search matches
+  sort: { key: "created_at", desc: false }, // the order of the results: a column, ascending or not
   allMatching: false, // the selection stands for every consent the search matches
 };
 
@@ -372,7 +373,8 @@ async function countMatches(criteria) {
 // always those of the last search that succeeded; a refused one clears them.
 async function loadPage(criteria = state.criteria, cursors = state.cursors) {
   const cursor = cursors[cursors.length - 1];
-  const params = { ...criteria, limit: $("page-size").value, cursor: cursor || undefined };
+  const sort = state.sort.key === "created_at" && !state.sort.desc ? undefined : `${state.sort.desc ? "-" : ""}${state.sort.key}`;
+  const params = { ...criteria, limit: $("page-size").value, cursor: cursor || undefined, sort };
   $("search-btn").disabled = true;
   $("results").setAttribute("aria-busy", "true");
   try {
@@ -1554,6 +1556,18 @@ function init() {
     state.selected = new Set(e.target.checked ? state.items.map((c) => c.id) : []);
     renderResults();
   });
+  // A column header sorts the whole search by it; again, the other way round.
+  for (const th of document.querySelectorAll("#results th[data-sort]")) {
+    th.querySelector("button").addEventListener("click", () => {
+      const key = th.dataset.sort;
+      state.sort = { key, desc: state.sort.key === key ? !state.sort.desc : false };
+      for (const other of document.querySelectorAll("#results th[data-sort]")) {
+        if (other === th) other.setAttribute("aria-sort", state.sort.desc ? "descending" : "ascending");
+        else other.removeAttribute("aria-sort");
+      }
+      if (state.criteria) loadPage(state.criteria, [""]);
+    });
+  }
   $("select-matching").addEventListener("click", () => {
     state.allMatching = !state.allMatching;
     updateSelection();
