@@ -110,9 +110,15 @@ impl ImportReport {
     /// Drops the refused and skipped values, which may be phone numbers: for callers without the view
     /// right. Reasons never quote a value, so where and why stay.
     pub fn hide_values(&mut self) {
-        for r in self.rejects.iter_mut().chain(&mut self.skips) {
-            r.value = None;
-        }
+        hide_values(self.rejects.iter_mut().chain(&mut self.skips));
+    }
+}
+
+/// Drops refused values, which may be phone numbers (reports, dead letters), for callers without
+/// the view right.
+pub fn hide_values<'r>(rejects: impl IntoIterator<Item = &'r mut Reject>) {
+    for r in rejects {
+        r.value = None;
     }
 }
 

@@ -58,6 +58,12 @@ impl Page {
         self.b.client.execute(js, vec![json!(css), json!(value)]).await.unwrap();
     }
 
+    /// Today's date in the browser's zone, as a date input takes it (`2026-12-03`).
+    async fn today(&self) -> String {
+        let js = "const d = new Date(); const p = (n) => String(n).padStart(2, '0'); return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`";
+        serde_json::from_value(self.b.client.execute(js, vec![]).await.unwrap()).unwrap()
+    }
+
     async fn text(&self, css: &str) -> String {
         let start = Instant::now();
         loop {
@@ -261,8 +267,7 @@ fn dates_alone_search_whole_days_and_half_typed_or_refused_input_shows_nothing_s
             p.find("#f-from").await.prop("value").await.unwrap().unwrap(),
             p.find("#f-to").await.prop("value").await.unwrap().unwrap(),
         );
-        let js = "const d = new Date(); const p = (n) => String(n).padStart(2, '0'); return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`";
-        let today: String = serde_json::from_value(p.b.client.execute(js, vec![]).await.unwrap()).unwrap();
+        let today = p.today().await;
         assert_eq!(to, today);
         assert!(from < to && !from.is_empty(), "{from} {to}");
         p.find("#f-number").await.send_keys("\u{E007}").await.unwrap();
@@ -588,8 +593,7 @@ fn an_agent_checks_whether_a_call_may_be_recorded_and_a_number_written_to() {
         assert!(p.text("#check-whatsapp").await.contains("may not write"));
         // A WhatsApp consent given, and the customer wrote today: both kinds of message, until when.
         p.type_in("#check-number", "+34610071271").await;
-        let js = "const d = new Date(); const p = (n) => String(n).padStart(2, '0'); return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`";
-        let today: String = serde_json::from_value(p.b.client.execute(js, vec![]).await.unwrap()).unwrap();
+        let today = p.today().await;
         p.set_value("#check-last", &today).await;
         p.click("#check-btn").await;
         p.b.wait_text("#check-whatsapp", "free-form messages until").await;

@@ -333,29 +333,9 @@ impl Incoming {
     }
 }
 
-/// In the OpenAPI description: a string (a consent id, as the API gives it).
-impl utoipa::PartialSchema for ConsentId {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .description(Some("a consent id, as the API gives it"))
-            .into()
-    }
-}
+string_schema!(ConsentId, "a consent id, as the API gives it");
 
-impl utoipa::ToSchema for ConsentId {}
-
-/// In the OpenAPI description: a string (ivr, cli, agent:NAME, import:MAPPING or sync:CONNECTOR).
-impl utoipa::PartialSchema for Source {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .description(Some("ivr, cli, agent:NAME, import:MAPPING or sync:CONNECTOR"))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for Source {}
+string_schema!(Source, "ivr, cli, agent:NAME, import:MAPPING or sync:CONNECTOR");
 
 #[cfg(test)]
 mod tests {

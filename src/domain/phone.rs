@@ -596,18 +596,7 @@ pub(crate) fn possible_numbers() -> impl proptest::strategy::Strategy<Value = Ph
     })
 }
 
-/// In the OpenAPI description: a string (E.164).
-impl utoipa::PartialSchema for PhoneNumber {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .pattern(Some(r"^\+[1-9][0-9]{6,14}$"))
-            .description(Some("E.164"))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for PhoneNumber {}
+string_schema!(PhoneNumber, "E.164", pattern(r"^\+[1-9][0-9]{6,14}$"));
 
 #[cfg(test)]
 mod tests {

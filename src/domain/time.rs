@@ -152,20 +152,11 @@ impl serde::Serialize for Timestamp {
     }
 }
 
-/// In the OpenAPI description: a string (RFC 3339, UTC).
-impl utoipa::PartialSchema for Timestamp {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::String)
-            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
-                utoipa::openapi::KnownFormat::DateTime,
-            )))
-            .description(Some("RFC 3339, UTC"))
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for Timestamp {}
+string_schema!(
+    Timestamp,
+    "RFC 3339, UTC",
+    format(utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::DateTime))
+);
 
 #[cfg(test)]
 mod tests {

@@ -3,7 +3,7 @@
 use super::auth::{Caller, Right};
 use super::error::{ApiError, Body, Query};
 use super::{agent, number, page_size, AppState, ConsentView};
-use crate::domain::{ConsentId, CriteriaText, Incoming, Op, Usage};
+use crate::domain::{ConsentId, Criteria, CriteriaText, Incoming, Op, Usage};
 use crate::store::Outcome;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -65,13 +65,22 @@ pub struct Page {
     pub total: Option<u64>,
 }
 
-/// Runs a search (at least one criterion) and returns one page.
-pub fn run_search(state: &AppState, criteria: &CriteriaText, limit: Option<usize>, cursor: Option<&str>) -> Result<Page, ApiError> {
-    let criteria = criteria
+/// A search's criteria as the request gives them, read once: at least one is needed.
+fn search_criteria(state: &AppState, criteria: &CriteriaText) -> Result<Criteria, ApiError> {
+    criteria
         .parse(&state.config.phone_parser())?
         .require_one()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let page = state.store.search(&criteria, cursor, page_size(state, limit)?)?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Runs a search (at least one criterion) and returns one page.
+pub fn run_search(state: &AppState, criteria: &CriteriaText, limit: Option<usize>, cursor: Option<&str>) -> Result<Page, ApiError> {
+    page_of(state, &search_criteria(state, criteria)?, limit, cursor)
+}
+
+/// One page of a search, in creation-time order.
+fn page_of(state: &AppState, criteria: &Criteria, limit: Option<usize>, cursor: Option<&str>) -> Result<Page, ApiError> {
+    let page = state.store.search(criteria, cursor, page_size(state, limit)?)?;
     Ok(Page {
         items: page.items.into_iter().map(ConsentView::from).collect(),
         next_cursor: page.next_cursor,
@@ -85,7 +94,7 @@ const MAX_SORTED: usize = 100_000;
 
 /// A page of a search in another order than creation time: every match read, sorted (then by id),
 /// and paged by position (`s:OFFSET` cursors; a change between pages may shift a row by one).
-fn sorted_page(state: &AppState, criteria: &CriteriaText, sort: &str, limit: usize, cursor: Option<&str>) -> Result<Page, ApiError> {
+fn sorted_page(state: &AppState, criteria: &Criteria, sort: &str, limit: usize, cursor: Option<&str>) -> Result<Page, ApiError> {
     let (descending, column) = match sort.strip_prefix('-') {
         Some(c) => (true, c),
         None => (false, sort),
@@ -104,12 +113,8 @@ fn sorted_page(state: &AppState, criteria: &CriteriaText, sort: &str, limit: usi
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| ApiError::field("cursor", "not a cursor of this sorted search"))?,
     };
-    let criteria = criteria
-        .parse(&state.config.phone_parser())?
-        .require_one()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut all = Vec::new();
-    for c in state.store.scan(&criteria)? {
+    for c in state.store.scan(criteria)? {
         all.push(c?);
         if all.len() > MAX_SORTED {
             return Err(ApiError::field(
@@ -153,16 +158,16 @@ fn sorted_page(state: &AppState, criteria: &CriteriaText, sort: &str, limit: usi
 #[utoipa::path(get, path = "/v1/consents", tag = "consents", params(("number" = Option<String>, Query), ("digits" = Option<String>, Query), ("usage" = Option<String>, Query), ("consent" = Option<String>, Query), ("created_from" = Option<String>, Query), ("created_to" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query), ("count" = Option<bool>, Query), ("sort" = Option<String>, Query)), responses((status = 200, body = Page, description = "a page of consents")))]
 async fn search(State(state): State<AppState>, caller: Caller, Query(p): Query<SearchParams>) -> Result<Json<Page>, ApiError> {
     caller.require(Right::View)?;
+    let criteria = search_criteria(&state, &p.criteria())?;
     let mut page = match p.sort.as_deref() {
-        None | Some("created_at") => run_search(&state, &p.criteria(), p.limit, p.cursor.as_deref())?,
+        None | Some("created_at") => page_of(&state, &criteria, p.limit, p.cursor.as_deref())?,
         Some(sort) => {
-            let (criteria, limit) = (p.criteria(), page_size(&state, p.limit)?);
-            let (sort, cursor, st) = (sort.to_string(), p.cursor.clone(), state.clone());
+            let limit = page_size(&state, p.limit)?;
+            let (criteria, sort, cursor, st) = (criteria.clone(), sort.to_string(), p.cursor.clone(), state.clone());
             super::blocking(move || sorted_page(&st, &criteria, &sort, limit, cursor.as_deref())).await?
         }
     };
     if p.count {
-        let criteria = p.criteria().parse(&state.config.phone_parser())?;
         let store = state.store.clone();
         page.total = Some(
             super::blocking(move || {

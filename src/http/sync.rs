@@ -116,7 +116,7 @@ async fn dead_letters(State(state): State<AppState>, caller: Caller, Path(name):
     let mut items: Vec<DeadLetter> = state.sync.dead_letters(&name)?;
     if !caller.has(Right::View) {
         for d in &mut items {
-            d.rejects.iter_mut().for_each(|r| r.value = None);
+            crate::import::hide_values(&mut d.rejects);
         }
     }
     Ok(Json(json!({ "items": items })))

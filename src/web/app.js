@@ -1427,18 +1427,14 @@ async function check(e) {
     $("check-number").focus();
     return;
   }
-  const last = $("check-last");
-  if (last.validity.badInput || $("check-last-time").validity.badInput || (!last.value && $("check-last-time").value)) {
-    say($("check-error"), "Customer's last message: give the whole date (and the time of day, if any).", true);
-    last.focus();
+  // A date alone is its start, as a search's "from" bound reads it.
+  const last = bound("check-last", false);
+  if (last.error) {
+    say($("check-error"), `Customer's last message: ${last.error}.`, true);
+    $("check-last").focus();
     return;
   }
-  let lastAt;
-  if (last.value) {
-    const [y, m, d] = last.value.split("-").map(Number);
-    const [hh, mm, ss] = ($("check-last-time").value || "00:00:00").split(":").map(Number);
-    lastAt = new Date(y, m - 1, d, hh, mm, ss || 0).toISOString();
-  }
+  const lastAt = last.value;
   const path = encodeURIComponent(text);
   try {
     const [rec, wa] = await Promise.all([
