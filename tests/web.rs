@@ -1149,6 +1149,17 @@ fn a_search_shows_its_total_and_an_action_can_take_every_match() {
         p.click("#next-btn").await;
         p.wait_rows(&descending[25..]).await;
         p.b.screenshot("page-sorted").await;
+        // A bulk action whose later batch is refused says how much was done before it.
+        let js = "const done = arguments[arguments.length - 1];\n\
+                  const ids = Array.from({ length: 10000 }, (_, i) => 'w-' + (4915100000000 + i).toString(16)).concat(['bogus']);\n\
+                  inBatches('/v1/consents/toggle', ids).then(() => done('ok'), (e) => done(e.message));";
+        let said = p.b.client.execute_async(js, vec![]).await.unwrap();
+        assert!(
+            said.as_str()
+                .unwrap()
+                .starts_with("10,000 consents of 10,001 were done, the rest not: "),
+            "{said}"
+        );
         p.b.close().await;
     });
 }

@@ -517,12 +517,18 @@ async function selectedIds() {
   return ids;
 }
 
-// Sends ids in batches the API takes (10,000 at most), gathering the results.
+// Sends ids in batches the API takes (10,000 at most), gathering the results. A batch that fails
+// stops the rest, and the error says how many were done before it: those are changed.
 async function inBatches(path, ids) {
   const results = [];
   for (let i = 0; i < ids.length; i += 10000) {
-    const r = await api("POST", path, { ids: ids.slice(i, i + 10000) });
-    results.push(...r.results);
+    try {
+      const r = await api("POST", path, { ids: ids.slice(i, i + 10000) });
+      results.push(...r.results);
+    } catch (e) {
+      if (i > 0) e.message = `${plural(i, "consent")} of ${ids.length.toLocaleString()} were done, the rest not: ${e.message}`;
+      throw e;
+    }
   }
   return { results };
 }
@@ -675,6 +681,8 @@ async function toggleSelected() {
     changedInPlace(r.results.filter((x) => x.outcome === "updated"));
   } catch (e) {
     say($("action-status"), e.message, true);
+    // Some batches of a bulk change may have gone through: show the rows as they now are.
+    if (state.allMatching && state.criteria) await loadPage();
   }
 }
 
