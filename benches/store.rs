@@ -46,6 +46,7 @@ fn main() {
         source: Source::Import("bench".into()),
         now: Timestamp::now(),
         prefer: consentd::domain::Prefer::Newest,
+        call_id: None,
     };
     let started = Instant::now();
     let mut batch = Vec::with_capacity(chunk);

@@ -307,6 +307,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         source: Source::Cli,
         now: Timestamp::now(),
         prefer: crate::domain::Prefer::Newest,
+        call_id: None,
     };
     if matches!(cli.command, Command::Serve | Command::CheckConfig | Command::Sync { .. }) {
         config.check_connectors()?;

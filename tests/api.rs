@@ -658,6 +658,20 @@ fn a_dpo_sees_everything_held_on_a_number_and_purges_it() {
     let n = "+491512345678";
     d.ok(d.post("admin", "/v1/consents", json!({"number": n, "usage": "whatsapp"})));
     d.ok(d.post("ivr", "/v1/ivr/answer", json!({"number": n, "digit": "2", "call_id": "c-1"})));
+    // An import's change keeps the file and line it was read at.
+    let file = "phone,channel,consent,created_at,updated_at\n\
+                +4930123456,whatsapp,true,2030-01-01T00:00:00Z,2030-01-01T00:00:00Z\n\
+                +49 151 2345678,call_recording,true,2030-01-02T00:00:00Z,2030-01-02T00:00:00Z\n";
+    let imported = d.ok(d
+        .as_(
+            "importer",
+            reqwest::Method::POST,
+            "/v1/imports?mapping=generic-csv&name=crm%20export.csv",
+        )
+        .body(file)
+        .send()
+        .unwrap());
+    assert_eq!(imported["updated"], 1, "{imported}");
     d.ok(d.post("admin", "/v1/consents", json!({"number": "+491519999999", "usage": "whatsapp"})));
     d.ok(d.post("viewer", "/v1/searches", json!({"name": "by number", "criteria": {"number": n}})));
     d.ok(d.post("viewer", "/v1/searches", json!({"name": "other", "criteria": {"digits": "9999"}})));
@@ -665,7 +679,30 @@ fn a_dpo_sees_everything_held_on_a_number_and_purges_it() {
     let held = &report["numbers"][0];
     assert_eq!(held["number"], n);
     assert_eq!(held["consents"].as_array().unwrap().len(), 2);
-    assert_eq!(held["history"].as_array().unwrap().len(), 2);
+    let history = held["history"].as_array().unwrap();
+    assert_eq!(history.len(), 3);
+    // Each change with its proof: the agent's has none beyond its actor, the IVR's its call, the
+    // import's its file and line.
+    let origins: Vec<(&Value, &Value, &Value)> = history.iter().map(|h| (&h["source"], &h["actor"], &h["origin"])).collect();
+    assert_eq!(
+        origins,
+        [
+            (&json!("agent:admin"), &json!("admin"), &Value::Null),
+            (&json!("ivr"), &json!("ivr"), &json!({"call_id": "c-1"})),
+            (
+                &json!("import:generic-csv"),
+                &json!("importer"),
+                &json!({"file": "crm export.csv", "line": 3})
+            ),
+        ]
+    );
+    for bad in ["", "a\u{7}b", &"x".repeat(201)] {
+        refused(
+            d.post("ivr", "/v1/ivr/answer", json!({"number": n, "digit": "2", "call_id": bad})),
+            StatusCode::BAD_REQUEST,
+            Some("call_id"),
+        );
+    }
     assert_eq!(held["saved_searches"][0]["name"], "by number");
     // As a file to hand over: the same report, with when and by whom, named without the number.
     let file = d.get("dpo-office", "/v1/dpo/report?number=0151%202345678&download=true");
@@ -686,7 +723,7 @@ fn a_dpo_sees_everything_held_on_a_number_and_purges_it() {
     // Purge: afterwards the report holds nothing but the purge itself (by the number's keyed hash),
     // and only an event without the number remains.
     let ev = d.ok(d.post("dpo-office", "/v1/dpo/purge", json!({"number": n})));
-    assert_eq!(ev["removed"], json!({"consents": 2, "audit_entries": 2, "saved_searches": 1}));
+    assert_eq!(ev["removed"], json!({"consents": 2, "audit_entries": 3, "saved_searches": 1}));
     assert_eq!(ev["actor"], "dpo-office");
     let after = d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491512345678"))["numbers"].clone();
     assert_eq!(after[0]["purges"][0]["seq"], ev["seq"], "{after}");
@@ -710,7 +747,7 @@ fn a_dpo_sees_everything_held_on_a_number_and_purges_it() {
         Some("confirm"),
     );
     let ev = d.ok(d.post("dpo-office", "/v1/dpo/reset", json!({"confirm": "DELETE ALL CONSENTS"})));
-    assert_eq!(ev["removed"]["consents"], 1);
+    assert_eq!(ev["removed"]["consents"], 2, "+491519999999 and the imported +4930123456");
     assert!(d.search("created_from=1970-01-01").is_empty());
     assert_eq!(
         d.ok(d.get("admin", "/v1/audit?number=%2B491519999999"))["items"]

@@ -396,7 +396,8 @@ fn add_change_value_and_delete_ask_first_and_do_what_they_say() {
             ("agent:admin", "import:generic-csv"),
             "{rows:?}"
         );
-        assert_eq!(rows[2][3], "—");
+        assert!(rows[2][3].starts_with("upload, line "), "the import's file and line: {rows:?}");
+        assert_eq!((rows[0][3].as_str(), rows[2][4].as_str()), ("—", "—"), "{rows:?}");
         p.b.screenshot("page-row-history").await;
         p.click("#history-close").await;
         p.b.wait_hidden("#history-dialog").await;
@@ -667,6 +668,11 @@ fn a_dpo_looks_a_number_up_and_purges_it_after_typing_it_again() {
         "/v1/consents/toggle",
         json!({"ids": [d.search("number=%2B491510000000")[0]["id"]]}),
     ));
+    d.ok(d.post(
+        "ivr",
+        "/v1/ivr/answer",
+        json!({"number": "+491510000000", "digit": "1", "call_id": "call-77"}),
+    ));
     block_on(async {
         let p = Page::signed_in(&d, "s-dpo", "dpo-office").await;
         // A DPO signs in to the Data Protection tab.
@@ -682,10 +688,11 @@ fn a_dpo_looks_a_number_up_and_purges_it_after_typing_it_again() {
         assert!(list.contains("+491510000000") && list.contains("+491710000000"), "{list}");
         assert!(!p.displayed("#dpo-report .purge-btn").await, "no Purge button in the list");
         p.click("#dpo-matches tr[data-number='+491510000000'] .pick").await;
-        let report = p.b.wait_text("#dpo-report", "History (2)").await;
+        let report = p.b.wait_text("#dpo-report", "History (3)").await;
         assert!(!report.contains("+491710000000"), "{report}");
-        assert!(report.contains("History (2)"), "{report}");
         assert!(report.contains("import:generic-csv") && report.contains("agent:admin"), "{report}");
+        // Each change with its proof: the file and line it was imported from, the IVR call.
+        assert!(report.contains("upload, line 2") && report.contains("call call-77"), "{report}");
         // The report as an answer to hand over: who made it and when, downloaded as a file.
         assert!(report.contains("by dpo-office."), "{report}");
         p.click("#dpo-download").await;
@@ -700,7 +707,7 @@ fn a_dpo_looks_a_number_up_and_purges_it_after_typing_it_again() {
         assert!(p.find("#purge-ok").await.is_enabled().await.unwrap());
         p.b.screenshot("page-dpo-purge").await;
         p.click("#purge-ok").await;
-        p.b.wait_text("#dpo-status", "Purged: 1 consent, 2 audit entries").await;
+        p.b.wait_text("#dpo-status", "Purged: 1 consent, 3 audit entries").await;
         let left = blocking(|| d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491510000000")));
         assert_eq!(left["numbers"][0]["consents"], json!([]));
         assert_eq!(left["numbers"][0]["purges"].as_array().unwrap().len(), 1);

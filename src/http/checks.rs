@@ -27,7 +27,8 @@ struct IvrAnswer {
     digit: Option<String>,
     /// Or the answer itself.
     accepted: Option<bool>,
-    /// The call's id in the contact center, for the log.
+    /// The call's id in the contact center (1 to 200 characters, at most 255 bytes): kept with the
+    /// change as its proof (audit trail, DPO report).
     call_id: Option<String>,
 }
 
@@ -63,14 +64,20 @@ async fn ivr_answer(State(state): State<AppState>, caller: Caller, Body(b): Body
         (None, Some(a)) => a,
         _ => return Err(ApiError::bad_request("give exactly one of digit or accepted")),
     };
-    if b.call_id.as_ref().is_some_and(|c| c.len() > 200) {
-        return Err(ApiError::field("call_id", "at most 200 characters"));
+    if let Some(c) = &b.call_id {
+        if c.is_empty() || c.chars().count() > 200 || c.len() > 255 {
+            return Err(ApiError::field("call_id", "1 to 200 characters (at most 255 bytes)"));
+        }
+        if c.chars().any(char::is_control) {
+            return Err(ApiError::field("call_id", "holds a control character"));
+        }
     }
     let ctx = ChangeContext {
         actor: caller.name.to_string(),
         source: Source::Ivr,
         now: Timestamp::now(),
         prefer: crate::domain::Prefer::Newest,
+        call_id: b.call_id.as_deref().map(Into::into),
     };
     let answer = Incoming {
         number: n,

@@ -196,6 +196,7 @@ async fn reset(State(state): State<AppState>, caller: Caller, Body(b): Body<Rese
         source: Source::Agent(caller.name.clone()),
         now: Timestamp::now(),
         prefer: crate::domain::Prefer::Newest,
+        call_id: None,
     };
     let event = blocking(move || Ok(store.reset(&ctx)?)).await?;
     tracing::warn!(actor = %caller.name, consents = event.removed.consents, "The consent store was reset.");

@@ -220,6 +220,7 @@ pub fn agent(caller: &Caller) -> ChangeContext {
         source: Source::Agent(caller.name.clone()),
         now: Timestamp::now(),
         prefer: crate::domain::Prefer::Newest,
+        call_id: None,
     }
 }
 

@@ -154,8 +154,9 @@ async fn replay(
             source: crate::domain::Source::Sync(name.as_str().into()),
             now: Timestamp::now(),
             prefer: c.prefer(),
+            call_id: None,
         };
-        let input = Input::once(&letter.origin, Box::new(std::io::Cursor::new(bytes)));
+        let input = Input::once(&letter.origin, Box::new(std::io::Cursor::new(bytes))).without_places();
         let mut report =
             crate::import::import(&st.store, &mapping, &mut [input], &ctx, &st.config.phone_parser(), &opts).map_err(ApiError::internal)?;
         crate::sync::Sync::at_original_places(&letter, &mut report);

@@ -68,7 +68,8 @@ struct ImportParams {
     dry_run: bool,
     #[serde(default)]
     strict: bool,
-    /// The file's name, for the report's locations (default `upload`).
+    /// The file's name, for the report's locations and each change's proof (default `upload`; 1 to 200
+    /// characters).
     name: Option<String>,
     /// Answer 202 with a job at once and import in the background (`GET /v1/imports/{id}`).
     #[serde(default)]
@@ -103,6 +104,13 @@ async fn import(
         .map(crate::domain::Region::parse)
         .transpose()
         .map_err(|e| ApiError::field("region", e))?;
+    // The name is kept with every change the import makes, as the file of its proof.
+    if p.name
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.chars().count() > 200 || n.chars().any(char::is_control))
+    {
+        return Err(ApiError::field("name", "1 to 200 characters, no control characters"));
+    }
     let limit_mb = state.config.http.max_import_mb;
     let limit = limit_mb << 20;
     let declared = headers
@@ -135,6 +143,7 @@ async fn import(
         source: Source::Import(mapping.name.as_str().into()),
         now: Timestamp::now(),
         prefer: crate::domain::Prefer::Newest,
+        call_id: None,
     };
     let opts = ImportOptions {
         dry_run: p.dry_run,

@@ -119,8 +119,9 @@ impl Gen {
             })?;
         let meta = db.open_tree("meta")?;
         match meta.get("format")?.as_deref() {
-            // New, or format 1 (no tombstones yet), which this version reads as it is.
-            None | Some([1]) => {
+            // New, or format 1 (no tombstones yet) or 2 (no places or call ids in the journal), which
+            // this version reads as they are.
+            None | Some([1]) | Some([2]) => {
                 meta.insert("format", &[STORE_FORMAT])?;
             }
             Some([STORE_FORMAT]) => {}

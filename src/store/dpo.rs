@@ -254,6 +254,8 @@ impl Store {
                     before: Some(before),
                     after: None,
                     deleted_at: Some(ctx.now.millis()),
+                    place: None,
+                    call_id: None,
                 });
             }
             drop(scan);

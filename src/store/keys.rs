@@ -2,6 +2,7 @@
 
 use super::pages::Small;
 use crate::domain::{PhoneNumber, Usage};
+use std::sync::Arc;
 
 /// A consent as stored beside its key: value, times (UTC ms) and the id of its source's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,8 +13,17 @@ pub struct Stored {
     pub source: u32,
 }
 
-/// One change as the journal keeps it: the change feed, the audit trail and the redo log in one.
+/// Where an imported record was read: the name id of its file, and its line, or its record when
+/// the format has no lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawPlace {
+    pub file: u32,
+    pub at: u32,
+    pub by_record: bool,
+}
+
+/// One change as the journal keeps it: the change feed, the audit trail and the redo log in one.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawChange {
     pub seq: u64,
     pub at: i64,
@@ -26,6 +36,10 @@ pub struct RawChange {
     /// When `after` is none: the deletion time of the tombstone the change leaves (none only in
     /// journals written before tombstones, whose deletions left nothing).
     pub deleted_at: Option<i64>,
+    /// Where the change was read (imports from files).
+    pub place: Option<RawPlace>,
+    /// The IVR call that gave the answer (at most 255 bytes).
+    pub call_id: Option<Arc<str>>,
 }
 
 /// What `by_number` holds for a number and usage.
@@ -197,6 +211,12 @@ pub fn decode_audit_seq(k: &[u8]) -> Option<u64> {
 
 const JOURNAL_FORMAT: u8 = 1;
 const KIND_CHANGE: u8 = 0;
+/// Flags of a change's kind byte (store format 3): a place (file id and line or record, each a
+/// LEB128 varint: a file of a million lines costs 4 bytes a change) and a call id (length u8, bytes)
+/// follow the change.
+const HAS_PLACE: u8 = 1 << 4;
+const PLACE_BY_RECORD: u8 = 1 << 5;
+const HAS_CALL: u8 = 1 << 6;
 
 /// A consent (`1`), nothing (`0`), or after a deletion the tombstone's time (`2`).
 fn put_stored(out: &mut Vec<u8>, s: &Option<Stored>, deleted_at: Option<i64>) {
@@ -223,7 +243,31 @@ pub fn encoded_len(c: &RawChange) -> usize {
     } else {
         stored(&c.after)
     };
-    34 + stored(&c.before) + after
+    34 + stored(&c.before)
+        + after
+        + c.place.map_or(0, |p| varint_len(p.file) + varint_len(p.at))
+        + c.call_id.as_ref().map_or(0, |id| 1 + call_len(id))
+}
+
+fn varint_len(v: u32) -> usize {
+    (32 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Bytes of a call id the journal keeps: at most 255, cut at a character boundary.
+fn call_len(id: &str) -> usize {
+    let mut n = id.len().min(255);
+    while !id.is_char_boundary(n) {
+        n -= 1;
+    }
+    n
 }
 
 /// A journal block: many changes in one sled value, keyed by its first sequence number.
@@ -232,7 +276,12 @@ pub fn encode_block(changes: &[RawChange]) -> Vec<u8> {
     out.push(JOURNAL_FORMAT);
     out.extend_from_slice(&(changes.len() as u32).to_be_bytes());
     for c in changes {
-        out.push(KIND_CHANGE);
+        let place = match c.place {
+            Some(p) if p.by_record => HAS_PLACE | PLACE_BY_RECORD,
+            Some(_) => HAS_PLACE,
+            None => 0,
+        };
+        out.push(KIND_CHANGE | place | if c.call_id.is_some() { HAS_CALL } else { 0 });
         out.extend_from_slice(&c.seq.to_be_bytes());
         out.extend_from_slice(&c.at.to_be_bytes());
         out.extend_from_slice(&c.actor.to_be_bytes());
@@ -241,6 +290,15 @@ pub fn encode_block(changes: &[RawChange]) -> Vec<u8> {
         out.push(c.usage.code());
         put_stored(&mut out, &c.before, None);
         put_stored(&mut out, &c.after, c.deleted_at);
+        if let Some(p) = c.place {
+            put_varint(&mut out, p.file);
+            put_varint(&mut out, p.at);
+        }
+        if let Some(id) = &c.call_id {
+            let n = call_len(id);
+            out.push(n as u8);
+            out.extend_from_slice(&id.as_bytes()[..n]);
+        }
     }
     out
 }
@@ -264,6 +322,18 @@ impl Cur<'_> {
     }
     fn i64(&mut self) -> Option<i64> {
         self.take().map(i64::from_be_bytes)
+    }
+    fn varint(&mut self) -> Option<u32> {
+        let mut v = 0u32;
+        for shift in (0..35).step_by(7) {
+            let b = self.u8()?;
+            v |= u32::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                // The shortest form only, so one value has one encoding.
+                return (shift == 0 || b != 0).then_some(v);
+            }
+        }
+        None
     }
     /// A stored consent or nothing, and the deletion time of a tombstone.
     fn stored(&mut self) -> Option<(Option<Stored>, Option<i64>)> {
@@ -292,13 +362,31 @@ pub fn decode_block(bytes: &[u8]) -> Option<Vec<RawChange>> {
     let n = c.u32()? as usize;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        if c.u8()? != KIND_CHANGE {
+        let kind = c.u8()?;
+        if kind & 0x0f != KIND_CHANGE || kind & 0x80 != 0 {
             return None;
         }
         let (seq, at, actor, source) = (c.u64()?, c.i64()?, c.u32()?, c.u32()?);
         let (number, usage) = (PhoneNumber::from_u64(c.u64()?)?, Usage::from_code(c.u8()?)?);
         let (before, _) = c.stored()?;
         let (after, deleted_at) = c.stored()?;
+        let place = if kind & HAS_PLACE != 0 {
+            Some(RawPlace {
+                file: c.varint()?,
+                at: c.varint()?,
+                by_record: kind & PLACE_BY_RECORD != 0,
+            })
+        } else {
+            None
+        };
+        let call_id = if kind & HAS_CALL != 0 {
+            let n = c.u8()? as usize;
+            let (id, rest) = c.0.split_at_checked(n)?;
+            c.0 = rest;
+            Some(Arc::from(std::str::from_utf8(id).ok()?))
+        } else {
+            None
+        };
         out.push(RawChange {
             seq,
             at,
@@ -309,6 +397,8 @@ pub fn decode_block(bytes: &[u8]) -> Option<Vec<RawChange>> {
             before,
             after,
             deleted_at,
+            place,
+            call_id,
         });
     }
     Some(out)
@@ -330,7 +420,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn keys_and_values_round_trip(n in 1_000_000u64..999_999_999_999_999, u in 0u8..2, s in stored(), seq: u64, at: i64, before in prop::option::of(stored()), after in prop::option::of(stored()), deleted_at in prop::option::of(any::<i64>())) {
+        fn keys_and_values_round_trip(n in 1_000_000u64..999_999_999_999_999, u in 0u8..2, s in stored(), seq: u64, at: i64, before in prop::option::of(stored()), after in prop::option::of(stored()), deleted_at in prop::option::of(any::<i64>()), place in prop::option::of((any::<u32>(), any::<u32>(), any::<bool>())), call_id in prop::option::of("\\PC{0,90}")) {
             let number = PhoneNumber::from_u64(n).unwrap();
             let usage = Usage::from_code(u).unwrap();
             prop_assert_eq!(decode_number_key(&number_key(number, usage)), Some((number, usage)));
@@ -343,9 +433,16 @@ mod tests {
             prop_assert_eq!(decode_created_value(&created_value(&s)), Some((s.updated, s.source)));
             prop_assert_eq!(decode_audit_seq(&audit_key(number, seq)), Some(seq));
             let deleted_at = if after.is_some() { None } else { deleted_at };
-            let c = RawChange { seq, at, actor: 1, source: s.source, number, usage, before, after, deleted_at };
-            prop_assert_eq!(decode_block(&encode_block(&[c, c])), Some(vec![c, c]));
-            prop_assert_eq!(encode_block(&[c, c]).len(), 5 + 2 * encoded_len(&c));
+            let place = place.map(|(file, at, by_record)| RawPlace { file, at, by_record });
+            let c = RawChange { seq, at, actor: 1, source: s.source, number, usage, before, after, deleted_at, place, call_id: call_id.map(Arc::from) };
+            let block = encode_block(&[c.clone(), c.clone()]);
+            let back = decode_block(&block).unwrap();
+            prop_assert_eq!(block.len(), 5 + 2 * encoded_len(&c));
+            // A call id is kept to 255 bytes, cut at a character.
+            let kept = c.call_id.as_deref().map(|id| &id[..call_len(id)]);
+            prop_assert!(kept.is_none_or(|k| k.len() <= 255 && c.call_id.as_deref().unwrap().starts_with(k)));
+            let c = RawChange { call_id: kept.map(Arc::from), ..c };
+            prop_assert_eq!(back, vec![c.clone(), c]);
         }
 
         #[test]

@@ -12,9 +12,10 @@
 //!   Creation-time order; one partition per (usage, value), so a search only reads matching entries.
 //! - tree `audit_by_number`: key `reversed digits · 0x00 · seq` → empty. Finds a number's audit trail.
 //! - tree `journal`: key `first seq (u64 BE)` → a block of changes (seq, when, actor, source, number,
-//!   usage, before, after; a deletion's after is its tombstone's time). It is the change feed, the
+//!   usage, before, after; a deletion's after is its tombstone's time; where an imported record was
+//!   read: its file's name id and line or record; an IVR answer's call id). It is the change feed, the
 //!   audit trail (kept after a consent is deleted) and the redo log at once.
-//! - tree `names`: `i · id(u32 BE)` → name and `s · name` → id, for sources and actors.
+//! - tree `names`: `i · id(u32 BE)` → name and `s · name` → id, for sources, actors and imported files.
 //! - tree `searches` ([`searches`]): `owner · 0x00 · name` → a saved search (JSON, format byte first).
 //! - tree `events` ([`dpo`]): `seq (u64 BE)` → an administrative event without personal data (a purge,
 //!   a reset, sync work by hand such as a re-send): when, who, what, how many (JSON, format byte first).
@@ -64,9 +65,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-/// The store format: 2 added tombstones (by_number values and journal entries of format 2); a format 1
-/// store is read as it is and marked 2 when opened.
-const STORE_FORMAT: u8 = 2;
+/// The store format: 2 added tombstones (by_number values and journal entries of format 2), 3 the
+/// places and call ids of journal entries; an older store is read as it is and marked 3 when opened.
+const STORE_FORMAT: u8 = 3;
 /// Journal block size in bytes (one sled value). sled writes a node larger than 128 KiB (its segment
 /// size / 4) as a separate blob and its cache then counts that node as a few bytes, so memory would
 /// outgrow `cache_bytes`; a node holds up to 17 values, so blocks stay well under 128 KiB / 17.
@@ -116,6 +117,8 @@ pub struct ChangeContext {
     pub now: Timestamp,
     /// Who wins a conflict (sync connectors' `authority`; everything else: the newest).
     pub prefer: crate::domain::Prefer,
+    /// The IVR call whose answer the changes are, kept with each (at most 255 bytes).
+    pub call_id: Option<Arc<str>>,
 }
 
 /// What one incoming change did.
@@ -139,6 +142,33 @@ pub struct AuditEntry {
     pub usage: Usage,
     pub before: Option<Consent>,
     pub after: Option<Consent>,
+    /// Where the change came from beyond its source: an imported record's file and line, an IVR
+    /// answer's call.
+    #[serde(skip_serializing_if = "Origin::is_empty")]
+    pub origin: Origin,
+}
+
+/// The proof of one change beyond its source and actor.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Origin {
+    /// The file an imported record was read from, as it was named to the import.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The record's line in `file` (1-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// The record's place among the file's records (1-based), for formats without lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<u64>,
+    /// The contact center's id of the IVR call that gave the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
+}
+
+impl Origin {
+    pub fn is_empty(&self) -> bool {
+        *self == Origin::default()
+    }
 }
 
 /// Filters of the audit trail; the time range is half-open.
@@ -520,6 +550,7 @@ impl Store {
         let mut counted = [0i64; 4];
         let source_id = self.g().names.id(&ctx.source.to_string())?;
         let actor_id = self.g().names.id(&ctx.actor)?;
+        let file_ids = batch.files().iter().map(|f| self.g().names.id(f)).collect::<Result<Vec<u32>>>()?;
         let applied = self.applied()?;
         // Decide in key order, reading each page once; changes to one consent keep their batch order.
         // Sequence numbers follow that order, so the journal is in key order too.
@@ -537,7 +568,7 @@ impl Store {
         }
         let mut lookup = g.by_number.sorted_lookup();
         let mut held: Option<(u64, Slot)> = None;
-        for (i, key, inc) in batch.iter() {
+        for (i, key, inc, place) in batch.iter() {
             if held.as_ref().is_none_or(|(k, _)| *k != key) {
                 let entry = lookup
                     .get(&keys::number_key(inc.number, inc.usage))?
@@ -582,6 +613,12 @@ impl Store {
                         before: slot.stored(),
                         after: after.stored(),
                         deleted_at: after.deleted_at(),
+                        place: place.map(|p| keys::RawPlace {
+                            file: file_ids[p.file],
+                            at: p.at,
+                            by_record: p.by_record,
+                        }),
+                        call_id: ctx.call_id.clone(),
                     };
                     writer.next_seq += 1;
                     count_change(&mut counted, &change);
@@ -800,6 +837,12 @@ impl Store {
             usage: c.usage,
             before: c.before.as_ref().map(|s| self.consent(c.number, c.usage, s)),
             after: c.after.as_ref().map(|s| self.consent(c.number, c.usage, s)),
+            origin: Origin {
+                file: c.place.map(|p| self.g().names.text(p.file)),
+                line: c.place.filter(|p| !p.by_record).map(|p| u64::from(p.at)),
+                record: c.place.filter(|p| p.by_record).map(|p| u64::from(p.at)),
+                call_id: c.call_id.as_deref().map(str::to_string),
+            },
         }
     }
 
@@ -1017,6 +1060,7 @@ mod tests {
             source: Source::Import("generic-csv".into()),
             now: ts("2025-01-01T00:00:00Z"),
             prefer: crate::domain::Prefer::Newest,
+            call_id: None,
         }
     }
 
@@ -1380,6 +1424,8 @@ mod tests {
                     source: 0,
                 }),
                 deleted_at: None,
+                place: None,
+                call_id: None,
             };
             store.g().journal.insert(2u64.to_be_bytes(), keys::encode_block(&[change])).unwrap();
             store.flush().unwrap();

@@ -76,7 +76,9 @@ impl Sync {
                         return Err(STOPPED.into());
                     }
                     let before = session.report().read;
-                    session.add(&mut Input::once(&page.url, page.body)).map_err(|e| e.to_string())?;
+                    session
+                        .add(&mut Input::once(&page.url, page.body).without_places())
+                        .map_err(|e| e.to_string())?;
                     Ok(session.report().read - before)
                 });
                 // What was read is applied even when a later page failed: the watermark stays, so
@@ -214,6 +216,7 @@ impl Sync {
             source: Source::Sync(c.cfg.name.as_str().into()),
             now: Timestamp::now(),
             prefer: c.prefer(),
+            call_id: None,
         };
         (opts, ctx)
     }

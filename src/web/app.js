@@ -687,6 +687,15 @@ async function toggleSelected() {
 }
 
 // One consent's audit trail, newest first: when, who, from which source, from what to what.
+/** What proves a change beyond its source and actor: the IVR call, or the file and line it was imported from. */
+function proofText(origin) {
+  if (!origin) return "—";
+  const parts = [];
+  if (origin.call_id) parts.push(`call ${origin.call_id}`);
+  if (origin.file) parts.push(origin.line ? `${origin.file}, line ${origin.line}` : origin.record ? `${origin.file}, record ${origin.record}` : origin.file);
+  return parts.join("; ") || "—";
+}
+
 async function showHistory(c) {
   const what = `${c.number}, ${USAGES[c.usage] || c.usage}`;
   $("history-title").textContent = `History of ${what}`;
@@ -699,8 +708,8 @@ async function showHistory(c) {
     $("history-table").replaceChildren(
       entries.length
         ? table(
-            ["When", "Who", "Source", "Before", "After"],
-            entries.map((a) => [formatTime(a.at), a.actor, a.source, a.before ? (a.before.consent ? "given" : "denied") : "—", a.after ? (a.after.consent ? "given" : "denied") : "deleted"]),
+            ["When", "Who", "Source", "Proof", "Before", "After"],
+            entries.map((a) => [formatTime(a.at), a.actor, a.source, proofText(a.origin), a.before ? (a.before.consent ? "given" : "denied") : "—", a.after ? (a.after.consent ? "given" : "denied") : "deleted"]),
             { id: "history-entries" }
           )
         : el("p", { class: "muted", text: "No change is recorded." })
@@ -1369,8 +1378,8 @@ function renderReport(r) {
         : el("p", { class: "muted", text: "None held now." }),
       el("h4", { text: `History (${h.history.length})` }),
       table(
-        ["When", "Who", "Source", "Before", "After"],
-        h.history.map((a) => [formatTime(a.at), a.actor, a.source, valueText(a.before), valueText(a.after)])
+        ["When", "Who", "Source", "Proof", "Before", "After"],
+        h.history.map((a) => [formatTime(a.at), a.actor, a.source, proofText(a.origin), valueText(a.before), valueText(a.after)])
       ),
     ];
     if (h.saved_searches.length) {
