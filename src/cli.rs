@@ -173,6 +173,13 @@ pub enum StoreCommand {
     /// Rewrite the store's live data into fresh files and drop the old ones: disk comes back to the
     /// size of the data, and nothing a purge removed is left in any file.
     Compact,
+    /// Bring a PostgreSQL database's schema up to this consentd's (for operators who migrate by hand;
+    /// the daemon also migrates at start). Prints the versions before and after.
+    Migrate {
+        /// The database (a `postgresql://` URL or libpq's `key=value` pairs).
+        #[arg(long, env = "CONSENTD_DATABASE_URL", hide_env_values = true)]
+        url: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -292,7 +299,14 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         config.data_dir = d;
     }
     if let Some(server) = &cli.server {
-        if !matches!(cli.command, Command::Mapping { .. } | Command::CheckConfig) {
+        if !matches!(
+            cli.command,
+            Command::Mapping { .. }
+                | Command::CheckConfig
+                | Command::Store {
+                    command: StoreCommand::Migrate { .. }
+                }
+        ) {
             return remote(cli.command, &crate::client::Client::from_env(server)?, &config);
         }
     }
@@ -514,6 +528,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             serde_json::to_writer_pretty(&mut *stdout, &done)?;
             writeln!(stdout)?;
         }
+        Command::Store {
+            command: StoreCommand::Migrate { url },
+        } => {
+            let pool = crate::store::postgres::pool(&url, 1)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let done = rt.block_on(crate::store::postgres::migrate(&pool))?;
+            serde_json::to_writer_pretty(&mut *stdout, &done)?;
+            writeln!(stdout)?;
+        }
         Command::Sync { command } => {
             let store = std::sync::Arc::new(open_store()?);
             let sync = crate::sync::Sync::new(store, std::sync::Arc::new(config.clone())).map_err(anyhow::Error::msg)?;
@@ -684,7 +707,11 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
     let id = |n: crate::domain::PhoneNumber, usage: Usage| ConsentId { number: n, usage }.to_string();
     match command {
         Command::Serve => bail!("serve runs the daemon itself; leave out --server"),
-        Command::CheckConfig | Command::Mapping { .. } => unreachable!("run locally"),
+        Command::CheckConfig
+        | Command::Mapping { .. }
+        | Command::Store {
+            command: StoreCommand::Migrate { .. },
+        } => unreachable!("run locally"),
         Command::Store {
             command: StoreCommand::Compact,
         } => {

@@ -52,6 +52,7 @@ pub mod compact;
 pub mod dpo;
 mod keys;
 mod pages;
+pub mod postgres;
 mod seal;
 pub mod searches;
 pub mod sync;

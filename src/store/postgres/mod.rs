@@ -1,0 +1,144 @@
+//! The PostgreSQL store, for deployments where several daemons share one database (issue 16). So far:
+//! the connection pool and the versioned schema ([`schema`]) with its migrations; the store's reads
+//! and writes come next, behind the same interface as the sled store.
+//!
+//! Crates: `tokio-postgres` (the protocol, `COPY` in and out, pipelining; no compile-time database
+//! needed, unlike sqlx's checked queries) and `deadpool-postgres` (a small async pool made for it).
+//!
+//! # Migrations
+//! [`migrate`] applies the pending migrations in one transaction, holding a row lock on
+//! `consentd_schema_lock` (`SELECT … FOR UPDATE`, not an advisory lock, so that PostgreSQL-protocol
+//! engines without advisory locks such as CockroachDB and YugabyteDB work too): when several replicas
+//! start at once, one migrates and the others wait for it, then find nothing to do. A database whose
+//! schema is newer than this consentd's is refused.
+
+pub mod schema;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("the database URL is not valid: {0}")]
+    Url(String),
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("the database's schema is version {found}, newer than this consentd's ({known}): run a newer consentd")]
+    Newer { found: i32, known: i32 },
+    #[error("the database's schema is version {found}, older than this consentd's ({known}): run `consentd store migrate`")]
+    Older { found: i32, known: i32 },
+    #[error("the database refused: {0}")]
+    Sql(#[from] tokio_postgres::Error),
+}
+
+/// A pool of at most `size` connections to the database at `url` (a `postgresql://` URL or
+/// `key=value` pairs, as libpq takes them; `host` may be a Unix socket directory).
+pub fn pool(url: &str, size: usize) -> Result<Pool, PgError> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| PgError::Url(e.to_string()))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .map_err(|e| PgError::Connect(e.to_string()))
+}
+
+async fn client(pool: &Pool) -> Result<deadpool_postgres::Client, PgError> {
+    pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => PgError::Connect(e.to_string()),
+        e => PgError::Connect(e.to_string()),
+    })
+}
+
+/// What [`migrate`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Migrated {
+    /// The schema version before.
+    pub from: i32,
+    /// The schema version now.
+    pub to: i32,
+    /// The migrations applied, by version.
+    pub applied: Vec<i32>,
+}
+
+/// Brings the database's schema up to [`schema::latest`].
+pub async fn migrate(pool: &Pool) -> Result<Migrated, PgError> {
+    let mut client = client(pool).await?;
+    // Two replicas creating the lock table at once: one of them may fail on the catalog's unique
+    // index; the table is there then, so trying again succeeds.
+    for attempt in 0.. {
+        let made = client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS consentd_schema_lock (id integer PRIMARY KEY);
+                 INSERT INTO consentd_schema_lock VALUES (1) ON CONFLICT DO NOTHING;
+                 CREATE TABLE IF NOT EXISTS consentd_schema (
+                     version integer PRIMARY KEY,
+                     name text NOT NULL,
+                     applied_at timestamptz NOT NULL DEFAULT now()
+                 );",
+            )
+            .await;
+        match made {
+            Ok(()) => break,
+            Err(e)
+                if attempt < 5
+                    && matches!(
+                        e.code(),
+                        Some(&SqlState::UNIQUE_VIOLATION | &SqlState::DUPLICATE_TABLE | &SqlState::DUPLICATE_OBJECT)
+                    ) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let tx = client.transaction().await?;
+    tx.execute("SELECT id FROM consentd_schema_lock WHERE id = 1 FOR UPDATE", &[])
+        .await?;
+    let from: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM consentd_schema", &[])
+        .await?
+        .get(0);
+    if from > schema::latest() {
+        return Err(PgError::Newer {
+            found: from,
+            known: schema::latest(),
+        });
+    }
+    let mut applied = Vec::new();
+    for (version, name, sql) in schema::MIGRATIONS.iter().filter(|m| m.0 > from) {
+        tx.batch_execute(sql).await?;
+        tx.execute("INSERT INTO consentd_schema (version, name) VALUES ($1, $2)", &[version, name])
+            .await?;
+        applied.push(*version);
+    }
+    tx.commit().await?;
+    if !applied.is_empty() {
+        tracing::info!(from, to = schema::latest(), "Database schema migrated.");
+    }
+    Ok(Migrated {
+        from,
+        to: schema::latest(),
+        applied,
+    })
+}
+
+/// The database's schema version, refused unless it is this consentd's (for daemons that do not
+/// migrate at start).
+pub async fn check_version(pool: &Pool) -> Result<i32, PgError> {
+    let client = client(pool).await?;
+    let found: i32 = match client.query_one("SELECT coalesce(max(version), 0) FROM consentd_schema", &[]).await {
+        Ok(row) => row.get(0),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    let known = schema::latest();
+    match found.cmp(&known) {
+        std::cmp::Ordering::Equal => Ok(found),
+        std::cmp::Ordering::Greater => Err(PgError::Newer { found, known }),
+        std::cmp::Ordering::Less => Err(PgError::Older { found, known }),
+    }
+}

@@ -1,0 +1,177 @@
+//! A private PostgreSQL cluster for the tests that need one: Debian's `postgresql` package (installed
+//! by `.ci/run`), `initdb` into a temp dir, listening on a Unix socket in that dir only (no TCP port
+//! to collide with), stopped when dropped. As root the server runs as the `postgres` user, since
+//! PostgreSQL refuses to run as root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub struct Postgres {
+    /// The cluster's data and socket, owned by the server's user.
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// Port number in the socket's name (`.s.PGSQL.<port>`); nothing listens on TCP.
+    pub port: u16,
+}
+
+/// The server's binaries: `CONSENTD_PG_BIN`, else the newest `/usr/lib/postgresql/<version>/bin`.
+fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CONSENTD_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dirs| {
+            dirs.filter_map(|e| {
+                let e = e.ok()?;
+                let v = e.file_name().to_str()?.parse().ok()?;
+                let bin = e.path().join("bin");
+                bin.join("initdb").exists().then_some((v, bin))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+        .pop()
+        .map(|(_, bin)| bin)
+        .expect("PostgreSQL's server is not installed (.ci/run installs Debian's postgresql; or set CONSENTD_PG_BIN)")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let bin = bin_dir();
+        let dir = tempfile::Builder::new().prefix("consentd-pg").tempdir().unwrap();
+        let root = is_root();
+        if root {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown the cluster's dir to postgres");
+        }
+        // The port only names the socket, which is in the cluster's own dir: clusters cannot collide.
+        let port = 5432;
+        let pg = Postgres { dir, bin, port };
+        let data = pg.data();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "consentd",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+        );
+        let opts = format!(
+            "-c listen_addresses='' -c unix_socket_directories='{}' -p {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            pg.dir.path().display(),
+            pg.port
+        );
+        let log = pg.dir.path().join("server.log");
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-w",
+                "start",
+            ],
+        );
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// One of the server's programs, to run as the server's user.
+    fn program(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&path);
+            c
+        } else {
+            Command::new(&path)
+        }
+    }
+
+    /// Runs one of the server's programs; panics with its output if it fails.
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self
+            .program(program)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "{program} failed: {}{}\nserver log:\n{log}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The socket's directory.
+    pub fn host(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A connection URL for database `db` (the socket directory as `host`).
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgresql://consentd@localhost/{db}?host={}&port={}",
+            self.dir.path().display(),
+            self.port
+        )
+    }
+
+    /// Makes a new, empty database and gives its URL.
+    pub fn create_database(&self, db: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE \"{db}\""));
+        self.url(db)
+    }
+
+    /// Runs SQL through `psql` (PostgreSQL's own client, not ours) and gives its unaligned output.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(self.dir.path())
+            .args(["-p", &self.port.to_string(), "-U", "consentd", "-d", db, "-c", sql])
+            .output()
+            .expect("psql (Debian's postgresql-client) runs");
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        let _ = self
+            .program("pg_ctl")
+            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
