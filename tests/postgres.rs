@@ -75,3 +75,89 @@ fn a_database_that_cannot_be_reached_is_named_without_its_password() {
         "{err}"
     );
 }
+
+mod same_answers {
+    //! The PostgreSQL store gives the sled store's answers: the same batches applied to both give the
+    //! same outcomes and leave the same consents, tombstones included.
+    use super::Postgres;
+    use consentd::domain::{Incoming, Op, PhoneNumber, Prefer, Source, Timestamp, Usage};
+    use consentd::store::postgres::PgStore;
+    use consentd::store::{Batch, ChangeContext, Store, StoreOptions};
+    use proptest::prelude::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::OnceLock;
+
+    /// One cluster for every case; a database each.
+    fn cluster() -> &'static Postgres {
+        static PG: OnceLock<Postgres> = OnceLock::new();
+        PG.get_or_init(Postgres::start)
+    }
+
+    /// A few numbers and both usages, so that changes meet each other.
+    fn change() -> impl Strategy<Value = (Incoming, Option<u32>)> {
+        let time = prop::option::of((0i64..20).prop_map(|t| Timestamp::from_millis(1_700_000_000_000 + t * 1000)));
+        let op = prop_oneof![
+            (any::<bool>(), time.clone(), time.clone()).prop_map(|(consent, created_at, updated_at)| Op::Set {
+                consent,
+                created_at,
+                updated_at
+            }),
+            time.prop_map(|at| Op::Delete { at }),
+            Just(Op::Toggle),
+        ];
+        (0u64..4, any::<bool>(), op, prop::option::of(1u32..1000)).prop_map(|(n, w, op, line)| {
+            let usage = if w { Usage::Whatsapp } else { Usage::CallRecording };
+            (
+                Incoming {
+                    number: PhoneNumber::from_u64(491510000000 + n).unwrap(),
+                    usage,
+                    op,
+                },
+                line,
+            )
+        })
+    }
+
+    fn batch(changes: &[(Incoming, Option<u32>)]) -> Batch {
+        let mut b = Batch::default();
+        for (inc, line) in changes {
+            match line {
+                Some(l) => b.push_from(inc, "in.csv", Some(u64::from(*l)), 1),
+                None => b.push(inc),
+            }
+        }
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        #[test]
+        fn batches_have_the_same_outcomes_and_leave_the_same_consents(
+            batches in prop::collection::vec((prop::collection::vec(change(), 1..12), 0u8..3, 0u8..3), 1..6)
+        ) {
+            static CASE: AtomicUsize = AtomicUsize::new(0);
+            let db = format!("same{}", CASE.fetch_add(1, Ordering::SeqCst));
+            let pg = PgStore::open(&cluster().create_database(&db), 2).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let sled = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            for (i, (changes, prefer, source)) in batches.iter().enumerate() {
+                let ctx = ChangeContext {
+                    actor: "tester".into(),
+                    source: [Source::Cli, Source::Ivr, Source::Import("crm".into())][*source as usize].clone(),
+                    now: Timestamp::from_millis(1_700_000_010_000 + i as i64 * 1000),
+                    prefer: [Prefer::Newest, Prefer::Theirs, Prefer::Ours][*prefer as usize],
+                    call_id: None,
+                };
+                let want = sled.apply_batch(&mut batch(changes), &ctx, false).unwrap();
+                let got = pg.apply_batch(&mut batch(changes), &ctx, false).unwrap();
+                prop_assert_eq!(&got, &want, "batch {}", i);
+                for n in 0..4 {
+                    for usage in [Usage::CallRecording, Usage::Whatsapp] {
+                        let number = PhoneNumber::from_u64(491510000000 + n).unwrap();
+                        prop_assert_eq!(pg.get(number, usage).unwrap(), sled.get(number, usage).unwrap(), "batch {} {:?}", i, (number, usage));
+                    }
+                }
+            }
+        }
+    }
+}

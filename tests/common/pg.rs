@@ -94,7 +94,35 @@ impl Postgres {
                 "start",
             ],
         );
+        pg.watch();
         pg
+    }
+
+    /// Stops the server and removes its dir once this test process is gone, however it ended (a
+    /// cluster kept in a static is never dropped; a test run may be killed).
+    // The watcher outlives this process by design; it is never waited for.
+    #[allow(clippy::zombie_processes)]
+    fn watch(&self) {
+        let stop = format!(
+            "while [ -d /proc/{pid} ]; do sleep 1; done; {pg_ctl} -D '{data}' -m immediate stop >/dev/null 2>&1; rm -rf '{dir}'",
+            pid = std::process::id(),
+            pg_ctl = self.bin.join("pg_ctl").display(),
+            data = self.data().display(),
+            dir = self.dir.path().display(),
+        );
+        let mut c = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]);
+            c
+        } else {
+            Command::new("env")
+        };
+        c.args(["sh", "-c", &stop])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
     }
 
     fn data(&self) -> PathBuf {

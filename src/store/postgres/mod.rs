@@ -12,6 +12,7 @@
 //! start at once, one migrates and the others wait for it, then find nothing to do. A database whose
 //! schema is newer than this consentd's is refused.
 
+mod consents;
 pub mod schema;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -30,6 +31,53 @@ pub enum PgError {
     Older { found: i32, known: i32 },
     #[error("the database refused: {0}")]
     Sql(#[from] tokio_postgres::Error),
+    #[error("the database holds what consentd cannot read: {0}")]
+    Corrupt(String),
+}
+
+/// The PostgreSQL store. Its methods block, as the sled store's do: each runs its queries on the
+/// store's own runtime and waits for them, so it may be called from any thread, the daemon's async
+/// ones included.
+pub struct PgStore {
+    pool: Pool,
+    /// Always some; taken when dropped, to shut down without waiting.
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` with at most `pool_size` connections, and migrates it.
+    pub fn open(url: &str, pool_size: usize) -> Result<Self, PgError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("consentd-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| PgError::Connect(e.to_string()))?;
+        let store = PgStore {
+            pool: pool(url, pool_size)?,
+            rt: Some(rt),
+        };
+        let pool = store.pool.clone();
+        store.run(async move { migrate(&pool).await })?;
+        Ok(store)
+    }
+
+    /// Runs `f` on the store's runtime and waits for its answer.
+    fn run<T: Send + 'static>(&self, f: impl std::future::Future<Output = Result<T, PgError>> + Send + 'static) -> Result<T, PgError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt.as_ref().expect("open until dropped").spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv().map_err(|_| PgError::Connect("the database task stopped".into()))?
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// A pool of at most `size` connections to the database at `url` (a `postgresql://` URL or
