@@ -90,6 +90,42 @@ impl PgStore {
     }
 }
 
+/// A key's state while a batch is decided.
+struct State {
+    key: (i64, i16),
+    /// A row (a consent or a tombstone) was held before the batch.
+    exists: bool,
+    changed: bool,
+    slot: Slot,
+}
+
+/// Writes keys' states through a binary `COPY` of (number, usage, consent, created_ms, updated_ms,
+/// deleted_ms, source); a tombstone's source is the batch's.
+async fn write_states(
+    sink: tokio_postgres::CopyInSink<bytes::Bytes>,
+    states: impl Iterator<Item = &State>,
+    source: i32,
+) -> Result<(), PgError> {
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[Type::INT8, Type::INT2, Type::BOOL, Type::INT8, Type::INT8, Type::INT8, Type::INT4],
+    );
+    pin_mut!(writer);
+    for s in states {
+        let (consent, created, updated, deleted, src): (Option<bool>, Option<i64>, Option<i64>, Option<i64>, i32) = match &s.slot {
+            Slot::Consent(c, id) => (Some(c.consent), Some(c.created_at.millis()), Some(c.updated_at.millis()), None, *id),
+            Slot::Deleted(at) => (None, None, None, Some(*at), source),
+            Slot::Nothing => continue,
+        };
+        writer
+            .as_mut()
+            .write(&[&s.key.0, &s.key.1, &consent, &created, &updated, &deleted, &src])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
 /// A name's source, as the sled store reads it.
 fn source_of(name: String) -> Source {
     Source::parse(&name).unwrap_or(Source::Agent(name.as_str().into()))
@@ -172,12 +208,21 @@ async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &Chang
     }
     // Decide in key order; changes to one consent in their batch order.
     let mut journal: Vec<Row> = Vec::new();
-    let mut states: HashMap<(i64, i16), Slot> = HashMap::new();
+    // Each key's state after the batch, in key order: whether the row exists, whether it changed.
+    let mut states: Vec<State> = Vec::new();
     for (i, inc, place) in &changes {
         let key = (inc.number.as_u64() as i64, i16::from(inc.usage.code()));
-        let slot = states
-            .entry(key)
-            .or_insert_with(|| held.get(&key).cloned().unwrap_or(Slot::Nothing));
+        if states.last().is_none_or(|s| s.key != key) {
+            let was = held.remove(&key);
+            states.push(State {
+                key,
+                exists: was.is_some(),
+                changed: false,
+                slot: was.unwrap_or(Slot::Nothing),
+            });
+        }
+        let state = states.last_mut().expect("pushed above");
+        let slot = &mut state.slot;
         let (outcome, after) = match inc.decide_preferring(slot.held(), &ctx.source, ctx.now, ctx.prefer) {
             // A decided consent's source is the change's.
             Decision::Insert(c) => (Outcome::Inserted, Some(Slot::Consent(c, source))),
@@ -211,11 +256,16 @@ async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &Chang
         });
         seq += 1;
         *slot = after;
+        state.changed = true;
     }
     if dry_run || journal.is_empty() {
         return Ok(outcomes);
     }
-    // The keys' new states.
+    // The keys' new states: new rows straight into the table, changed ones through a staging table.
+    let sink = tx
+        .copy_in("COPY consents (number, usage, consent, created_ms, updated_ms, deleted_ms, source) FROM STDIN (FORMAT binary)")
+        .await?;
+    write_states(sink, states.iter().filter(|s| s.changed && !s.exists), source).await?;
     tx.batch_execute(
         "CREATE TEMP TABLE IF NOT EXISTS staged_consents (
              number bigint, usage smallint, consent boolean, created_ms bigint, updated_ms bigint,
@@ -223,28 +273,16 @@ async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &Chang
          ) ON COMMIT DELETE ROWS",
     )
     .await?;
-    let sink = tx.copy_in("COPY staged_consents FROM STDIN (FORMAT binary)").await?;
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[Type::INT8, Type::INT2, Type::BOOL, Type::INT8, Type::INT8, Type::INT8, Type::INT4],
-    );
-    pin_mut!(writer);
-    for ((n, u), slot) in &states {
-        let (consent, created, updated, deleted, src): (Option<bool>, Option<i64>, Option<i64>, Option<i64>, i32) = match slot {
-            Slot::Consent(c, id) => (Some(c.consent), Some(c.created_at.millis()), Some(c.updated_at.millis()), None, *id),
-            Slot::Deleted(at) => (None, None, None, Some(*at), source),
-            Slot::Nothing => continue,
-        };
-        writer.as_mut().write(&[n, u, &consent, &created, &updated, &deleted, &src]).await?;
+    if states.iter().any(|s| s.changed && s.exists) {
+        let sink = tx.copy_in("COPY staged_consents FROM STDIN (FORMAT binary)").await?;
+        write_states(sink, states.iter().filter(|s| s.changed && s.exists), source).await?;
+        tx.batch_execute(
+            "UPDATE consents c SET consent = s.consent, created_ms = s.created_ms, updated_ms = s.updated_ms,
+                 deleted_ms = s.deleted_ms, source = s.source
+             FROM staged_consents s WHERE c.number = s.number AND c.usage = s.usage",
+        )
+        .await?;
     }
-    writer.finish().await?;
-    tx.batch_execute(
-        "INSERT INTO consents (number, usage, consent, created_ms, updated_ms, deleted_ms, source)
-         SELECT number, usage, consent, created_ms, updated_ms, deleted_ms, source FROM staged_consents
-         ON CONFLICT (number, usage) DO UPDATE SET consent = EXCLUDED.consent, created_ms = EXCLUDED.created_ms,
-             updated_ms = EXCLUDED.updated_ms, deleted_ms = EXCLUDED.deleted_ms, source = EXCLUDED.source",
-    )
-    .await?;
     // The journal.
     let sink = tx
         .copy_in(
