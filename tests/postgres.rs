@@ -80,9 +80,9 @@ mod same_answers {
     //! The PostgreSQL store gives the sled store's answers: the same batches applied to both give the
     //! same outcomes and leave the same consents, tombstones included.
     use super::Postgres;
-    use consentd::domain::{Incoming, Op, PhoneNumber, Prefer, Source, Timestamp, Usage};
+    use consentd::domain::{Criteria, Digits, Incoming, Op, PhoneNumber, Prefer, Source, Timestamp, Usage};
     use consentd::store::postgres::PgStore;
-    use consentd::store::{Batch, ChangeContext, Store, StoreOptions};
+    use consentd::store::{AuditQuery, Batch, ChangeContext, Store, StoreOptions};
     use proptest::prelude::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::OnceLock;
@@ -152,9 +152,36 @@ mod same_answers {
                 let got = pg.apply_batch(&mut batch(changes), &ctx, false).unwrap();
                 prop_assert_eq!(&got, &want, "batch {}", i);
                 for n in 0..4 {
+                    let number = PhoneNumber::from_u64(491510000000 + n).unwrap();
                     for usage in [Usage::CallRecording, Usage::Whatsapp] {
-                        let number = PhoneNumber::from_u64(491510000000 + n).unwrap();
                         prop_assert_eq!(pg.get(number, usage).unwrap(), sled.get(number, usage).unwrap(), "batch {} {:?}", i, (number, usage));
+                        prop_assert_eq!(pg.deleted_at(number, usage).unwrap(), sled.deleted_at(number, usage).unwrap());
+                    }
+                    prop_assert_eq!(pg.history(number).unwrap(), sled.history(number).unwrap(), "history, batch {}", i);
+                }
+                prop_assert_eq!(pg.counts().unwrap(), sled.counts().unwrap());
+                prop_assert_eq!(pg.last_change().unwrap(), sled.last_change().unwrap());
+                prop_assert_eq!(pg.changes_since(2, 5).unwrap(), sled.changes_since(2, 5).unwrap());
+                let audit = AuditQuery { actor: Some("tester".into()), from: Some(Timestamp::from_millis(1_700_000_011_000)), ..Default::default() };
+                prop_assert_eq!(pg.audit(&audit, 1, 3).unwrap(), sled.audit(&audit, 1, 3).unwrap());
+                // Searches, page by page (3 a page), cursors included.
+                for criteria in [
+                    Criteria::default(),
+                    Criteria { usage: Some(Usage::Whatsapp), ..Default::default() },
+                    Criteria { consent: Some(true), ..Default::default() },
+                    Criteria { digits: Some(Digits::parse("0001").unwrap()), ..Default::default() },
+                    Criteria { number: Some(PhoneNumber::from_u64(491510000002).unwrap()), ..Default::default() },
+                    Criteria { created_from: Some(Timestamp::from_millis(1_700_000_005_000)), created_before: Some(Timestamp::from_millis(1_700_000_012_000)), ..Default::default() },
+                ] {
+                    let mut cursor: Option<String> = None;
+                    loop {
+                        let want = sled.search(&criteria, cursor.as_deref(), 3).unwrap();
+                        let got = pg.search(&criteria, cursor.as_deref(), 3).unwrap();
+                        prop_assert_eq!(&got, &want, "{:?}", criteria);
+                        match want.next_cursor {
+                            Some(c) => cursor = Some(c),
+                            None => break,
+                        }
                     }
                 }
             }

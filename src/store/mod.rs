@@ -182,7 +182,7 @@ pub struct AuditQuery {
 }
 
 /// One page of the audit trail; `next` is the `after` of the next page.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditPage {
     pub items: Vec<AuditEntry>,
     pub next: Option<u64>,

@@ -127,7 +127,7 @@ async fn write_states(
 }
 
 /// A name's source, as the sled store reads it.
-fn source_of(name: String) -> Source {
+pub(super) fn source_of(name: String) -> Source {
     Source::parse(&name).unwrap_or(Source::Agent(name.as_str().into()))
 }
 

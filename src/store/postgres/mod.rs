@@ -13,6 +13,7 @@
 //! schema is newer than this consentd's is refused.
 
 mod consents;
+mod read;
 pub mod schema;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -33,6 +34,8 @@ pub enum PgError {
     Sql(#[from] tokio_postgres::Error),
     #[error("the database holds what consentd cannot read: {0}")]
     Corrupt(String),
+    #[error("the cursor is not one this store gave out")]
+    BadCursor,
 }
 
 /// The PostgreSQL store. Its methods block, as the sled store's do: each runs its queries on the

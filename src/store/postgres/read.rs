@@ -1,0 +1,262 @@
+//! Reading the PostgreSQL store: searches, counts, the audit trail, with the sled store's answers
+//! (the same order: creation time, then number, then usage; the same cursors).
+
+use super::{client, PgError, PgStore};
+use crate::domain::{Consent, Criteria, PhoneNumber, Timestamp, Usage};
+use crate::store::{decode_cursor, encode_cursor, AuditEntry, AuditPage, AuditQuery, Origin, SearchPage};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+/// The columns of a consent with its source's name, for [`consent`].
+const CONSENT: &str = "c.number, c.usage, c.consent, c.created_ms, c.updated_ms, n.name FROM consents c JOIN names n ON n.id = c.source";
+
+fn consent(r: &Row) -> Result<Consent, PgError> {
+    let n: i64 = r.get(0);
+    let u: i16 = r.get(1);
+    Ok(Consent {
+        number: PhoneNumber::from_u64(n as u64).ok_or_else(|| PgError::Corrupt(format!("number {n}")))?,
+        usage: Usage::from_code(u as u8).ok_or_else(|| PgError::Corrupt(format!("usage {u}")))?,
+        consent: r.get(2),
+        created_at: Timestamp::from_millis(r.get(3)),
+        updated_at: Timestamp::from_millis(r.get(4)),
+        source: super::consents::source_of(r.get(5)),
+    })
+}
+
+/// The journal's columns with the names of actor, sources and file, for [`audit_entry`].
+const ENTRY: &str = "j.seq, j.at_ms, a.name, s.name, j.number, j.usage,
+    j.before_consent, j.before_created_ms, j.before_updated_ms, bs.name,
+    j.after_consent, j.after_created_ms, j.after_updated_ms, aft.name, f.name, j.line, j.record, j.call_id
+    FROM journal j JOIN names a ON a.id = j.actor JOIN names s ON s.id = j.source
+    LEFT JOIN names bs ON bs.id = j.before_source LEFT JOIN names aft ON aft.id = j.after_source
+    LEFT JOIN names f ON f.id = j.file";
+
+fn audit_entry(r: &Row) -> Result<AuditEntry, PgError> {
+    let n: i64 = r.get(4);
+    let u: i16 = r.get(5);
+    let number = PhoneNumber::from_u64(n as u64).ok_or_else(|| PgError::Corrupt(format!("number {n}")))?;
+    let usage = Usage::from_code(u as u8).ok_or_else(|| PgError::Corrupt(format!("usage {u}")))?;
+    let side = |at: usize| -> Option<Consent> {
+        Some(Consent {
+            number,
+            usage,
+            consent: r.get::<_, Option<bool>>(at)?,
+            created_at: Timestamp::from_millis(r.get::<_, Option<i64>>(at + 1)?),
+            updated_at: Timestamp::from_millis(r.get::<_, Option<i64>>(at + 2)?),
+            source: super::consents::source_of(r.get::<_, Option<String>>(at + 3)?),
+        })
+    };
+    Ok(AuditEntry {
+        seq: r.get::<_, i64>(0) as u64,
+        at: Timestamp::from_millis(r.get(1)),
+        actor: r.get(2),
+        source: super::consents::source_of(r.get(3)),
+        number,
+        usage,
+        before: side(6),
+        after: side(10),
+        origin: Origin {
+            file: r.get(14),
+            line: r.get::<_, Option<i64>>(15).map(|l| l as u64),
+            record: r.get::<_, Option<i64>>(16).map(|l| l as u64),
+            call_id: r.get(17),
+        },
+    })
+}
+
+/// SQL conditions and their parameters, numbered as they are added.
+#[derive(Default)]
+struct Filter {
+    sql: Vec<String>,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+impl Filter {
+    /// Adds `condition`, its `?`s standing for `values` in order.
+    fn add(&mut self, condition: &str, values: Vec<Box<dyn ToSql + Sync + Send>>) {
+        let mut parts = condition.split('?');
+        let mut sql = parts.next().unwrap_or_default().to_string();
+        for (part, value) in parts.zip(values) {
+            self.params.push(value);
+            sql.push_str(&format!("${}{part}", self.params.len()));
+        }
+        self.sql.push(sql);
+    }
+
+    fn clause(&self) -> String {
+        if self.sql.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.sql.join(" AND "))
+        }
+    }
+
+    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
+    }
+}
+
+/// The conditions of `criteria` (none: every consent held).
+fn criteria_filter(criteria: &Criteria) -> Filter {
+    let mut f = Filter::default();
+    f.add("c.deleted_ms IS NULL", vec![]);
+    if let Some(n) = criteria.number {
+        f.add("c.number = ?", vec![Box::new(n.as_u64() as i64)]);
+    }
+    if let Some(d) = &criteria.digits {
+        // Digits 678 end the numbers whose reversed digits start 876: from "876" to "876:" (':' follows '9').
+        let prefix = String::from_utf8(d.reversed()).expect("digits are ASCII");
+        f.add(
+            "c.rev_digits >= ? AND c.rev_digits < ?",
+            vec![Box::new(prefix.clone()), Box::new(prefix + ":")],
+        );
+    }
+    if let Some(v) = criteria.consent {
+        f.add("c.consent = ?", vec![Box::new(v)]);
+    }
+    if let Some(u) = criteria.usage {
+        f.add("c.usage = ?", vec![Box::new(i16::from(u.code()))]);
+    }
+    if let Some(t) = criteria.created_from {
+        f.add("c.created_ms >= ?", vec![Box::new(t.millis())]);
+    }
+    if let Some(t) = criteria.created_before {
+        f.add("c.created_ms < ?", vec![Box::new(t.millis())]);
+    }
+    f
+}
+
+impl PgStore {
+    /// Searches with any combination of criteria, in creation-time order, `limit` items after `cursor`.
+    pub fn search(&self, criteria: &Criteria, cursor: Option<&str>, limit: usize) -> Result<SearchPage, PgError> {
+        let after = cursor.map(decode_cursor).transpose().map_err(|_| PgError::BadCursor)?;
+        let mut f = criteria_filter(criteria);
+        if let Some((t, n, u)) = after {
+            f.add(
+                "(c.created_ms, c.number, c.usage) > (?, ?, ?)",
+                vec![Box::new(t), Box::new(n as i64), Box::new(i16::from(u))],
+            );
+        }
+        let sql = format!(
+            "SELECT {CONSENT} {} ORDER BY c.created_ms, c.number, c.usage LIMIT {}",
+            f.clause(),
+            limit.saturating_add(1).min(i64::MAX as usize)
+        );
+        let pool = self.pool.clone();
+        let rows = self.run(async move { Ok(client(&pool).await?.query(&sql, &f.refs()).await?) })?;
+        let mut items = rows.iter().map(consent).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(encode_cursor)
+        } else {
+            None
+        };
+        Ok(SearchPage { items, next_cursor })
+    }
+
+    /// How many consents are held per usage and value, every pair listed.
+    pub fn counts(&self) -> Result<Vec<(Usage, bool, u64)>, PgError> {
+        let pool = self.pool.clone();
+        let rows = self.run(async move {
+            Ok(client(&pool)
+                .await?
+                .query(
+                    "SELECT usage, consent, count(*) FROM consents WHERE deleted_ms IS NULL GROUP BY 1, 2",
+                    &[],
+                )
+                .await?)
+        })?;
+        Ok(Usage::ALL
+            .into_iter()
+            .flat_map(|u| [false, true].map(|v| (u, v)))
+            .map(|(u, v)| {
+                let n = rows
+                    .iter()
+                    .find(|r| r.get::<_, i16>(0) == i16::from(u.code()) && r.get::<_, bool>(1) == v)
+                    .map_or(0, |r| r.get::<_, i64>(2) as u64);
+                (u, v, n)
+            })
+            .collect())
+    }
+
+    /// When the consent of a number and usage was deleted, if a tombstone says so.
+    pub fn deleted_at(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Timestamp>, PgError> {
+        let pool = self.pool.clone();
+        let row = self.run(async move {
+            Ok(client(&pool)
+                .await?
+                .query_opt(
+                    "SELECT deleted_ms FROM consents WHERE number = $1 AND usage = $2 AND deleted_ms IS NOT NULL",
+                    &[&(number.as_u64() as i64), &i16::from(usage.code())],
+                )
+                .await?)
+        })?;
+        Ok(row.map(|r| Timestamp::from_millis(r.get(0))))
+    }
+
+    /// The sequence number of the last change (0: none yet).
+    pub fn last_change(&self) -> Result<u64, PgError> {
+        let pool = self.pool.clone();
+        let row = self.run(async move {
+            Ok(client(&pool)
+                .await?
+                .query_one("SELECT coalesce(max(seq), 0) FROM journal", &[])
+                .await?)
+        })?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// The audit trail of a number (also of deleted consents), oldest first.
+    pub fn history(&self, number: PhoneNumber) -> Result<Vec<AuditEntry>, PgError> {
+        self.entries("WHERE j.number = $1 ORDER BY j.seq", vec![Box::new(number.as_u64() as i64)])
+    }
+
+    /// Changes with a sequence number above `seq`, oldest first, at most `limit`.
+    pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<AuditEntry>, PgError> {
+        self.entries(
+            "WHERE j.seq > $1 ORDER BY j.seq LIMIT $2",
+            vec![Box::new(seq as i64), Box::new(limit.min(i64::MAX as usize) as i64)],
+        )
+    }
+
+    /// The audit trail, filtered and paged as the sled store's [`crate::store::Store::audit`].
+    pub fn audit(&self, q: &AuditQuery, after: u64, limit: usize) -> Result<AuditPage, PgError> {
+        let mut f = Filter::default();
+        f.add("j.seq > ?", vec![Box::new(after as i64)]);
+        if let Some(n) = q.number {
+            f.add("j.number = ?", vec![Box::new(n.as_u64() as i64)]);
+        }
+        if let Some(t) = q.from {
+            f.add("j.at_ms >= ?", vec![Box::new(t.millis())]);
+        }
+        if let Some(t) = q.before {
+            f.add("j.at_ms < ?", vec![Box::new(t.millis())]);
+        }
+        if let Some(a) = &q.actor {
+            f.add("a.name = ?", vec![Box::new(a.clone())]);
+        }
+        let sql = format!(
+            "{} ORDER BY j.seq LIMIT {}",
+            f.clause(),
+            limit.saturating_add(1).min(i64::MAX as usize)
+        );
+        let mut items = self.entries(&sql, f.params)?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|e| e.seq)
+        } else {
+            None
+        };
+        Ok(AuditPage { items, next })
+    }
+
+    fn entries(&self, tail: &str, params: Vec<Box<dyn ToSql + Sync + Send>>) -> Result<Vec<AuditEntry>, PgError> {
+        let sql = format!("SELECT {ENTRY} {tail}");
+        let pool = self.pool.clone();
+        let rows = self.run(async move {
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
+            Ok(client(&pool).await?.query(&sql, &refs).await?)
+        })?;
+        rows.iter().map(audit_entry).collect()
+    }
+}
