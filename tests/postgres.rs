@@ -188,3 +188,107 @@ mod same_answers {
         }
     }
 }
+
+#[test]
+fn sync_state_saved_searches_and_events_are_kept_as_the_sled_store_keeps_them() {
+    use consentd::domain::CriteriaText;
+    use consentd::store::postgres::PgStore;
+    use consentd::store::searches::SavedSearch;
+    use consentd::store::{Store, StoreOptions};
+    let pg_cluster = Postgres::start();
+    let pg = PgStore::open(&pg_cluster.create_database("kept"), 2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sled = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+
+    // Sync state: entries by connector, kind and id; lists in id order; prefixes; next ids.
+    macro_rules! both {
+        ($e:ident . $m:ident ( $($a:expr),* )) => {{
+            let (a, b) = (sled.$m($($a),*).unwrap(), pg.$m($($a),*).unwrap());
+            assert_eq!(b, a, "{}", stringify!($m));
+            a
+        }};
+    }
+    for (connector, kind, id, v) in [
+        ("crm", "dead", 2u64, json!({"n": 2})),
+        ("crm", "dead", 1, json!({"n": 1})),
+        ("crm", "dead", 300, json!({"n": 300})),
+        ("crm", "state", 0, json!({"watermark": "2030-01-01T00:00:00Z"})),
+        ("crm2", "dead", 7, json!({"n": 7})),
+    ] {
+        both!(s.sync_put(connector, kind, &id.to_be_bytes(), &v));
+    }
+    both!(s.sync_put("crm", "dead", &1u64.to_be_bytes(), &json!({"n": "one again"})));
+    both!(s.sync_put_bytes("crm", "deadpart", &[0, 0, 0, 0, 0, 0, 0, 2, 0, 1], b"raw"));
+    both!(s.sync_put_bytes("crm", "deadpart", &[0, 0, 0, 0, 0, 0, 0, 2, 0, 2], b"raw 2"));
+    both!(s.sync_put_bytes("crm", "deadpart", &[0, 0, 0, 0, 0, 0, 0, 3, 0, 1], b"other"));
+    let listed: Vec<(Vec<u8>, Value)> = both!(s.sync_list("crm", "dead"));
+    assert_eq!(listed.len(), 3);
+    let got: Option<Value> = both!(s.sync_get("crm", "state", &0u64.to_be_bytes()));
+    assert_eq!(got.unwrap()["watermark"], "2030-01-01T00:00:00Z");
+    assert_eq!(both!(s.sync_next_id("crm", "dead")), 301);
+    assert_eq!(both!(s.sync_next_id("crm", "nothing")), 1);
+    assert_eq!(both!(s.sync_remove_prefix("crm", "deadpart", &[0, 0, 0, 0, 0, 0, 0, 2])), 2);
+    assert_eq!(
+        both!(s.sync_get_bytes("crm", "deadpart", &[0, 0, 0, 0, 0, 0, 0, 3, 0, 1])),
+        Some(b"other".to_vec())
+    );
+    assert!(both!(s.sync_remove("crm", "dead", &2u64.to_be_bytes())));
+    assert!(!both!(s.sync_remove("crm", "dead", &2u64.to_be_bytes())));
+    // Each store's own random id, made once.
+    let id = pg.store_id().unwrap();
+    assert!(
+        id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()) && id != sled.store_id().unwrap(),
+        "{id}"
+    );
+    assert_eq!(pg.store_id().unwrap(), id);
+
+    // Saved searches: by owner then name, replaced under the same name, deleted.
+    for (owner, name, digits) in [
+        ("viewer", "b", "1234"),
+        ("admin", "z", "5678"),
+        ("viewer", "a", "9999"),
+        ("viewer", "b", "4321"),
+    ] {
+        let s = SavedSearch {
+            name: name.into(),
+            owner: owner.into(),
+            criteria: CriteriaText {
+                digits: Some(digits.into()),
+                ..Default::default()
+            },
+            saved_at: "2030-01-01T00:00:00Z".into(),
+        };
+        both!(s.save_search(&s));
+    }
+    let all = both!(s.saved_searches(None));
+    assert_eq!(
+        all.iter()
+            .map(|s| (s.owner.as_str(), s.name.as_str(), s.criteria.digits.as_deref().unwrap()))
+            .collect::<Vec<_>>(),
+        [("admin", "z", "5678"), ("viewer", "a", "9999"), ("viewer", "b", "4321")]
+    );
+    both!(s.saved_searches(Some("viewer")));
+    both!(s.saved_search("viewer", "a"));
+    assert!(both!(s.delete_search("viewer", "a")));
+    assert!(!both!(s.delete_search("viewer", "a")));
+
+    // Events: numbered in turn, annotated, listed after a number.
+    let blank = |mut e: consentd::store::dpo::Event| {
+        e.at = String::new();
+        e
+    };
+    for i in 0..3 {
+        let a = sled.record_event("admin", "sync_resend", "crm", json!({"batch": i})).unwrap();
+        let b = pg.record_event("admin", "sync_resend", "crm", json!({"batch": i})).unwrap();
+        assert_eq!(blank(b), blank(a));
+    }
+    let a = sled.annotate_event(2, json!({"files": ["x"]})).unwrap();
+    let b = pg.annotate_event(2, json!({"files": ["x"]})).unwrap();
+    assert_eq!(blank(b), blank(a));
+    let (a, b) = (sled.events(1, 5).unwrap(), pg.events(1, 5).unwrap());
+    assert_eq!(
+        b.into_iter().map(blank).collect::<Vec<_>>(),
+        a.into_iter().map(blank).collect::<Vec<_>>()
+    );
+    assert_eq!(pg.events(0, 10).unwrap().len(), 3);
+}

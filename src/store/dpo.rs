@@ -9,6 +9,20 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 const EVENT_FORMAT: u8 = 1;
+
+/// An event as both stores keep it: format byte, JSON.
+pub(super) fn encode_event(e: &Event) -> Vec<u8> {
+    let mut v = vec![EVENT_FORMAT];
+    serde_json::to_writer(&mut v, e).expect("serialisable");
+    v
+}
+
+pub(super) fn decode_event(v: &[u8]) -> Result<Event> {
+    match v.split_first() {
+        Some((&EVENT_FORMAT, json)) => serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("event".into())),
+        _ => Err(StoreError::Corrupt("event format".into())),
+    }
+}
 /// Consents a reset deletes per batch.
 const RESET_CHUNK: usize = 65_536;
 
@@ -37,6 +51,23 @@ pub struct Event {
     /// Sync events: what was done, and how it came out (no personal data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
+}
+
+impl Event {
+    /// An administrative sync event, made now.
+    pub(super) fn sync(seq: u64, actor: &str, kind: &str, connector: &str, detail: serde_json::Value) -> Event {
+        Event {
+            seq,
+            at: crate::domain::Timestamp::now().to_rfc3339(),
+            actor: actor.to_string(),
+            kind: kind.to_string(),
+            removed: PurgeCounts::default(),
+            number_hash: None,
+            physically_done_at: None,
+            connector: Some(connector.to_string()),
+            detail: Some(detail),
+        }
+    }
 }
 
 /// How many items of each kind a purge or reset removed.
@@ -288,19 +319,8 @@ impl Store {
     /// watermark set) and flushes it.
     pub fn record_event(&self, actor: &str, kind: &str, connector: &str, detail: serde_json::Value) -> Result<Event> {
         loop {
-            let event = Event {
-                seq: self.next_event_seq()?,
-                at: crate::domain::Timestamp::now().to_rfc3339(),
-                actor: actor.to_string(),
-                kind: kind.to_string(),
-                removed: PurgeCounts::default(),
-                number_hash: None,
-                physically_done_at: None,
-                connector: Some(connector.to_string()),
-                detail: Some(detail.clone()),
-            };
-            let mut v = vec![EVENT_FORMAT];
-            serde_json::to_writer(&mut v, &event).expect("serialisable");
+            let event = Event::sync(self.next_event_seq()?, actor, kind, connector, detail.clone());
+            let v = encode_event(&event);
             // Another event may take the number first: then the next one.
             if self
                 .g()
@@ -331,12 +351,9 @@ impl Store {
     /// When the oldest purge not yet physically done happened (a compaction is owed since then).
     pub fn oldest_pending_purge(&self) -> Result<Option<Timestamp>> {
         for kv in self.g().events.iter() {
-            let (_, v) = kv?;
-            if let Some((&EVENT_FORMAT, json)) = v.split_first() {
-                let e: Event = serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("event".into()))?;
-                if e.kind == "purge" && e.physically_done_at.is_none() {
-                    return Ok(Timestamp::parse_rfc3339(&e.at).ok());
-                }
+            let e = decode_event(&kv?.1)?;
+            if e.kind == "purge" && e.physically_done_at.is_none() {
+                return Ok(Timestamp::parse_rfc3339(&e.at).ok());
             }
         }
         Ok(None)
@@ -346,12 +363,9 @@ impl Store {
     pub fn purges_of(&self, number_hash: &str) -> Result<Vec<Event>> {
         let mut out = Vec::new();
         for kv in self.g().events.iter() {
-            let (_, v) = kv?;
-            if let Some((&EVENT_FORMAT, json)) = v.split_first() {
-                let e: Event = serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("event".into()))?;
-                if e.number_hash.as_deref() == Some(number_hash) {
-                    out.push(e);
-                }
+            let e = decode_event(&kv?.1)?;
+            if e.number_hash.as_deref() == Some(number_hash) {
+                out.push(e);
             }
         }
         Ok(out)
@@ -367,9 +381,7 @@ impl Store {
     }
 
     fn put_event(&self, e: &Event) -> Result<()> {
-        let mut v = vec![EVENT_FORMAT];
-        serde_json::to_writer(&mut v, e).expect("serialisable");
-        self.g().events.insert(e.seq.to_be_bytes(), v)?;
+        self.g().events.insert(e.seq.to_be_bytes(), encode_event(e))?;
         Ok(())
     }
 
@@ -377,11 +389,7 @@ impl Store {
     pub fn events(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
         let mut out = Vec::new();
         for kv in self.g().events.range((after + 1).to_be_bytes()..).take(limit) {
-            let (_, v) = kv?;
-            match v.split_first() {
-                Some((&EVENT_FORMAT, json)) => out.push(serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("event".into()))?),
-                _ => return Err(StoreError::Corrupt("event format".into())),
-            }
+            out.push(decode_event(&kv?.1)?);
         }
         Ok(out)
     }

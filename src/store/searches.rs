@@ -30,12 +30,24 @@ impl SavedSearch {
     }
 }
 
+/// A saved search as both stores keep it: format byte, JSON.
+pub(super) fn encode(s: &SavedSearch) -> Vec<u8> {
+    let mut v = vec![SEARCH_FORMAT];
+    serde_json::to_writer(&mut v, s).expect("serialisable");
+    v
+}
+
+pub(super) fn decode(v: &[u8]) -> Result<SavedSearch> {
+    match v.split_first() {
+        Some((&SEARCH_FORMAT, json)) => serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("saved search".into())),
+        _ => Err(StoreError::Corrupt("saved search format".into())),
+    }
+}
+
 impl Store {
     /// Saves (or replaces) a search.
     pub fn save_search(&self, s: &SavedSearch) -> Result<()> {
-        let mut v = vec![SEARCH_FORMAT];
-        serde_json::to_writer(&mut v, s).expect("serialisable");
-        self.g().searches.insert(SavedSearch::key(&s.owner, &s.name), v)?;
+        self.g().searches.insert(SavedSearch::key(&s.owner, &s.name), encode(s))?;
         self.g().searches.flush()?;
         Ok(())
     }
@@ -43,17 +55,7 @@ impl Store {
     /// One owner's saved searches (all owners' when `None`), by owner and name.
     pub fn saved_searches(&self, owner: Option<&str>) -> Result<Vec<SavedSearch>> {
         let prefix = owner.map(|o| [o.as_bytes(), &[0]].concat()).unwrap_or_default();
-        self.g()
-            .searches
-            .scan_prefix(prefix)
-            .map(|kv| {
-                let (_, v) = kv?;
-                match v.split_first() {
-                    Some((&SEARCH_FORMAT, json)) => serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("saved search".into())),
-                    _ => Err(StoreError::Corrupt("saved search format".into())),
-                }
-            })
-            .collect()
+        self.g().searches.scan_prefix(prefix).map(|kv| decode(&kv?.1)).collect()
     }
 
     pub fn saved_search(&self, owner: &str, name: &str) -> Result<Option<SavedSearch>> {

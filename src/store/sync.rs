@@ -12,7 +12,14 @@ fn key(connector: &str, kind: &str, id: &[u8]) -> Vec<u8> {
     [connector.as_bytes(), &[0], kind.as_bytes(), &[0], id].concat()
 }
 
-fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T> {
+/// A sync entry as both stores keep it: format byte, JSON.
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut v = vec![SYNC_FORMAT];
+    serde_json::to_writer(&mut v, value).expect("serialisable");
+    v
+}
+
+pub(super) fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T> {
     match v.split_first() {
         Some((&SYNC_FORMAT, json)) => serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(format!("sync entry: {e}"))),
         _ => Err(StoreError::Corrupt("sync entry format".into())),
@@ -50,9 +57,7 @@ impl Store {
 
     /// Writes an entry and flushes: what sync records must survive a crash.
     pub fn sync_put<T: Serialize>(&self, connector: &str, kind: &str, id: &[u8], value: &T) -> Result<()> {
-        let mut v = vec![SYNC_FORMAT];
-        serde_json::to_writer(&mut v, value).expect("serialisable");
-        self.g().sync.insert(key(connector, kind, id), v)?;
+        self.g().sync.insert(key(connector, kind, id), encode(value))?;
         self.g().sync.flush()?;
         Ok(())
     }
