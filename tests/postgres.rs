@@ -81,9 +81,11 @@ mod same_answers {
     //! same outcomes and leave the same consents, tombstones included.
     use super::Postgres;
     use consentd::domain::{Criteria, Digits, Incoming, Op, PhoneNumber, Prefer, Source, Timestamp, Usage};
+    use consentd::store::dpo::Event;
     use consentd::store::postgres::PgStore;
     use consentd::store::{AuditQuery, Batch, ChangeContext, Store, StoreOptions};
     use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::OnceLock;
 
@@ -151,41 +153,96 @@ mod same_answers {
                 let want = sled.apply_batch(&mut batch(changes), &ctx, false).unwrap();
                 let got = pg.apply_batch(&mut batch(changes), &ctx, false).unwrap();
                 prop_assert_eq!(&got, &want, "batch {}", i);
-                for n in 0..4 {
-                    let number = PhoneNumber::from_u64(491510000000 + n).unwrap();
-                    for usage in [Usage::CallRecording, Usage::Whatsapp] {
-                        prop_assert_eq!(pg.get(number, usage).unwrap(), sled.get(number, usage).unwrap(), "batch {} {:?}", i, (number, usage));
-                        prop_assert_eq!(pg.deleted_at(number, usage).unwrap(), sled.deleted_at(number, usage).unwrap());
-                    }
-                    prop_assert_eq!(pg.history(number).unwrap(), sled.history(number).unwrap(), "history, batch {}", i);
-                }
-                prop_assert_eq!(pg.counts().unwrap(), sled.counts().unwrap());
-                prop_assert_eq!(pg.last_change().unwrap(), sled.last_change().unwrap());
-                prop_assert_eq!(pg.changes_since(2, 5).unwrap(), sled.changes_since(2, 5).unwrap());
-                let audit = AuditQuery { actor: Some("tester".into()), from: Some(Timestamp::from_millis(1_700_000_011_000)), ..Default::default() };
-                prop_assert_eq!(pg.audit(&audit, 1, 3).unwrap(), sled.audit(&audit, 1, 3).unwrap());
-                // Searches, page by page (3 a page), cursors included.
-                for criteria in [
-                    Criteria::default(),
-                    Criteria { usage: Some(Usage::Whatsapp), ..Default::default() },
-                    Criteria { consent: Some(true), ..Default::default() },
-                    Criteria { digits: Some(Digits::parse("0001").unwrap()), ..Default::default() },
-                    Criteria { number: Some(PhoneNumber::from_u64(491510000002).unwrap()), ..Default::default() },
-                    Criteria { created_from: Some(Timestamp::from_millis(1_700_000_005_000)), created_before: Some(Timestamp::from_millis(1_700_000_012_000)), ..Default::default() },
-                ] {
-                    let mut cursor: Option<String> = None;
-                    loop {
-                        let want = sled.search(&criteria, cursor.as_deref(), 3).unwrap();
-                        let got = pg.search(&criteria, cursor.as_deref(), 3).unwrap();
-                        prop_assert_eq!(&got, &want, "{:?}", criteria);
-                        match want.next_cursor {
-                            Some(c) => cursor = Some(c),
-                            None => break,
-                        }
-                    }
+                same(&sled, &pg, &format!("batch {i}"))?;
+            }
+            // A purge of one number, then a reset: the same events (but for each store's keyed hash),
+            // and everything read the same after each.
+            let (number, now) = (PhoneNumber::from_u64(491510000001).unwrap(), Timestamp::from_millis(1_700_000_100_000));
+            let (a, b) = (sled.purge(number, "dpo", now).unwrap(), pg.purge(number, "dpo", now).unwrap());
+            prop_assert_eq!(a.number_hash.clone(), Some(sled.erasure_hash(number).unwrap()));
+            prop_assert_eq!(b.number_hash.clone(), Some(pg.erasure_hash(number).unwrap()));
+            prop_assert_eq!(Event { number_hash: None, ..b }, Event { number_hash: None, ..a });
+            prop_assert_eq!(pg.history(number).unwrap(), vec![]);
+            same(&sled, &pg, "after the purge")?;
+            let ctx = ChangeContext { actor: "dpo".into(), source: Source::Cli, now, prefer: Prefer::Newest, call_id: None };
+            let (a, b) = (sled.reset(&ctx).unwrap(), pg.reset(&ctx).unwrap());
+            prop_assert_eq!(b, a);
+            same(&sled, &pg, "after the reset")?;
+        }
+    }
+
+    /// Every read of both stores gives the same answer.
+    fn same(sled: &Store, pg: &PgStore, stage: &str) -> Result<(), TestCaseError> {
+        for n in 0..4 {
+            let number = PhoneNumber::from_u64(491510000000 + n).unwrap();
+            for usage in [Usage::CallRecording, Usage::Whatsapp] {
+                prop_assert_eq!(
+                    pg.get(number, usage).unwrap(),
+                    sled.get(number, usage).unwrap(),
+                    "{} {:?}",
+                    stage,
+                    (number, usage)
+                );
+                prop_assert_eq!(pg.deleted_at(number, usage).unwrap(), sled.deleted_at(number, usage).unwrap());
+            }
+            prop_assert_eq!(pg.history(number).unwrap(), sled.history(number).unwrap(), "history, {}", stage);
+        }
+        prop_assert_eq!(pg.counts().unwrap(), sled.counts().unwrap(), "{}", stage);
+        prop_assert_eq!(pg.last_change().unwrap(), sled.last_change().unwrap());
+        prop_assert_eq!(pg.changes_since(2, 5).unwrap(), sled.changes_since(2, 5).unwrap());
+        let audit = AuditQuery {
+            actor: Some("tester".into()),
+            from: Some(Timestamp::from_millis(1_700_000_011_000)),
+            ..Default::default()
+        };
+        prop_assert_eq!(pg.audit(&audit, 1, 3).unwrap(), sled.audit(&audit, 1, 3).unwrap());
+        // Searches, page by page (3 a page), cursors included.
+        for criteria in [
+            Criteria::default(),
+            Criteria {
+                usage: Some(Usage::Whatsapp),
+                ..Default::default()
+            },
+            Criteria {
+                consent: Some(true),
+                ..Default::default()
+            },
+            Criteria {
+                digits: Some(Digits::parse("0001").unwrap()),
+                ..Default::default()
+            },
+            Criteria {
+                number: Some(PhoneNumber::from_u64(491510000002).unwrap()),
+                ..Default::default()
+            },
+            Criteria {
+                created_from: Some(Timestamp::from_millis(1_700_000_005_000)),
+                created_before: Some(Timestamp::from_millis(1_700_000_012_000)),
+                ..Default::default()
+            },
+        ] {
+            let mut cursor: Option<String> = None;
+            loop {
+                let want = sled.search(&criteria, cursor.as_deref(), 3).unwrap();
+                let got = pg.search(&criteria, cursor.as_deref(), 3).unwrap();
+                prop_assert_eq!(&got, &want, "{} {:?}", stage, criteria);
+                match want.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
                 }
             }
         }
+        for digits in ["0000", "0001", "1000"] {
+            let d = Digits::parse(digits).unwrap();
+            prop_assert_eq!(
+                pg.numbers_ending_in(&d, 2).unwrap(),
+                sled.numbers_ending_in(&d, 2).unwrap(),
+                "{} {}",
+                stage,
+                digits
+            );
+        }
+        Ok(())
     }
 }
 
@@ -291,4 +348,16 @@ fn sync_state_saved_searches_and_events_are_kept_as_the_sled_store_keeps_them() 
         a.into_iter().map(blank).collect::<Vec<_>>()
     );
     assert_eq!(pg.events(0, 10).unwrap().len(), 3);
+
+    // Seals: a number sealed under its purge's key opens until the key is destroyed; no cleartext.
+    let n = consentd::domain::PhoneNumber::parse("+491511234567").unwrap();
+    let sealed = pg.seal("h1", n).unwrap();
+    assert!(!sealed.contains("491511234567") && sealed != pg.seal("h1", n).unwrap());
+    assert_eq!(pg.unseal("h1", &sealed).unwrap(), Some(n));
+    assert_eq!(pg.unseal("h2", &sealed).unwrap(), None, "no key under another hash");
+    pg.seal("h2", n).unwrap();
+    assert!(pg.unseal("h2", &sealed).is_err(), "another purge's key does not open it");
+    pg.destroy_seal("h1").unwrap();
+    assert_eq!(pg.unseal("h1", &sealed).unwrap(), None);
+    assert_eq!(pg_cluster.psql("kept", "SELECT count(*) FROM meta WHERE key LIKE 'seal:%'"), "1");
 }

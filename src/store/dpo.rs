@@ -54,6 +54,21 @@ pub struct Event {
 }
 
 impl Event {
+    /// A purge (with the number's keyed hash) or a reset.
+    pub(super) fn removal(seq: u64, kind: &str, at: Timestamp, actor: &str, removed: PurgeCounts, number_hash: Option<String>) -> Event {
+        Event {
+            seq,
+            at: at.to_rfc3339(),
+            actor: actor.to_string(),
+            kind: kind.to_string(),
+            removed,
+            number_hash,
+            physically_done_at: None,
+            connector: None,
+            detail: None,
+        }
+    }
+
     /// An administrative sync event, made now.
     pub(super) fn sync(seq: u64, actor: &str, kind: &str, connector: &str, detail: serde_json::Value) -> Event {
         Event {
@@ -85,6 +100,12 @@ pub struct ErasureHasher {
 }
 
 impl ErasureHasher {
+    pub(super) fn from_key(key: &[u8]) -> Self {
+        ErasureHasher {
+            mac: Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length"),
+        }
+    }
+
     pub fn hash(&self, number: PhoneNumber) -> String {
         let mut mac = self.mac.clone();
         mac.update(number.to_string().as_bytes());
@@ -124,9 +145,7 @@ impl Store {
                 }
             }
         };
-        Ok(ErasureHasher {
-            mac: Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes any key length"),
-        })
+        Ok(ErasureHasher::from_key(&key))
     }
 
     /// Removes everything held on `number`: its consents, their audit trail and change-feed entries, and
@@ -145,17 +164,7 @@ impl Store {
             audit_entries: self.audit_seqs(number)?.len() as u64,
             saved_searches: self.searches_naming(number)?.len() as u64,
         };
-        let event = Event {
-            seq: self.next_event_seq()?,
-            at: now.to_rfc3339(),
-            actor: actor.to_string(),
-            kind: "purge".into(),
-            removed,
-            number_hash: Some(number_hash.clone()),
-            physically_done_at: None,
-            connector: None,
-            detail: None,
-        };
+        let event = Event::removal(self.next_event_seq()?, "purge", now, actor, removed, Some(number_hash.clone()));
         let marker = Purging {
             number: None,
             sealed: self.seal(&number_hash, number)?,
@@ -296,20 +305,11 @@ impl Store {
             deleted += changes.len() as u64;
             self.commit(&mut writer, &mut changes)?;
         }
-        let event = Event {
-            seq: self.next_event_seq()?,
-            at: ctx.now.to_rfc3339(),
-            actor: ctx.actor.clone(),
-            kind: "reset".into(),
-            removed: PurgeCounts {
-                consents: deleted,
-                ..Default::default()
-            },
-            number_hash: None,
-            physically_done_at: None,
-            connector: None,
-            detail: None,
+        let removed = PurgeCounts {
+            consents: deleted,
+            ..Default::default()
         };
+        let event = Event::removal(self.next_event_seq()?, "reset", ctx.now, &ctx.actor, removed, None);
         self.put_event(&event)?;
         self.g().db.flush()?;
         Ok(event)

@@ -7,7 +7,7 @@ use super::{Result, Store, StoreError};
 use crate::domain::PhoneNumber;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 
-fn key_name(hash: &str) -> String {
+pub(super) fn key_name(hash: &str) -> String {
     format!("seal:{hash}")
 }
 
@@ -15,6 +15,39 @@ fn random<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
     getrandom::getrandom(&mut b).map_err(|e| StoreError::Corrupt(format!("no randomness for a seal: {e}")))?;
     Ok(b)
+}
+
+/// `number` sealed under `key` for the purge whose keyed hash is `hash`: hex of nonce and ciphertext.
+pub(super) fn seal_with(key: &[u8], hash: &str, number: PhoneNumber) -> Result<String> {
+    let sealing = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| StoreError::Corrupt("seal key".into()))?);
+    let nonce = random::<NONCE_LEN>()?;
+    let mut text = number.as_u64().to_be_bytes().to_vec();
+    sealing
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(hash.as_bytes()), &mut text)
+        .map_err(|_| StoreError::Corrupt("cannot seal".into()))?;
+    Ok(hex::encode([&nonce[..], &text].concat()))
+}
+
+/// The number [`seal_with`] sealed.
+pub(super) fn open_with(key: &[u8], hash: &str, sealed: &str) -> Result<PhoneNumber> {
+    let bytes = hex::decode(sealed).map_err(|_| StoreError::Corrupt("sealed number".into()))?;
+    if bytes.len() < NONCE_LEN {
+        return Err(StoreError::Corrupt("sealed number".into()));
+    }
+    let (nonce, text) = bytes.split_at(NONCE_LEN);
+    let opening = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).map_err(|_| StoreError::Corrupt("seal key".into()))?);
+    let mut text = text.to_vec();
+    let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| StoreError::Corrupt("sealed number".into()))?;
+    let plain = opening
+        .open_in_place(nonce, Aad::from(hash.as_bytes()), &mut text)
+        .map_err(|_| StoreError::Corrupt("a sealed number does not open with its key".into()))?;
+    let raw: [u8; 8] = plain.try_into().map_err(|_| StoreError::Corrupt("sealed number".into()))?;
+    PhoneNumber::from_u64(u64::from_be_bytes(raw)).ok_or_else(|| StoreError::Corrupt("sealed number".into()))
+}
+
+/// A new key for [`seal_with`].
+pub(super) fn new_key() -> Result<[u8; 32]> {
+    random::<32>()
 }
 
 impl Store {
@@ -25,7 +58,7 @@ impl Store {
         let key = match self.g().meta.get(&name)? {
             Some(k) => k.to_vec(),
             None => {
-                let k = random::<32>()?;
+                let k = new_key()?;
                 match self.g().meta.compare_and_swap(&name, None as Option<&[u8]>, Some(&k[..]))? {
                     Ok(()) => {
                         self.g().meta.flush()?;
@@ -35,13 +68,7 @@ impl Store {
                 }
             }
         };
-        let sealing = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).map_err(|_| StoreError::Corrupt("seal key".into()))?);
-        let nonce = random::<NONCE_LEN>()?;
-        let mut text = number.as_u64().to_be_bytes().to_vec();
-        sealing
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(hash.as_bytes()), &mut text)
-            .map_err(|_| StoreError::Corrupt("cannot seal".into()))?;
-        Ok(hex::encode([&nonce[..], &text].concat()))
+        seal_with(&key, hash, number)
     }
 
     /// The number in `sealed`, while its key lives; `None` once it is destroyed.
@@ -49,19 +76,7 @@ impl Store {
         let Some(key) = self.g().meta.get(key_name(hash))? else {
             return Ok(None);
         };
-        let bytes = hex::decode(sealed).map_err(|_| StoreError::Corrupt("sealed number".into()))?;
-        if bytes.len() < NONCE_LEN {
-            return Err(StoreError::Corrupt("sealed number".into()));
-        }
-        let (nonce, text) = bytes.split_at(NONCE_LEN);
-        let opening = LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &key).map_err(|_| StoreError::Corrupt("seal key".into()))?);
-        let mut text = text.to_vec();
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| StoreError::Corrupt("sealed number".into()))?;
-        let plain = opening
-            .open_in_place(nonce, Aad::from(hash.as_bytes()), &mut text)
-            .map_err(|_| StoreError::Corrupt("a sealed number does not open with its key".into()))?;
-        let raw: [u8; 8] = plain.try_into().map_err(|_| StoreError::Corrupt("sealed number".into()))?;
-        Ok(PhoneNumber::from_u64(u64::from_be_bytes(raw)))
+        open_with(&key, hash, sealed).map(Some)
     }
 
     /// Destroys the key of a purge: what was sealed under it can no longer be read.

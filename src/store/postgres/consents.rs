@@ -131,8 +131,25 @@ pub(super) fn source_of(name: String) -> Source {
     Source::parse(&name).unwrap_or(Source::Agent(name.as_str().into()))
 }
 
+/// Takes the writer lock for the transaction (the `next_seq` row of `meta`, made when missing) and
+/// gives the next sequence number.
+pub(super) async fn lock_writer(tx: &tokio_postgres::Transaction<'_>) -> Result<i64, PgError> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('next_seq', int8send(1)) ON CONFLICT DO NOTHING",
+        &[],
+    )
+    .await?;
+    let next: Vec<u8> = tx
+        .query_one("SELECT value FROM meta WHERE key = 'next_seq' FOR UPDATE", &[])
+        .await?
+        .get(0);
+    Ok(i64::from_be_bytes(
+        next.try_into().map_err(|_| PgError::Corrupt("meta next_seq".into()))?,
+    ))
+}
+
 /// The id of `name` in `names`, made when new (under the writer lock, so ids are handed out in turn).
-async fn name_id(tx: &tokio_postgres::Transaction<'_>, name: &str) -> Result<i32, PgError> {
+pub(super) async fn name_id(tx: &tokio_postgres::Transaction<'_>, name: &str) -> Result<i32, PgError> {
     if let Some(row) = tx.query_opt("SELECT id FROM names WHERE name = $1", &[&name]).await? {
         return Ok(row.get(0));
     }
@@ -148,18 +165,8 @@ async fn name_id(tx: &tokio_postgres::Transaction<'_>, name: &str) -> Result<i32
 async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &ChangeContext, dry_run: bool) -> Result<Vec<Outcome>, PgError> {
     let mut outcomes = vec![Outcome::Unchanged; changes.len()];
     let mut client = client(pool).await?;
-    client
-        .execute(
-            "INSERT INTO meta (key, value) VALUES ('next_seq', int8send(1)) ON CONFLICT DO NOTHING",
-            &[],
-        )
-        .await?;
     let tx = client.transaction().await?;
-    let next: Vec<u8> = tx
-        .query_one("SELECT value FROM meta WHERE key = 'next_seq' FOR UPDATE", &[])
-        .await?
-        .get(0);
-    let mut seq = i64::from_be_bytes(next.try_into().map_err(|_| PgError::Corrupt("meta next_seq".into()))?);
+    let mut seq = lock_writer(&tx).await?;
     let source = name_id(&tx, &ctx.source.to_string()).await?;
     let actor = name_id(&tx, &ctx.actor).await?;
     let mut files: HashMap<String, i32> = HashMap::new();

@@ -13,6 +13,7 @@
 //! schema is newer than this consentd's is refused.
 
 mod consents;
+mod dpo;
 mod kept;
 mod read;
 pub mod schema;

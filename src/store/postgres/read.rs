@@ -194,16 +194,22 @@ impl PgStore {
         Ok(row.map(|r| Timestamp::from_millis(r.get(0))))
     }
 
-    /// The sequence number of the last change (0: none yet).
+    /// The sequence number of the last change made (0: none yet), also when a purge has removed it.
     pub fn last_change(&self) -> Result<u64, PgError> {
         let pool = self.pool.clone();
         let row = self.run(async move {
             Ok(client(&pool)
                 .await?
-                .query_one("SELECT coalesce(max(seq), 0) FROM journal", &[])
+                .query_opt("SELECT value FROM meta WHERE key = 'next_seq'", &[])
                 .await?)
         })?;
-        Ok(row.get::<_, i64>(0) as u64)
+        match row {
+            None => Ok(0),
+            Some(r) => {
+                let next = <[u8; 8]>::try_from(r.get::<_, &[u8]>(0)).map_err(|_| PgError::Corrupt("meta next_seq".into()))?;
+                Ok(u64::from_be_bytes(next).saturating_sub(1))
+            }
+        }
     }
 
     /// The audit trail of a number (also of deleted consents), oldest first.

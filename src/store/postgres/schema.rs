@@ -33,7 +33,8 @@ CREATE TABLE consents (
     PRIMARY KEY (number, usage),
     CHECK ((deleted_ms IS NULL) = (consent IS NOT NULL AND created_ms IS NOT NULL AND updated_ms IS NOT NULL))
 );
-CREATE INDEX consents_by_digits ON consents (rev_digits) WHERE deleted_ms IS NULL;
+-- Tombstones too: the numbers a DPO looks up by trailing digits are those with any history.
+CREATE INDEX consents_by_digits ON consents (rev_digits);
 CREATE INDEX consents_by_created ON consents (usage, consent, created_ms, number) WHERE deleted_ms IS NULL;
 
 -- The change feed, the audit trail and (with `applied` in meta) what the sled store's journal is.
