@@ -5,7 +5,6 @@
 
 use crate::config::Config;
 use crate::http::AppState;
-use crate::store::Store;
 use anyhow::Context;
 use std::sync::Arc;
 
@@ -14,7 +13,7 @@ pub fn serve(config: Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-        let store = Arc::new(Store::open(&config.data_dir, &config.store_options())?);
+        let store = Arc::new(config.open_store()?);
         // Each connection takes a file descriptor: take what the system allows, and keep some for
         // the store, files and connections to remote systems.
         let mut config = config;

@@ -313,7 +313,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     let phones = config.phone_parser();
     let open_store = || -> anyhow::Result<Store> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-        Ok(Store::open(&config.data_dir, &config.store_options())?)
+        Ok(config.open_store()?)
     };
     let actor = || format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "local".into()));
     let ctx = || ChangeContext {

@@ -122,6 +122,13 @@ pub const RIGHTS: [&str; 6] = ["view", "create", "modify", "delete", "manage", "
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// `sled` (the embedded default) or `postgres` (several daemons on one database; see `url`).
+    pub backend: Backend,
+    /// The PostgreSQL database (`postgresql://…` or libpq's `key=value` pairs). Override:
+    /// `CONSENTD_DATABASE_URL`.
+    pub url: Option<String>,
+    /// Connections to PostgreSQL each daemon keeps at most (1 to 1000).
+    pub pool_size: usize,
     /// sled's page cache, MiB: most of the store's memory (about 1.5 times this).
     pub cache_mb: u64,
     /// Largest page of a paged map, bytes (512 to 1048576). Above 7168, sled nodes of 17 pages pass
@@ -144,6 +151,9 @@ impl Default for StoreConfig {
     fn default() -> Self {
         let d = StoreOptions::default();
         Self {
+            backend: Backend::Sled,
+            url: None,
+            pool_size: 16,
             cache_mb: d.cache_bytes >> 20,
             page_bytes: d.page_bytes,
             erase_within_hours: 24,
@@ -152,6 +162,15 @@ impl Default for StoreConfig {
             compact_check_minutes: 60,
         }
     }
+}
+
+/// Where the consents are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Sled,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,6 +236,9 @@ impl Config {
         if let Some(v) = var("CONSENTD_LISTEN") {
             self.listen = v;
         }
+        if let Some(v) = var("CONSENTD_DATABASE_URL") {
+            self.store.url = Some(v);
+        }
     }
 
     fn check(&self, name: &str) -> Result<(), ConfigErrors> {
@@ -235,6 +257,12 @@ impl Config {
                 "{name}: store.page_bytes: {} is outside 512 to 1048576",
                 self.store.page_bytes
             ));
+        }
+        if !(1..=1000).contains(&self.store.pool_size) {
+            problems.push(format!("{name}: store.pool_size: {} is outside 1 to 1000", self.store.pool_size));
+        }
+        if self.store.backend == Backend::Postgres && self.store.url.is_none() {
+            problems.push(format!("{name}: store.backend is postgres: set store.url or CONSENTD_DATABASE_URL"));
         }
         if self.store.cache_mb == 0 {
             problems.push(format!("{name}: store.cache_mb: must be at least 1"));
@@ -358,6 +386,19 @@ impl Config {
             Ok(())
         } else {
             Err(ConfigErrors(problems))
+        }
+    }
+
+    /// Opens the store the config names: sled in `data_dir`, or PostgreSQL at `store.url` (migrated).
+    pub fn open_store(&self) -> Result<crate::store::Store, crate::store::StoreError> {
+        match self.store.backend {
+            Backend::Sled => crate::store::Store::open(&self.data_dir, &self.store_options()),
+            Backend::Postgres => {
+                let url = self.store.url.as_deref().ok_or(crate::store::StoreError::Unsupported(
+                    "store.backend is postgres but no store.url (or CONSENTD_DATABASE_URL) is set",
+                ))?;
+                crate::store::Store::open_postgres(url, self.store.pool_size)
+            }
         }
     }
 

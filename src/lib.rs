@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`domain`]: phone numbers, usages, consents, search criteria; parsed once at the edge, no I/O.
-//! - [`store`]: the one door to sled: consents, their indexes, the change feed and the audit trail.
+//! - [`store`]: the one door to the store (sled, or PostgreSQL): consents, their indexes, the change
+//!   feed and the audit trail.
 //! - [`formats`]: bytes <-> flat records (CSV/TSV, JSON, NDJSON, XML, text encodings).
 //! - [`mapping`]: flat records <-> consents, as `mappings/*.toml` describe them.
 //! - [`import`] and [`export`]: streaming one-off moves between files and the store; [`scrub`]: a

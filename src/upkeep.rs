@@ -65,6 +65,10 @@ impl Upkeep {
     /// Runs until `stop` ends: compacts after purges (a short while after the last, within the bound
     /// after the first) and when the files outgrow the live data.
     pub async fn run(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        // PostgreSQL looks after its own space (autovacuum); only the sled store is compacted.
+        if self.store.sled().is_none() {
+            return stop.await;
+        }
         tokio::pin!(stop);
         let check_every = Duration::from_secs(self.settings.compact_check_minutes * 60);
         let mut next_check = tokio::time::Instant::now() + Duration::from_secs(5);

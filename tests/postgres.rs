@@ -361,3 +361,54 @@ fn sync_state_saved_searches_and_events_are_kept_as_the_sled_store_keeps_them() 
     assert_eq!(pg.unseal("h1", &sealed).unwrap(), None);
     assert_eq!(pg_cluster.psql("kept", "SELECT count(*) FROM meta WHERE key LIKE 'seal:%'"), "1");
 }
+
+/// The daemon itself on the PostgreSQL backend: the API's everyday work, answered from the database.
+#[test]
+fn the_daemon_serves_from_postgresql() {
+    use common::Daemon;
+    let pg = Postgres::start();
+    let url = pg.create_database("daemon");
+    let d = Daemon::start_with(&format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 4\n"));
+    // Add, search, toggle.
+    let added = d.ok(d.post("admin", "/v1/consents", json!({"number": "+491512345678", "usage": "whatsapp"})));
+    assert_eq!(added["consent"], json!(true), "{added}");
+    assert_eq!(d.search("digits=5678").len(), 1);
+    d.ok(d.post("admin", "/v1/consents/toggle", json!({"ids": [added["id"]]})));
+    assert_eq!(d.search("digits=5678")[0]["consent"], false);
+    // The IVR's answer and the recording check.
+    d.ok(d.post(
+        "ivr",
+        "/v1/ivr/answer",
+        json!({"number": "+491512345678", "digit": "1", "call_id": "c-9"}),
+    ));
+    assert_eq!(
+        d.ok(d.get("viewer", "/v1/checks/recording/%2B491512345678")),
+        json!({"decision": "record"})
+    );
+    // An import over HTTP, its changes with their file and line.
+    let file = "phone,channel,consent,created_at,updated_at\n\
+                +4930123456,whatsapp,true,2030-01-01T00:00:00Z,2030-01-01T00:00:00Z\n\
+                +4930123457,call_recording,false,2030-01-02T00:00:00Z,2030-01-02T00:00:00Z\n";
+    let r = d.ok(d
+        .as_("importer", reqwest::Method::POST, "/v1/imports?mapping=generic-csv&name=x.csv")
+        .body(file)
+        .send()
+        .unwrap());
+    assert_eq!(r["inserted"], 2, "{r}");
+    assert_eq!(pg.psql("daemon", "SELECT count(*) FROM consents WHERE deleted_ms IS NULL"), "4");
+    let audit = d.ok(d.get("admin", "/v1/audit?number=%2B4930123457"));
+    assert_eq!(audit["items"][0]["origin"], json!({"file": "x.csv", "line": 3}));
+    // The DPO's report and purge.
+    let report = d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491512345678"));
+    assert_eq!(report["numbers"][0]["history"].as_array().unwrap().len(), 3, "{report}");
+    let ev = d.ok(d.post("dpo-office", "/v1/dpo/purge", json!({"number": "+491512345678"})));
+    assert_eq!(ev["removed"], json!({"consents": 2, "audit_entries": 3, "saved_searches": 0}));
+    assert!(d.search("digits=5678").is_empty());
+    assert_eq!(pg.psql("daemon", "SELECT count(*) FROM journal WHERE number = 491512345678"), "0");
+    // What the daemon keeps between runs is in the database, not in its data directory.
+    let data = d.dir.path().join("data");
+    let kept: Vec<_> = std::fs::read_dir(&data)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(kept.is_empty(), "no sled store made in {}: {kept:?}", data.display());
+}

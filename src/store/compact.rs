@@ -6,7 +6,7 @@
 //! old generation in use (the half-made one is removed on open), a crash after it the new one (the
 //! old one is removed on open).
 
-use super::{Gen, Names, PagedMap, Result, Store, StoreError, StoreOptions, STORE_FORMAT};
+use super::{Gen, Names, PagedMap, Result, SledStore, StoreError, StoreOptions, STORE_FORMAT};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -244,7 +244,7 @@ pub struct Compacted {
     pub purges_done: u64,
 }
 
-impl Store {
+impl SledStore {
     /// Rewrites the live data into a fresh generation and switches to it (see the module doc).
     pub fn compact(&self) -> Result<Compacted> {
         let started = std::time::Instant::now();

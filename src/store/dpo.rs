@@ -2,7 +2,7 @@
 //! consent store, and the log of such events (which never holds a number: a purged number is only
 //! recognisable by a keyed hash whose secret stays in the store).
 
-use super::{keys, pages::Change, searches::SavedSearch, ChangeContext, RawChange, Result, Store, StoreError, Writer};
+use super::{keys, pages::Change, searches::SavedSearch, ChangeContext, RawChange, Result, SledStore, StoreError, Writer};
 use crate::domain::{PhoneNumber, Timestamp};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -126,13 +126,13 @@ struct Purging {
     sealed: String,
 }
 
-impl Store {
+impl SledStore {
     /// The keyed hash (HMAC-SHA-256, secret kept in the store) by which a purged number is recognised.
     pub fn erasure_hash(&self, number: PhoneNumber) -> Result<String> {
         Ok(self.erasure_hasher()?.hash(number))
     }
 
-    /// The hasher of [`Store::erasure_hash`], its secret read (or made) once: for hashing many numbers.
+    /// The hasher of [`SledStore::erasure_hash`], its secret read (or made) once: for hashing many numbers.
     pub fn erasure_hasher(&self) -> Result<ErasureHasher> {
         let key = match self.g().meta.get("erasure_key")? {
             Some(k) => k,
@@ -395,7 +395,7 @@ impl Store {
     }
 }
 
-impl Store {
+impl SledStore {
     /// The numbers ending in `digits` that we hold anything on (a consent or its audit trail), at most
     /// `limit`; the flag says whether there were more.
     pub fn numbers_ending_in(&self, digits: &crate::domain::Digits, limit: usize) -> Result<(Vec<PhoneNumber>, bool)> {

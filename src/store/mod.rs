@@ -1,5 +1,6 @@
-//! The one door to sled: consents, their indexes, the change feed and the audit trail. Nothing else
-//! in consentd touches sled.
+//! The store: consents, their indexes, the change feed and the audit trail. [`Store`] ([`door`]) is
+//! the one door to it, on sled ([`SledStore`], this module: the embedded default; nothing else in
+//! consentd touches sled) or on PostgreSQL ([`postgres`]).
 //!
 //! # Key layout
 //! Consents and indexes are *paged maps* ([`pages`]): each sled value is a page of many small sorted
@@ -49,6 +50,7 @@
 
 mod batch;
 pub mod compact;
+mod door;
 pub mod dpo;
 mod keys;
 mod pages;
@@ -58,6 +60,7 @@ pub mod searches;
 pub mod sync;
 
 pub use batch::Batch;
+pub use door::Store;
 
 use crate::domain::{Consent, Criteria, Decision, Held, Incoming, PhoneNumber, Source, Timestamp, Usage};
 use keys::{Entry, RawChange, Stored};
@@ -86,6 +89,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("store I/O failed: {0}")]
     Sled(#[from] sled::Error),
+    #[error("the PostgreSQL store failed: {0}")]
+    Postgres(String),
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -262,7 +269,7 @@ impl Names {
 }
 
 /// The consent store.
-pub struct Store {
+pub struct SledStore {
     /// The sled database in use: replaced whole by a compaction ([`compact`]). Every operation reads
     /// it for as long as it touches the trees, so a compaction switches between operations.
     gen: parking_lot::RwLock<Arc<Gen>>,
@@ -433,7 +440,7 @@ impl Gen {
     }
 }
 
-impl Store {
+impl SledStore {
     /// Opens (or creates) the store in `dir`, finishing any batch a crash interrupted (and clearing
     /// what an interrupted compaction left).
     pub fn open(dir: &Path, opts: &StoreOptions) -> Result<Self> {
@@ -451,7 +458,7 @@ impl Store {
                 .ok_or_else(|| StoreError::Corrupt("last journal block".into()))?
                 .max(applied + 1),
         };
-        let store = Store {
+        let store = SledStore {
             gen: parking_lot::RwLock::new(Arc::new(gen)),
             dir: dir.to_path_buf(),
             opts: opts.clone(),
@@ -986,7 +993,7 @@ fn decode_cursor(s: &str) -> Result<SortKey> {
 
 /// Merges the `by_created` partitions into one creation-time ordered stream.
 struct MergeByCreated<'s> {
-    store: &'s Store,
+    store: &'s SledStore,
     parts: Vec<pages::Scan>,
     heads: Vec<Option<Consent>>,
     after: Option<SortKey>,
@@ -1080,18 +1087,18 @@ mod tests {
     /// Opens the store with small pages. Reopening in the same process can find the lock still held
     /// for a moment after the last handle is dropped (sled's background threads let go of the file
     /// last), so `InUse` is retried for a while; another process is not involved here.
-    fn open(dir: &Path) -> Store {
+    fn open(dir: &Path) -> SledStore {
         let opts = StoreOptions {
             cache_bytes: 1 << 20,
             page_bytes: 256,
         };
         for _ in 0..100 {
-            match Store::open(dir, &opts) {
+            match SledStore::open(dir, &opts) {
                 Err(StoreError::InUse(_)) => std::thread::sleep(std::time::Duration::from_millis(50)),
                 other => return other.unwrap(),
             }
         }
-        Store::open(dir, &opts).unwrap()
+        SledStore::open(dir, &opts).unwrap()
     }
 
     /// Every file below `dir` that holds one of `forms`.
@@ -1192,7 +1199,7 @@ mod tests {
         assert!(done.bytes_after < done.bytes_before, "{done:?}");
         // Everything else is as it was, now and after reopening.
         let expected = before.len();
-        let check = |s: &Store, expected: usize| {
+        let check = |s: &SledStore, expected: usize| {
             let all: Vec<Consent> = s.scan(&Criteria::default()).unwrap().collect::<Result<_>>().unwrap();
             let mut seen = std::collections::BTreeMap::new();
             for c in &all {

@@ -3,7 +3,7 @@
 //! (ChaCha20-Poly1305) under a key of that purge's own, kept apart in `meta` (`seal:<hash>`), and the
 //! key is destroyed when nothing needs the number any more. No cleartext of the number is written.
 
-use super::{Result, Store, StoreError};
+use super::{Result, SledStore, StoreError};
 use crate::domain::PhoneNumber;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 
@@ -50,7 +50,7 @@ pub(super) fn new_key() -> Result<[u8; 32]> {
     random::<32>()
 }
 
-impl Store {
+impl SledStore {
     /// The number sealed under the key of its purge (`hash`: the number's keyed hash), made on first
     /// use: hex of nonce and ciphertext.
     pub fn seal(&self, hash: &str, number: PhoneNumber) -> Result<String> {
@@ -94,7 +94,7 @@ mod tests {
     #[test]
     fn a_sealed_number_opens_until_its_key_is_destroyed_and_holds_no_cleartext() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path(), &Default::default()).unwrap();
+        let s = SledStore::open(dir.path(), &Default::default()).unwrap();
         let n = PhoneNumber::parse("+491511234567").unwrap();
         let sealed = s.seal("h1", n).unwrap();
         let again = s.seal("h1", n).unwrap();

@@ -2,7 +2,7 @@
 //! A search may name a number or its trailing digits, so the DPO report lists them and a purge
 //! removes them.
 
-use super::{Result, Store, StoreError};
+use super::{Result, SledStore, StoreError};
 use crate::domain::{CriteriaText, PhoneNumber, PhoneParser};
 use serde::{Deserialize, Serialize};
 
@@ -44,7 +44,7 @@ pub(super) fn decode(v: &[u8]) -> Result<SavedSearch> {
     }
 }
 
-impl Store {
+impl SledStore {
     /// Saves (or replaces) a search.
     pub fn save_search(&self, s: &SavedSearch) -> Result<()> {
         self.g().searches.insert(SavedSearch::key(&s.owner, &s.name), encode(s))?;

@@ -3,7 +3,7 @@
 //! erasures still owed and erasures done; and the store's id, the start of idempotency keys.
 //! Values are JSON (format byte first); the sync module owns their shape, the store only keeps them.
 
-use super::{Result, Store, StoreError};
+use super::{Result, SledStore, StoreError};
 use serde::{de::DeserializeOwned, Serialize};
 
 const SYNC_FORMAT: u8 = 1;
@@ -26,7 +26,7 @@ pub(super) fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T> {
     }
 }
 
-impl Store {
+impl SledStore {
     /// This store's id: random, made once and kept (`meta` `store_id`), so idempotency keys of a store
     /// made again never repeat an old store's.
     pub fn store_id(&self) -> Result<String> {
@@ -50,7 +50,7 @@ impl Store {
     }
 
     /// A connector's entry of one kind (`state`, `ticks`, `file`, `dead`, `refused`, `erase`, `erased`)
-    /// and id (`deadpart`: raw bytes, see [`Store::sync_get_bytes`]).
+    /// and id (`deadpart`: raw bytes, see [`SledStore::sync_get_bytes`]).
     pub fn sync_get<T: DeserializeOwned>(&self, connector: &str, kind: &str, id: &[u8]) -> Result<Option<T>> {
         self.g().sync.get(key(connector, kind, id))?.map(|v| decode(&v)).transpose()
     }
@@ -62,7 +62,7 @@ impl Store {
         Ok(())
     }
 
-    /// Writes raw bytes (not flushed: [`Store::sync_put`] after them flushes all).
+    /// Writes raw bytes (not flushed: [`SledStore::sync_put`] after them flushes all).
     pub fn sync_put_bytes(&self, connector: &str, kind: &str, id: &[u8], bytes: &[u8]) -> Result<()> {
         self.g().sync.insert(key(connector, kind, id), bytes)?;
         Ok(())

@@ -77,6 +77,16 @@ impl PgStore {
         }))
     }
 
+    /// [`PgStore::apply_batch`] for a slice of changes.
+    pub fn apply(&self, changes: &[Incoming], ctx: &ChangeContext, dry_run: bool) -> Result<Vec<Outcome>, PgError> {
+        self.apply_batch(&mut Batch::from(changes), ctx, dry_run)
+    }
+
+    /// Every write is committed when it returns: nothing to flush.
+    pub fn flush(&self) -> Result<(), PgError> {
+        Ok(())
+    }
+
     /// Decides and applies a batch of changes (see the module's doc); the batch is emptied.
     pub fn apply_batch(&self, batch: &mut Batch, ctx: &ChangeContext, dry_run: bool) -> Result<Vec<Outcome>, PgError> {
         batch.sort();

@@ -127,6 +127,55 @@ fn criteria_filter(criteria: &Criteria) -> Filter {
 }
 
 impl PgStore {
+    /// Every consent matching the criteria (none: all), in creation-time order, read a page at a time
+    /// (10,000, by keyset after the last one read), so memory does not grow with the store.
+    pub fn scan<'a>(&'a self, criteria: &Criteria) -> impl Iterator<Item = Result<Consent, PgError>> + 'a {
+        let criteria = criteria.clone();
+        let mut page: std::vec::IntoIter<Consent> = Vec::new().into_iter();
+        let (mut cursor, mut done) = (None::<String>, false);
+        std::iter::from_fn(move || loop {
+            if let Some(c) = page.next() {
+                return Some(Ok(c));
+            }
+            if done {
+                return None;
+            }
+            match self.search(&criteria, cursor.as_deref(), 10_000) {
+                Ok(p) => {
+                    done = p.next_cursor.is_none();
+                    cursor = p.next_cursor;
+                    page = p.items.into_iter();
+                }
+                Err(e) => {
+                    done = true;
+                    return Some(Err(e));
+                }
+            }
+        })
+    }
+
+    /// Every consent matching the criteria in the sled store's number order (reversed digits, then
+    /// usage): for lookups by number or trailing digits, which match few.
+    pub fn scan_by_number(&self, criteria: &Criteria) -> Result<Vec<Consent>, PgError> {
+        let f = criteria_filter(criteria);
+        let sql = format!("SELECT {CONSENT} {} ORDER BY c.rev_digits, c.usage", f.clause());
+        let pool = self.pool.clone();
+        let rows = self.run(async move { Ok(client(&pool).await?.query(&sql, &f.refs()).await?) })?;
+        rows.iter().map(consent).collect()
+    }
+
+    /// The database's size on disk, in bytes.
+    pub fn database_bytes(&self) -> Result<u64, PgError> {
+        let pool = self.pool.clone();
+        let row = self.run(async move {
+            Ok(client(&pool)
+                .await?
+                .query_one("SELECT pg_database_size(current_database())", &[])
+                .await?)
+        })?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
     /// Searches with any combination of criteria, in creation-time order, `limit` items after `cursor`.
     pub fn search(&self, criteria: &Criteria, cursor: Option<&str>, limit: usize) -> Result<SearchPage, PgError> {
         let after = cursor.map(decode_cursor).transpose().map_err(|_| PgError::BadCursor)?;
