@@ -123,6 +123,7 @@ pub const RIGHTS: [&str; 6] = ["view", "create", "modify", "delete", "manage", "
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `sled` (the embedded default) or `postgres` (several daemons on one database; see `url`).
+    /// Override: `CONSENTD_STORE_BACKEND`.
     pub backend: Backend,
     /// The PostgreSQL database (`postgresql://…` or libpq's `key=value` pairs). Override:
     /// `CONSENTD_DATABASE_URL`.
@@ -220,13 +221,13 @@ impl Config {
             None => ("<built-in config/consentd.toml>".to_string(), DEFAULT.to_string()),
         };
         let mut config: Config = toml::from_str(&text).map_err(|e| ConfigErrors(vec![format!("{name}: {}", e.to_string().trim_end())]))?;
-        config.apply_env(|k| std::env::var(k).ok());
+        config.apply_env(|k| std::env::var(k).ok()).map_err(|e| ConfigErrors(vec![e]))?;
         config.check(&name)?;
         config.source = name;
         Ok(config)
     }
 
-    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), String> {
         if let Some(v) = var("CONSENTD_DATA_DIR") {
             self.data_dir = v.into();
         }
@@ -239,6 +240,14 @@ impl Config {
         if let Some(v) = var("CONSENTD_DATABASE_URL") {
             self.store.url = Some(v);
         }
+        if let Some(v) = var("CONSENTD_STORE_BACKEND") {
+            self.store.backend = match v.as_str() {
+                "sled" => Backend::Sled,
+                "postgres" => Backend::Postgres,
+                _ => return Err(format!("CONSENTD_STORE_BACKEND: {v:?} is neither sled nor postgres")),
+            };
+        }
+        Ok(())
     }
 
     fn check(&self, name: &str) -> Result<(), ConfigErrors> {
@@ -522,7 +531,8 @@ mod tests {
     #[test]
     fn environment_overrides_the_file() {
         let mut c: Config = toml::from_str(DEFAULT).unwrap();
-        c.apply_env(|k| (k == "CONSENTD_LISTEN").then(|| "127.0.0.1:0".to_string()));
+        c.apply_env(|k| (k == "CONSENTD_LISTEN").then(|| "127.0.0.1:0".to_string()))
+            .unwrap();
         assert_eq!(c.listen, "127.0.0.1:0");
     }
 }

@@ -1839,8 +1839,11 @@ dir = "{{dir}}/jinbox"
     );
     // Once the compaction after the purge is done, no file anywhere holds it: the store's files
     // (the E.164 text, its digits, the reversed digits of index keys, the stored integer) included.
+    // (On PostgreSQL the store's files are the server's: what it keeps is in the README.)
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491512345678"))["numbers"][0]["purges"][0]["physically_done_at"].is_null() {
+    while !common::on_postgres()
+        && d.ok(d.get("dpo-office", "/v1/dpo/report?number=%2B491512345678"))["numbers"][0]["purges"][0]["physically_done_at"].is_null()
+    {
         assert!(std::time::Instant::now() < deadline, "the purge was not made physical");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }

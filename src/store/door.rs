@@ -23,7 +23,11 @@ enum Backend {
 
 impl From<PgError> for StoreError {
     fn from(e: PgError) -> Self {
-        StoreError::Postgres(e.to_string())
+        match e {
+            PgError::BadCursor => StoreError::BadCursor,
+            PgError::Corrupt(what) => StoreError::Corrupt(what),
+            e => StoreError::Postgres(e.to_string()),
+        }
     }
 }
 

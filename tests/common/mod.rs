@@ -40,6 +40,14 @@ pub struct Daemon {
     pub log: Option<&'static str>,
     /// More environment for the daemon (taken at the next [`Daemon::spawn`]).
     pub env: Vec<(&'static str, &'static str)>,
+    /// The daemon's PostgreSQL database, when the tests run on that backend.
+    pub database: Option<String>,
+}
+
+/// Whether the black-box tests run the daemon on PostgreSQL (`CONSENTD_TEST_BACKEND=postgres`: each
+/// daemon gets a database of its own on one private server) rather than on sled.
+pub fn on_postgres() -> bool {
+    std::env::var("CONSENTD_TEST_BACKEND").is_ok_and(|b| b == "postgres")
 }
 
 impl Daemon {
@@ -82,6 +90,7 @@ impl Daemon {
             mappings: mappings.to_path_buf(),
             log,
             env: Vec::new(),
+            database: on_postgres().then(pg::database),
         };
         d.spawn();
         d
@@ -98,6 +107,9 @@ impl Daemon {
             c.env("CONSENTD_LOG", level);
         }
         c.envs(self.env.iter().copied());
+        if let Some(url) = &self.database {
+            c.env("CONSENTD_STORE_BACKEND", "postgres").env("CONSENTD_DATABASE_URL", url);
+        }
         for (name, secret, _) in TOKENS {
             c.env(format!("TEST_TOKEN_{}", name.to_uppercase().replace('-', "_")), secret);
         }

@@ -203,3 +203,12 @@ impl Drop for Postgres {
             .status();
     }
 }
+
+/// A new, empty database on a server shared by this test process (started at first use, stopped
+/// when the process ends).
+pub fn database() -> String {
+    static SERVER: std::sync::OnceLock<Postgres> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    SERVER.get_or_init(Postgres::start).create_database(&format!("test{n}"))
+}
