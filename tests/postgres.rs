@@ -411,4 +411,12 @@ fn the_daemon_serves_from_postgresql() {
         .map(|r| r.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(kept.is_empty(), "no sled store made in {}: {kept:?}", data.display());
+    // Ready while the database answers; not ready (but alive) once it is gone, and calls fail clearly.
+    let status = |path: &str| d.http.get(d.url(path)).send().unwrap().status().as_u16();
+    assert_eq!(status("/readyz"), 200);
+    drop(pg);
+    assert_eq!((status("/readyz"), status("/healthz")), (503, 200));
+    let r = d.get("viewer", "/v1/checks/recording/%2B4930123456");
+    assert_eq!(r.status().as_u16(), 500);
+    assert!(!r.text().unwrap().contains("postgresql://"), "the database URL is not shown");
 }

@@ -187,10 +187,24 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz` (no token): the daemon serves requests.
-#[utoipa::path(get, path = "/readyz", tag = "service", responses((status = 200, body = String, content_type = "text/plain", description = "ready")))]
-async fn readyz() -> &'static str {
-    "ready\n"
+/// `GET /readyz` (no token): the daemon serves requests — on PostgreSQL, while the database answers
+/// (503 otherwise, so a load balancer sends calls to another replica).
+#[utoipa::path(get, path = "/readyz", tag = "service", responses((status = 200, body = String, content_type = "text/plain", description = "ready"), (status = 503, body = String, content_type = "text/plain", description = "the store cannot be reached")))]
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let store = state.store.clone();
+    match tokio::task::spawn_blocking(move || store.ready()).await {
+        Ok(Ok(())) => "ready\n".into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Not ready: the store cannot be reached.");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: the store cannot be reached\n",
+            )
+                .into_response()
+        }
+        Err(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response(),
+    }
 }
 
 /// `GET /v1/me`: the caller's token name and rights (any valid token).

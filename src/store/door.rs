@@ -206,6 +206,15 @@ impl Store {
         }
     }
 
+    /// Whether the store can serve: sled always (it is in this process); PostgreSQL when the database
+    /// answers within 2 seconds.
+    pub fn ready(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sled(_) => Ok(()),
+            Backend::Postgres(p) => Ok(p.ready()?),
+        }
+    }
+
     /// Bytes the store takes on disk (PostgreSQL: the database's size).
     pub fn disk_bytes(&self) -> u64 {
         match &self.backend {

@@ -164,6 +164,20 @@ impl PgStore {
         rows.iter().map(consent).collect()
     }
 
+    /// Whether the database answers (within 2 seconds).
+    pub fn ready(&self) -> Result<(), PgError> {
+        let pool = self.pool.clone();
+        self.run(async move {
+            let answer = async {
+                client(&pool).await?.simple_query("SELECT 1").await?;
+                Ok::<(), PgError>(())
+            };
+            tokio::time::timeout(std::time::Duration::from_secs(2), answer)
+                .await
+                .map_err(|_| PgError::Connect("no answer within 2 seconds".into()))?
+        })
+    }
+
     /// The database's size on disk, in bytes.
     pub fn database_bytes(&self) -> Result<u64, PgError> {
         let pool = self.pool.clone();
