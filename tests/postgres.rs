@@ -420,3 +420,45 @@ fn the_daemon_serves_from_postgresql() {
     assert_eq!(r.status().as_u16(), 500);
     assert!(!r.text().unwrap().contains("postgresql://"), "the database URL is not shown");
 }
+
+/// Three daemons on one database, a connector scheduled every second on all of them: each tick is
+/// run by one daemon (its lease), not three.
+#[test]
+fn a_connector_scheduled_on_three_daemons_runs_once_per_tick() {
+    use common::{serve, Daemon};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let pulls = Arc::new(AtomicUsize::new(0));
+    let counted = pulls.clone();
+    let remote = serve(axum::Router::new().route(
+        "/consents",
+        axum::routing::get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { axum::Json(json!([])) }
+        }),
+    ));
+    let pg = Postgres::start();
+    let url = pg.create_database("three");
+    let config = format!(
+        "[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 4\n\n\
+         [[connectors]]\nname = \"crm\"\ntransport = \"http\"\ndirection = \"pull\"\nmapping = \"generic-json\"\n\
+         schedule = \"* * * * * *\"\ncatch_up = false\n[connectors.http]\nurl = \"{remote}/consents\"\n"
+    );
+    let daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start_with(&config)).collect();
+    let started = std::time::Instant::now();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let (seconds, pulled) = (started.elapsed().as_secs_f64(), pulls.load(Ordering::SeqCst));
+    drop(daemons);
+    eprintln!("{pulled} pulls in {seconds:.1} s by 3 daemons scheduled every second");
+    // About one pull a second (the first ticks may come before every daemon is up), never three.
+    assert!(
+        (3..=(seconds.ceil() as usize + 1)).contains(&pulled),
+        "{pulled} pulls in {seconds:.1} s by 3 daemons; {}",
+        pg.psql("three", "SELECT holder, expires_ms, tick_ms FROM leases")
+    );
+    let ticks: usize = pg
+        .psql("three", "SELECT count(*) FROM leases WHERE name = 'sync:crm'")
+        .parse()
+        .unwrap();
+    assert_eq!(ticks, 1, "one lease row, taken tick after tick");
+}

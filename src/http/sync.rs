@@ -36,7 +36,7 @@ impl From<SyncError> for ApiError {
     fn from(e: SyncError) -> Self {
         match e {
             SyncError::Unknown(_) => ApiError::not_found(e.to_string()),
-            SyncError::Busy(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
+            SyncError::Busy(_) | SyncError::Elsewhere(_) => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
             SyncError::NotFound(_) => ApiError::not_found(e.to_string()),
             SyncError::Invalid(_) => ApiError::bad_request(e.to_string()),
             // The remote's answer may quote numbers: the handler hides them from callers without view.

@@ -206,6 +206,30 @@ impl Store {
         }
     }
 
+    /// Takes a lease for one scheduled tick (see [`PgStore::take_lease`]): with several daemons on one
+    /// PostgreSQL store, one of them runs each tick. The sled store has one daemon: always taken.
+    pub fn take_lease(&self, name: &str, holder: &str, tick: Timestamp, ttl_ms: i64) -> Result<bool> {
+        match &self.backend {
+            Backend::Sled(_) => Ok(true),
+            Backend::Postgres(p) => Ok(p.take_lease(name, holder, tick.millis(), ttl_ms)?),
+        }
+    }
+
+    /// Keeps a lease longer; false when it was lost (expired and taken by another daemon).
+    pub fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
+        match &self.backend {
+            Backend::Sled(_) => Ok(true),
+            Backend::Postgres(p) => Ok(p.renew_lease(name, holder, ttl_ms)?),
+        }
+    }
+
+    pub fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        match &self.backend {
+            Backend::Sled(_) => Ok(()),
+            Backend::Postgres(p) => Ok(p.release_lease(name, holder)?),
+        }
+    }
+
     /// Whether the store can serve: sled always (it is in this process); PostgreSQL when the database
     /// answers within 2 seconds.
     pub fn ready(&self) -> Result<()> {

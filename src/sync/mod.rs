@@ -248,6 +248,9 @@ pub enum SyncError {
     Unknown(String),
     #[error("connector {0:?} is already running")]
     Busy(String),
+    /// Another daemon on the same store holds the connector's lease (runs it now, or ran this tick).
+    #[error("connector {0:?} is run by another daemon on this store")]
+    Elsewhere(String),
     /// Something asked of a connector's entry that is not there (a refused batch, an erasure).
     #[error("{0}")]
     NotFound(String),
@@ -270,7 +273,25 @@ pub struct Sync {
     running: Mutex<HashMap<String, RunReport>>,
     /// Set at shutdown: runs finish the page, file or batch in hand and stop.
     pub stopping: AtomicBool,
+    /// This daemon's name in the store's leases: with several daemons on one PostgreSQL store, the one
+    /// holding a connector's lease runs it.
+    holder: String,
 }
+
+/// A daemon's name in leases: its host and data directory, hashed. The same daemon started again
+/// (after a crash) is the same holder, so it takes back a lease it held at once rather than wait for
+/// it to expire; daemons on other hosts or with other directories are others.
+fn lease_holder(data_dir: &std::path::Path) -> String {
+    use sha2::Digest;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let hash = sha2::Sha256::digest(format!("{}\0{}", host.trim(), dir.display()).as_bytes());
+    hex::encode(&hash[..8])
+}
+
+/// How long a connector's lease lasts unless renewed (every third of it while the run goes on): a
+/// daemon killed mid-run lets another take the connector's next tick after this.
+pub const LEASE_MS: i64 = 30_000;
 
 impl Sync {
     /// Loads every connector of the (checked) config.
@@ -304,6 +325,7 @@ impl Sync {
         }
         let sync = Self {
             store,
+            holder: lease_holder(&config.data_dir),
             config,
             connectors,
             running: Mutex::new(HashMap::new()),
@@ -393,9 +415,41 @@ impl Sync {
 
     /// One pull and/or push of a connector (blocking). `Busy` if a run of it is going.
     pub fn run_once(&self, name: &str, trigger: &str) -> Result<RunReport, SyncError> {
+        self.run_tick(name, trigger, Timestamp::now())
+    }
+
+    /// The run of the scheduled `tick`: `Busy` if a run of it is going here, `Elsewhere` if another
+    /// daemon on the same store holds its lease or has run this tick. The lease is renewed while the
+    /// run goes on and let go after it.
+    pub fn run_tick(&self, name: &str, trigger: &str, tick: Timestamp) -> Result<RunReport, SyncError> {
         let c = self.connector(name)?;
         let _held = self.hold(name, trigger)?;
-        self.run_locked(&c, trigger)
+        let lease = format!("sync:{name}");
+        if !self.store.take_lease(&lease, &self.holder, tick, LEASE_MS)? {
+            return Err(SyncError::Elsewhere(name.to_string()));
+        }
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let result = std::thread::scope(|scope| {
+            let lease = &lease;
+            scope.spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    wait.recv_timeout(std::time::Duration::from_millis(LEASE_MS as u64 / 3))
+                {
+                    match self.store.renew_lease(lease, &self.holder, LEASE_MS) {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(connector = %name, "The connector's lease was lost during the run."),
+                        Err(e) => tracing::warn!(connector = %name, error = %e, "The connector's lease could not be renewed."),
+                    }
+                }
+            });
+            let result = self.run_locked(&c, trigger);
+            drop(done);
+            result
+        });
+        if let Err(e) = self.store.release_lease(&lease, &self.holder) {
+            tracing::warn!(connector = %name, error = %e, "The connector's lease could not be let go; it expires by itself.");
+        }
+        result
     }
 
     fn run_locked(&self, c: &Connector, trigger: &str) -> Result<RunReport, SyncError> {

@@ -43,6 +43,9 @@ impl Schedule {
 
     /// The first run strictly after `t`.
     pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
+        // On a whole second (croner keeps the milliseconds of `t`): every daemon sharing a store then
+        // names a tick alike, and the tick's lease is taken once.
+        let t = Timestamp::from_millis(t.millis() - t.millis().rem_euclid(1000));
         let local = self.zone.from_utc_datetime(&t.to_datetime().naive_utc());
         self.cron
             .find_next_occurrence(&local, false)
@@ -73,6 +76,9 @@ mod tests {
         let s = Schedule::parse("0 */15 * * * *", None).unwrap();
         assert_eq!(s.next_after(ts("2025-01-01T10:07:00Z")), Some(ts("2025-01-01T10:15:00Z")));
         assert_eq!(s.next_after(ts("2025-01-01T10:15:00Z")), Some(ts("2025-01-01T10:30:00Z")));
+        // On whole seconds, whatever the milliseconds of the time asked from.
+        assert_eq!(s.next_after(ts("2025-01-01T10:14:59.999Z")), Some(ts("2025-01-01T10:15:00Z")));
+        assert_eq!(s.next_after(ts("2025-01-01T10:15:00.206Z")), Some(ts("2025-01-01T10:30:00Z")));
         let five = Schedule::parse("30 2 * * *", None).unwrap();
         assert_eq!(five.next_after(ts("2025-01-01T10:00:00Z")), Some(ts("2025-01-02T02:30:00Z")));
     }

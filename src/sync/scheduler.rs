@@ -32,7 +32,7 @@ impl Scheduler {
             if c.cfg.catch_up && c.schedule.missed(last, Timestamp::now()) {
                 tracing::info!(connector = %name, "A scheduled run was missed while the daemon was down; running it now.");
                 let s = sync.clone();
-                runs.spawn_blocking(move || tick(&s, &name, "catch_up"));
+                runs.spawn_blocking(move || tick(&s, &name, "catch_up", Timestamp::now()));
             }
             arm(&jobs, sync.clone(), c.cfg.name.clone()).await?;
         }
@@ -77,7 +77,7 @@ fn arm(
                 let n = name.clone();
                 // The run goes on a blocking thread; the next tick is armed at once, so a long run
                 // makes later ticks find it busy (skipped and counted), not pile up.
-                tokio::task::spawn_blocking(move || tick(&s, &n, "schedule"));
+                tokio::task::spawn_blocking(move || tick(&s, &n, "schedule", next));
                 if let Err(e) = arm(&jobs, sync, name.clone()).await {
                     tracing::error!(connector = %name, error = %e, "Cannot set the next run.");
                 }
@@ -88,10 +88,14 @@ fn arm(
     })
 }
 
-/// One scheduled (or catch-up) run: skipped and counted when the previous one is still going.
-fn tick(sync: &Sync, name: &str, trigger: &str) {
-    match sync.run_once(name, trigger) {
+/// One scheduled (or catch-up) run: skipped and counted when the previous one is still going; left to
+/// the daemon that took the tick when several share a store.
+fn tick(sync: &Sync, name: &str, trigger: &str, at: Timestamp) {
+    match sync.run_tick(name, trigger, at) {
         Ok(_) => {}
+        Err(super::SyncError::Elsewhere(_)) => {
+            tracing::debug!(connector = %name, "Another daemon on this store runs this tick.");
+        }
         Err(super::SyncError::Busy(_)) => {
             tracing::warn!(connector = %name, "The previous run is still going; this tick is skipped.");
             if let Err(e) = sync.skipped_tick(name) {

@@ -196,4 +196,48 @@ impl PgStore {
             .filter(|e| e.number_hash.as_deref() == Some(number_hash))
             .collect())
     }
+
+    /// Takes the lease `name` for `holder` and the scheduled `tick` (UTC ms) until `ttl_ms` from now:
+    /// only when no one else holds it (released or expired; a holder started again takes back its
+    /// own) and no run took it for this tick or a later one, so of several replicas one runs each
+    /// tick. True when taken.
+    pub fn take_lease(&self, name: &str, holder: &str, tick: i64, ttl_ms: i64) -> Result<bool, PgError> {
+        let now = crate::domain::Timestamp::now().millis();
+        let rows = self.query(
+            "INSERT INTO leases (name, holder, expires_ms, tick_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_ms = EXCLUDED.expires_ms, tick_ms = EXCLUDED.tick_ms
+             WHERE leases.tick_ms < EXCLUDED.tick_ms AND (leases.expires_ms < $5 OR leases.holder = EXCLUDED.holder)
+             RETURNING 1",
+            vec![
+                Box::new(name.to_string()),
+                Box::new(holder.to_string()),
+                Box::new(now + ttl_ms),
+                Box::new(tick),
+                Box::new(now),
+            ],
+        )?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Keeps a lease `ttl_ms` longer; false when `holder` no longer holds it.
+    pub fn renew_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool, PgError> {
+        let rows = self.query(
+            "UPDATE leases SET expires_ms = $3 WHERE name = $1 AND holder = $2 AND expires_ms > 0 RETURNING 1",
+            vec![
+                Box::new(name.to_string()),
+                Box::new(holder.to_string()),
+                Box::new(crate::domain::Timestamp::now().millis() + ttl_ms),
+            ],
+        )?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Lets a lease go (its tick stays taken).
+    pub fn release_lease(&self, name: &str, holder: &str) -> Result<(), PgError> {
+        self.query(
+            "UPDATE leases SET expires_ms = 0 WHERE name = $1 AND holder = $2",
+            vec![Box::new(name.to_string()), Box::new(holder.to_string())],
+        )?;
+        Ok(())
+    }
 }

@@ -92,11 +92,13 @@ CREATE TABLE meta (
     value bytea NOT NULL
 );
 
--- Who runs what (a connector's runs) until when; taken and renewed by replicas.
+-- Who runs what (a connector's runs) until when, and for which scheduled tick; taken and renewed by
+-- replicas, released (expires_ms 0) when the run ends.
 CREATE TABLE leases (
     name text PRIMARY KEY,
     holder text NOT NULL,
-    expires_ms bigint NOT NULL
+    expires_ms bigint NOT NULL,
+    tick_ms bigint NOT NULL
 );
 "#,
 )];
