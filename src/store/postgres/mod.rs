@@ -1,6 +1,7 @@
-//! The PostgreSQL store, for deployments where several daemons share one database (issue 16). So far:
-//! the connection pool and the versioned schema ([`schema`]) with its migrations; the store's reads
-//! and writes come next, behind the same interface as the sled store.
+//! The PostgreSQL store, for deployments where several daemons share one database: [`PgStore`], with
+//! the sled store's answers behind the one door ([`crate::store::Store`]). The versioned schema
+//! ([`schema`]) and its migrations; consents and the journal (`consents`); searches and the audit
+//! trail (`read`); sync state, saved searches, events and leases (`kept`); the DPO's work (`dpo`).
 //!
 //! Crates: `tokio-postgres` (the protocol, `COPY` in and out, pipelining; no compile-time database
 //! needed, unlike sqlx's checked queries) and `deadpool-postgres` (a small async pool made for it).
