@@ -25,7 +25,7 @@ impl From<PgError> for StoreError {
     fn from(e: PgError) -> Self {
         match e {
             PgError::BadCursor => StoreError::BadCursor,
-            PgError::Corrupt(what) => StoreError::Corrupt(what),
+            PgError::Corrupt(what) => StoreError::Corrupt(crate::domain::mask_numbers(&what)),
             e => StoreError::Postgres(e.to_string()),
         }
     }

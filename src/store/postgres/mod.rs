@@ -33,9 +33,11 @@ pub enum PgError {
     Newer { found: i32, known: i32 },
     #[error("the database's schema is version {found}, older than this consentd's ({known}): run `consentd store migrate`")]
     Older { found: i32, known: i32 },
-    #[error("the database refused: {0}")]
+    /// The server's message may quote a row (a key's values in a constraint's detail): numbers in it
+    /// are hidden, as this message reaches the log.
+    #[error("the database refused: {}", crate::domain::mask_numbers(&.0.to_string()))]
     Sql(#[from] tokio_postgres::Error),
-    #[error("the database holds what consentd cannot read: {0}")]
+    #[error("the database holds what consentd cannot read: {}", crate::domain::mask_numbers(.0))]
     Corrupt(String),
     #[error("the cursor is not one this store gave out")]
     BadCursor,
@@ -194,5 +196,14 @@ pub async fn check_version(pool: &Pool) -> Result<i32, PgError> {
         std::cmp::Ordering::Equal => Ok(found),
         std::cmp::Ordering::Greater => Err(PgError::Newer { found, known }),
         std::cmp::Ordering::Less => Err(PgError::Older { found, known }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_hide_numbers() {
+        let e = super::PgError::Corrupt("number 491512345678".into()).to_string();
+        assert!(!e.contains("491512345678") && e.contains("[number hidden]"), "{e}");
     }
 }
