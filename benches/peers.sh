@@ -30,8 +30,8 @@ WORK=$(mktemp -d)
 chmod 755 "$WORK"
 PGDATA=$WORK/pg RUN=$WORK/run FAILED=0
 
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-pg_stop() { [ -f "$PGDATA/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true; }
+# shellcheck source=benches/pg_cluster.sh
+. "$(dirname "$0")/pg_cluster.sh"
 trap 'pg_stop; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
 
@@ -47,21 +47,8 @@ figure() {
 
 peer_pg() {
   [ -x "$PG_BIN/postgres" ] && [ -x "$PG_BIN/psql" ] || { echo "no PostgreSQL binaries in $PG_BIN" >&2; exit 1; }
-  mkdir -m 700 "$PGDATA" "$RUN"
-  [ "$(id -u)" -ne 0 ] || chown postgres: "$PGDATA" "$RUN"
+  pg_start bench || exit 1
   cd "$WORK"
-  as_pg "$PG_BIN/initdb" -D "$PGDATA" -U bench --auth=trust -E UTF8 --locale=C >"$RUN/initdb.log" \
-    || { tail -n 3 "$RUN/initdb.log" >&2; exit 1; }
-  cat >> "$PGDATA/postgresql.conf" <<EOF
-listen_addresses = ''
-unix_socket_directories = '$RUN'
-fsync = on
-synchronous_commit = on
-shared_buffers = 256MB
-max_wal_size = 2GB
-EOF
-  as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$RUN/server.log" -w start >/dev/null \
-    || { grep -E 'FATAL|ERROR' "$RUN/server.log" | tail -n 1 >&2; exit 1; }
   psql() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$RUN" -U bench -d postgres "$@"; }
   psql -c "$SCHEMA"
   t0=$(now)

@@ -202,6 +202,19 @@ pub struct SearchPage {
     pub next_cursor: Option<String>,
 }
 
+impl SearchPage {
+    /// A page of the first `limit` of `items`, which holds one more when there are more to come.
+    fn of(mut items: Vec<Consent>, limit: usize) -> Self {
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(encode_cursor)
+        } else {
+            None
+        };
+        SearchPage { items, next_cursor }
+    }
+}
+
 /// Ids by name, and (name, name as a source) by id.
 type NameCache = (HashMap<String, u32>, Vec<(String, Source)>);
 
@@ -727,13 +740,7 @@ impl SledStore {
                 break;
             }
         }
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(encode_cursor)
-        } else {
-            None
-        };
-        Ok(SearchPage { items, next_cursor })
+        Ok(SearchPage::of(items, limit))
     }
 
     /// Every consent matching the criteria (none: all), in creation-time order, streamed.

@@ -55,19 +55,12 @@ struct Row {
 impl PgStore {
     /// The consent held for a number and usage.
     pub fn get(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Consent>, PgError> {
-        let pool = self.pool.clone();
-        let row = self.run(async move {
-            client(&pool)
-                .await?
-                .query_opt(
-                    "SELECT c.consent, c.created_ms, c.updated_ms, n.name FROM consents c JOIN names n ON n.id = c.source
-                     WHERE c.number = $1 AND c.usage = $2 AND c.deleted_ms IS NULL",
-                    &[&(number.as_u64() as i64), &i16::from(usage.code())],
-                )
-                .await
-                .map_err(PgError::from)
-        })?;
-        Ok(row.map(|r| Consent {
+        let rows = self.query(
+            "SELECT c.consent, c.created_ms, c.updated_ms, n.name FROM consents c JOIN names n ON n.id = c.source
+             WHERE c.number = $1 AND c.usage = $2 AND c.deleted_ms IS NULL",
+            vec![Box::new(number.as_u64() as i64), Box::new(i16::from(usage.code()))],
+        )?;
+        Ok(rows.first().map(|r| Consent {
             number,
             usage,
             consent: r.get(0),

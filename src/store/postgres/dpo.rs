@@ -23,19 +23,16 @@ fn corrupt(e: StoreError) -> PgError {
 
 impl PgStore {
     /// A `meta` value, made by `make` when there is none (the first writer's value wins).
-    fn meta_or_make(&self, key: String, make: impl FnOnce() -> Result<Vec<u8>, PgError>) -> Result<Vec<u8>, PgError> {
-        let value = make()?;
-        let pool = self.pool.clone();
-        let row = self.run(async move {
-            let c = client(&pool).await?;
-            c.execute(
-                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&key, &value],
-            )
-            .await?;
-            Ok(c.query_one("SELECT value FROM meta WHERE key = $1", &[&key]).await?)
-        })?;
-        Ok(row.get(0))
+    pub(super) fn meta_or_make(&self, key: String, make: impl FnOnce() -> Result<Vec<u8>, PgError>) -> Result<Vec<u8>, PgError> {
+        self.query(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            vec![Box::new(key.clone()), Box::new(make()?)],
+        )?;
+        let rows = self.query("SELECT value FROM meta WHERE key = $1", vec![Box::new(key)])?;
+        Ok(rows
+            .first()
+            .ok_or_else(|| PgError::Corrupt("a meta value just written is missing".into()))?
+            .get(0))
     }
 
     /// The hasher of the keyed hashes that recognise purged numbers (HMAC-SHA-256, secret in `meta`).
@@ -60,15 +57,8 @@ impl PgStore {
 
     /// The number in `sealed`, while its key lives; `None` once it is destroyed.
     pub fn unseal(&self, hash: &str, sealed: &str) -> Result<Option<PhoneNumber>, PgError> {
-        let pool = self.pool.clone();
-        let name = seal::key_name(hash);
-        let row = self.run(async move {
-            Ok(client(&pool)
-                .await?
-                .query_opt("SELECT value FROM meta WHERE key = $1", &[&name])
-                .await?)
-        })?;
-        match row {
+        let rows = self.query("SELECT value FROM meta WHERE key = $1", vec![Box::new(seal::key_name(hash))])?;
+        match rows.first() {
             None => Ok(None),
             Some(r) => seal::open_with(r.get::<_, &[u8]>(0), hash, sealed).map(Some).map_err(corrupt),
         }
@@ -76,12 +66,8 @@ impl PgStore {
 
     /// Destroys the key of a purge: what was sealed under it can no longer be read.
     pub fn destroy_seal(&self, hash: &str) -> Result<(), PgError> {
-        let pool = self.pool.clone();
-        let name = seal::key_name(hash);
-        self.run(async move {
-            client(&pool).await?.execute("DELETE FROM meta WHERE key = $1", &[&name]).await?;
-            Ok(())
-        })
+        self.query("DELETE FROM meta WHERE key = $1", vec![Box::new(seal::key_name(hash))])?;
+        Ok(())
     }
 
     /// Saved searches (of every owner) that name the number.
@@ -171,18 +157,12 @@ impl PgStore {
     /// trail), at most `limit`, in the sled store's order; the flag says whether there were more.
     pub fn numbers_ending_in(&self, digits: &Digits, limit: usize) -> Result<(Vec<PhoneNumber>, bool), PgError> {
         let prefix = String::from_utf8(digits.reversed()).expect("digits are ASCII");
-        let pool = self.pool.clone();
         let take = limit.saturating_add(1).min(i64::MAX as usize) as i64;
-        let rows = self.run(async move {
-            Ok(client(&pool)
-                .await?
-                .query(
-                    "SELECT number FROM (SELECT DISTINCT number, rev_digits FROM consents WHERE rev_digits >= $1 AND rev_digits < $2) d
-                     ORDER BY rev_digits LIMIT $3",
-                    &[&prefix, &format!("{prefix}:"), &take],
-                )
-                .await?)
-        })?;
+        let rows = self.query(
+            "SELECT number FROM (SELECT DISTINCT number, rev_digits FROM consents WHERE rev_digits >= $1 AND rev_digits < $2) d
+             ORDER BY rev_digits LIMIT $3",
+            vec![Box::new(prefix.clone()), Box::new(format!("{prefix}:")), Box::new(take)],
+        )?;
         let mut found = rows
             .iter()
             .map(|r| PhoneNumber::from_u64(r.get::<_, i64>(0) as u64).ok_or_else(|| PgError::Corrupt("number".into())))

@@ -2,38 +2,25 @@
 //! format byte then JSON): the store id, sync state per connector, saved searches, administrative
 //! events.
 
-use super::{client, PgError, PgStore};
+use super::{PgError, PgStore};
 use crate::store::dpo::{decode_event, encode_event, Event};
 use crate::store::searches::{self, SavedSearch};
 use crate::store::sync as kept;
 use crate::store::StoreError;
 use serde::{de::DeserializeOwned, Serialize};
-use tokio_postgres::types::ToSql;
 
 fn corrupt(e: StoreError) -> PgError {
     PgError::Corrupt(e.to_string())
 }
 
 impl PgStore {
-    /// Runs one statement and gives the rows it returned.
-    fn query(&self, sql: &'static str, params: Vec<Box<dyn ToSql + Sync + Send>>) -> Result<Vec<tokio_postgres::Row>, PgError> {
-        let pool = self.pool.clone();
-        self.run(async move {
-            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-            Ok(client(&pool).await?.query(sql, &refs).await?)
-        })
-    }
-
     /// This store's id: random, made once and kept (`meta` `store_id`), the start of idempotency keys.
     pub fn store_id(&self) -> Result<String, PgError> {
-        let mut raw = [0u8; 8];
-        getrandom::getrandom(&mut raw).map_err(|e| PgError::Corrupt(format!("no randomness for the store id: {e}")))?;
-        self.query(
-            "INSERT INTO meta (key, value) VALUES ('store_id', $1) ON CONFLICT DO NOTHING",
-            vec![Box::new(hex::encode(raw).into_bytes())],
-        )?;
-        let rows = self.query("SELECT value FROM meta WHERE key = 'store_id'", vec![])?;
-        let id: Vec<u8> = rows.first().ok_or_else(|| PgError::Corrupt("no store id".into()))?.get(0);
+        let id = self.meta_or_make("store_id".into(), || {
+            let mut raw = [0u8; 8];
+            getrandom::getrandom(&mut raw).map_err(|e| PgError::Corrupt(format!("no randomness for the store id: {e}")))?;
+            Ok(hex::encode(raw).into_bytes())
+        })?;
         Ok(String::from_utf8_lossy(&id).into_owned())
     }
 

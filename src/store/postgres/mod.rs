@@ -43,6 +43,9 @@ pub enum PgError {
     BadCursor,
 }
 
+/// A statement's parameter, owned, so the statement can run on the store's runtime.
+type Param = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
+
 /// The PostgreSQL store. Its methods block, as the sled store's do: each runs its queries on the
 /// store's own runtime and waits for them, so it may be called from any thread, the daemon's async
 /// ones included.
@@ -68,6 +71,15 @@ impl PgStore {
         let pool = store.pool.clone();
         store.run(async move { migrate(&pool).await })?;
         Ok(store)
+    }
+
+    /// Runs one statement (its `$n` standing for `params` in order) and gives the rows it returned.
+    fn query(&self, sql: impl Into<String>, params: Vec<Param>) -> Result<Vec<tokio_postgres::Row>, PgError> {
+        let (pool, sql) = (self.pool.clone(), sql.into());
+        self.run(async move {
+            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
+            Ok(client(&pool).await?.query(&sql, &refs).await?)
+        })
     }
 
     /// Runs `f` on the store's runtime and waits for its answer.

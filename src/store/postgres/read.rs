@@ -1,10 +1,10 @@
 //! Reading the PostgreSQL store: searches, counts, the audit trail, with the sled store's answers
 //! (the same order: creation time, then number, then usage; the same cursors).
 
-use super::{client, PgError, PgStore};
+use super::{client, Param, PgError, PgStore};
 use crate::domain::{Consent, Criteria, PhoneNumber, Timestamp, Usage};
-use crate::store::{decode_cursor, encode_cursor, AuditEntry, AuditPage, AuditQuery, Origin, SearchPage};
-use tokio_postgres::types::ToSql;
+use crate::store::{decode_cursor, AuditEntry, AuditPage, AuditQuery, Origin, SearchPage};
+
 use tokio_postgres::Row;
 
 /// The columns of a consent with its source's name, for [`consent`].
@@ -68,12 +68,12 @@ fn audit_entry(r: &Row) -> Result<AuditEntry, PgError> {
 #[derive(Default)]
 struct Filter {
     sql: Vec<String>,
-    params: Vec<Box<dyn ToSql + Sync + Send>>,
+    params: Vec<Param>,
 }
 
 impl Filter {
     /// Adds `condition`, its `?`s standing for `values` in order.
-    fn add(&mut self, condition: &str, values: Vec<Box<dyn ToSql + Sync + Send>>) {
+    fn add(&mut self, condition: &str, values: Vec<Param>) {
         let mut parts = condition.split('?');
         let mut sql = parts.next().unwrap_or_default().to_string();
         for (part, value) in parts.zip(values) {
@@ -89,10 +89,6 @@ impl Filter {
         } else {
             format!("WHERE {}", self.sql.join(" AND "))
         }
-    }
-
-    fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
     }
 }
 
@@ -159,9 +155,7 @@ impl PgStore {
     pub fn scan_by_number(&self, criteria: &Criteria) -> Result<Vec<Consent>, PgError> {
         let f = criteria_filter(criteria);
         let sql = format!("SELECT {CONSENT} {} ORDER BY c.rev_digits, c.usage", f.clause());
-        let pool = self.pool.clone();
-        let rows = self.run(async move { Ok(client(&pool).await?.query(&sql, &f.refs()).await?) })?;
-        rows.iter().map(consent).collect()
+        self.query(sql, f.params)?.iter().map(consent).collect()
     }
 
     /// Whether the database answers (within 2 seconds).
@@ -180,14 +174,8 @@ impl PgStore {
 
     /// The database's size on disk, in bytes.
     pub fn database_bytes(&self) -> Result<u64, PgError> {
-        let pool = self.pool.clone();
-        let row = self.run(async move {
-            Ok(client(&pool)
-                .await?
-                .query_one("SELECT pg_database_size(current_database())", &[])
-                .await?)
-        })?;
-        Ok(row.get::<_, i64>(0) as u64)
+        let rows = self.query("SELECT pg_database_size(current_database())", vec![])?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
     }
 
     /// Searches with any combination of criteria, in creation-time order, `limit` items after `cursor`.
@@ -205,30 +193,16 @@ impl PgStore {
             f.clause(),
             limit.saturating_add(1).min(i64::MAX as usize)
         );
-        let pool = self.pool.clone();
-        let rows = self.run(async move { Ok(client(&pool).await?.query(&sql, &f.refs()).await?) })?;
-        let mut items = rows.iter().map(consent).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > limit {
-            items.truncate(limit);
-            items.last().map(encode_cursor)
-        } else {
-            None
-        };
-        Ok(SearchPage { items, next_cursor })
+        let items = self.query(sql, f.params)?.iter().map(consent).collect::<Result<Vec<_>, _>>()?;
+        Ok(SearchPage::of(items, limit))
     }
 
     /// How many consents are held per usage and value, every pair listed.
     pub fn counts(&self) -> Result<Vec<(Usage, bool, u64)>, PgError> {
-        let pool = self.pool.clone();
-        let rows = self.run(async move {
-            Ok(client(&pool)
-                .await?
-                .query(
-                    "SELECT usage, consent, count(*) FROM consents WHERE deleted_ms IS NULL GROUP BY 1, 2",
-                    &[],
-                )
-                .await?)
-        })?;
+        let rows = self.query(
+            "SELECT usage, consent, count(*) FROM consents WHERE deleted_ms IS NULL GROUP BY 1, 2",
+            vec![],
+        )?;
         Ok(Usage::ALL
             .into_iter()
             .flat_map(|u| [false, true].map(|v| (u, v)))
@@ -244,29 +218,16 @@ impl PgStore {
 
     /// When the consent of a number and usage was deleted, if a tombstone says so.
     pub fn deleted_at(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Timestamp>, PgError> {
-        let pool = self.pool.clone();
-        let row = self.run(async move {
-            Ok(client(&pool)
-                .await?
-                .query_opt(
-                    "SELECT deleted_ms FROM consents WHERE number = $1 AND usage = $2 AND deleted_ms IS NOT NULL",
-                    &[&(number.as_u64() as i64), &i16::from(usage.code())],
-                )
-                .await?)
-        })?;
-        Ok(row.map(|r| Timestamp::from_millis(r.get(0))))
+        let rows = self.query(
+            "SELECT deleted_ms FROM consents WHERE number = $1 AND usage = $2 AND deleted_ms IS NOT NULL",
+            vec![Box::new(number.as_u64() as i64), Box::new(i16::from(usage.code()))],
+        )?;
+        Ok(rows.first().map(|r| Timestamp::from_millis(r.get(0))))
     }
 
     /// The sequence number of the last change made (0: none yet), also when a purge has removed it.
     pub fn last_change(&self) -> Result<u64, PgError> {
-        let pool = self.pool.clone();
-        let row = self.run(async move {
-            Ok(client(&pool)
-                .await?
-                .query_opt("SELECT value FROM meta WHERE key = 'next_seq'", &[])
-                .await?)
-        })?;
-        match row {
+        match self.query("SELECT value FROM meta WHERE key = 'next_seq'", vec![])?.first() {
             None => Ok(0),
             Some(r) => {
                 let next = <[u8; 8]>::try_from(r.get::<_, &[u8]>(0)).map_err(|_| PgError::Corrupt("meta next_seq".into()))?;
@@ -319,13 +280,10 @@ impl PgStore {
         Ok(AuditPage { items, next })
     }
 
-    fn entries(&self, tail: &str, params: Vec<Box<dyn ToSql + Sync + Send>>) -> Result<Vec<AuditEntry>, PgError> {
-        let sql = format!("SELECT {ENTRY} {tail}");
-        let pool = self.pool.clone();
-        let rows = self.run(async move {
-            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect();
-            Ok(client(&pool).await?.query(&sql, &refs).await?)
-        })?;
-        rows.iter().map(audit_entry).collect()
+    fn entries(&self, tail: &str, params: Vec<Param>) -> Result<Vec<AuditEntry>, PgError> {
+        self.query(format!("SELECT {ENTRY} {tail}"), params)?
+            .iter()
+            .map(audit_entry)
+            .collect()
     }
 }
