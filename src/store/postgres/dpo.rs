@@ -105,7 +105,10 @@ impl PgStore {
             let event = insert_event(&tx, |seq| Event::removal(seq, "purge", now, &actor, removed, Some(hash))).await?;
             tx.commit().await?;
             // Dead rows become reusable space (PostgreSQL does not overwrite them at once: see the README).
-            c.batch_execute("VACUUM consents, journal, saved_searches").await?;
+            // The purge is done whatever comes of it, so a failure here is said, not returned.
+            if let Err(e) = c.batch_execute("VACUUM consents, journal, saved_searches").await {
+                tracing::warn!(error = %PgError::from(e), "The purge is done, but VACUUM after it failed; autovacuum will come to it.");
+            }
             Ok(event)
         })?;
         Ok(event)
