@@ -180,6 +180,47 @@ pub enum StoreCommand {
         #[arg(long, env = "CONSENTD_DATABASE_URL", hide_env_values = true)]
         url: String,
     },
+    /// Copy a whole store, history included, into an empty one of either backend, and verify the copy
+    /// (counts and digests of consents and journal, kept entries). Stop the daemons first. A copy that
+    /// was interrupted goes on where it stopped when run again.
+    Copy {
+        /// `sled:DIR`, or `postgres:URL` (`postgres:` alone: the URL in CONSENTD_DATABASE_URL).
+        #[arg(long, value_parser = StoreSpec::parse)]
+        from: StoreSpec,
+        /// The empty store to copy into, as `--from`.
+        #[arg(long, value_parser = StoreSpec::parse)]
+        to: StoreSpec,
+    },
+}
+
+/// A store named on the command line.
+#[derive(Debug, Clone)]
+pub enum StoreSpec {
+    Sled(PathBuf),
+    Postgres(String),
+}
+
+impl StoreSpec {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some(("sled", dir)) if !dir.is_empty() => Ok(StoreSpec::Sled(PathBuf::from(dir))),
+            Some(("postgres" | "postgresql", "")) => std::env::var("CONSENTD_DATABASE_URL")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .map(StoreSpec::Postgres)
+                .ok_or_else(|| "postgres: without a URL takes it from CONSENTD_DATABASE_URL, which is not set".to_string()),
+            Some(("postgres" | "postgresql", rest)) if rest.starts_with("//") => Ok(StoreSpec::Postgres(s.to_string())),
+            Some(("postgres" | "postgresql", url)) => Ok(StoreSpec::Postgres(url.to_string())),
+            _ => Err("expected sled:DIR or postgres:URL".into()),
+        }
+    }
+
+    fn open(&self, config: &Config) -> anyhow::Result<Store> {
+        Ok(match self {
+            StoreSpec::Sled(dir) => Store::open(dir, &config.store_options())?,
+            StoreSpec::Postgres(url) => Store::open_postgres(url, 2)?,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,7 +345,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             Command::Mapping { .. }
                 | Command::CheckConfig
                 | Command::Store {
-                    command: StoreCommand::Migrate { .. }
+                    command: StoreCommand::Migrate { .. } | StoreCommand::Copy { .. }
                 }
         ) {
             return remote(cli.command, &crate::client::Client::from_env(server)?, &config);
@@ -537,6 +578,24 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             serde_json::to_writer_pretty(&mut *stdout, &done)?;
             writeln!(stdout)?;
         }
+        Command::Store {
+            command: StoreCommand::Copy { from, to },
+        } => {
+            let (source, target) = (from.open(&config)?, to.open(&config)?);
+            let started = std::time::Instant::now();
+            let mut shown = std::time::Instant::now();
+            let report = crate::store::copy::copy(&source, &target, |done, last| {
+                if shown.elapsed().as_secs() >= 2 {
+                    eprintln!("copied changes up to {done} of {last}");
+                    shown = std::time::Instant::now();
+                }
+            })?;
+            let mut out = serde_json::to_value(&report)?;
+            out["status"] = "ok".into();
+            out["seconds"] = ((started.elapsed().as_secs_f64() * 10.0).round() / 10.0).into();
+            serde_json::to_writer_pretty(&mut *stdout, &out)?;
+            writeln!(stdout)?;
+        }
         Command::Sync { command } => {
             let store = std::sync::Arc::new(open_store()?);
             let sync = crate::sync::Sync::new(store, std::sync::Arc::new(config.clone())).map_err(anyhow::Error::msg)?;
@@ -710,7 +769,7 @@ fn remote(command: Command, client: &crate::client::Client, config: &Config) -> 
         Command::CheckConfig
         | Command::Mapping { .. }
         | Command::Store {
-            command: StoreCommand::Migrate { .. },
+            command: StoreCommand::Migrate { .. } | StoreCommand::Copy { .. },
         } => unreachable!("run locally"),
         Command::Store {
             command: StoreCommand::Compact,

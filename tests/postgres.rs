@@ -82,7 +82,6 @@ mod same_answers {
     use super::Postgres;
     use consentd::domain::{Criteria, Digits, Incoming, Op, PhoneNumber, Prefer, Source, Timestamp, Usage};
     use consentd::store::dpo::Event;
-    use consentd::store::postgres::PgStore;
     use consentd::store::{AuditQuery, Batch, ChangeContext, Store, StoreOptions};
     use proptest::prelude::*;
     use proptest::test_runner::TestCaseError;
@@ -120,6 +119,17 @@ mod same_answers {
         })
     }
 
+    /// The context of the `i`th generated batch: its time, who wins a conflict, its source.
+    fn batch_ctx(i: usize, prefer: u8, source: u8) -> ChangeContext {
+        ChangeContext {
+            actor: "tester".into(),
+            source: [Source::Cli, Source::Ivr, Source::Import("crm".into())][source as usize].clone(),
+            now: Timestamp::from_millis(1_700_000_010_000 + i as i64 * 1000),
+            prefer: [Prefer::Newest, Prefer::Theirs, Prefer::Ours][prefer as usize],
+            call_id: None,
+        }
+    }
+
     fn batch(changes: &[(Incoming, Option<u32>)]) -> Batch {
         let mut b = Batch::default();
         for (inc, line) in changes {
@@ -139,17 +149,11 @@ mod same_answers {
         ) {
             static CASE: AtomicUsize = AtomicUsize::new(0);
             let db = format!("same{}", CASE.fetch_add(1, Ordering::SeqCst));
-            let pg = PgStore::open(&cluster().create_database(&db), 2).unwrap();
+            let pg = Store::open_postgres(&cluster().create_database(&db), 2).unwrap();
             let dir = tempfile::tempdir().unwrap();
             let sled = Store::open(dir.path(), &StoreOptions::default()).unwrap();
             for (i, (changes, prefer, source)) in batches.iter().enumerate() {
-                let ctx = ChangeContext {
-                    actor: "tester".into(),
-                    source: [Source::Cli, Source::Ivr, Source::Import("crm".into())][*source as usize].clone(),
-                    now: Timestamp::from_millis(1_700_000_010_000 + i as i64 * 1000),
-                    prefer: [Prefer::Newest, Prefer::Theirs, Prefer::Ours][*prefer as usize],
-                    call_id: None,
-                };
+                let ctx = batch_ctx(i, *prefer, *source);
                 let want = sled.apply_batch(&mut batch(changes), &ctx, false).unwrap();
                 let got = pg.apply_batch(&mut batch(changes), &ctx, false).unwrap();
                 prop_assert_eq!(&got, &want, "batch {}", i);
@@ -171,8 +175,60 @@ mod same_answers {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        /// `store copy` from sled to PostgreSQL and back leaves stores that answer every read as the
+        /// original does, with the same history, kept state and next sequence number.
+        #[test]
+        fn a_store_copied_to_postgresql_and_back_answers_as_the_original(
+            batches in prop::collection::vec((prop::collection::vec(change(), 1..12), 0u8..3, 0u8..3), 1..6),
+            purge in any::<bool>(),
+        ) {
+            static CASE: AtomicUsize = AtomicUsize::new(0);
+            let db = format!("copy{}", CASE.fetch_add(1, Ordering::SeqCst));
+            let (dir, back) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let sled = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+            for (i, (changes, prefer, source)) in batches.iter().enumerate() {
+                let ctx = ChangeContext { call_id: (i % 2 == 1).then(|| "call-7".into()), ..batch_ctx(i, *prefer, *source) };
+                sled.apply_batch(&mut batch(changes), &ctx, false).unwrap();
+            }
+            let number = PhoneNumber::from_u64(491510000001).unwrap();
+            if purge {
+                let event = sled.purge(number, "dpo", Timestamp::from_millis(1_700_000_100_000)).unwrap();
+                sled.seal(event.number_hash.as_deref().unwrap(), number).unwrap();
+            }
+            sled.sync_put("crm", "state", b"", &serde_json::json!({"watermark": "2026-01-01T00:00:00Z"})).unwrap();
+            sled.record_event("admin", "resend", "crm", serde_json::json!({"changes": 3})).unwrap();
+            let pg = Store::open_postgres(&cluster().create_database(&db), 2).unwrap();
+            let report = consentd::store::copy::copy(&sled, &pg, |_, _| {}).unwrap();
+            prop_assert_eq!(report.last_change, sled.last_change().unwrap());
+            same(&sled, &pg, "copied to PostgreSQL")?;
+            prop_assert_eq!(pg.erasure_hash(number).unwrap(), sled.erasure_hash(number).unwrap());
+            let sled2 = Store::open(back.path(), &StoreOptions::default()).unwrap();
+            consentd::store::copy::copy(&pg, &sled2, |_, _| {}).unwrap();
+            same(&sled, &sled2, "copied back to sled")?;
+            prop_assert_eq!(sled2.store_id().unwrap(), sled.store_id().unwrap());
+            prop_assert_eq!(sled2.events(0, 10).unwrap(), sled.events(0, 10).unwrap());
+            // The next change gets the same sequence number in all three.
+            let ctx = ChangeContext { actor: "after".into(), source: Source::Cli, now: Timestamp::from_millis(1_700_000_200_000), prefer: Prefer::Newest, call_id: None };
+            let one = [Incoming { number, usage: Usage::Whatsapp, op: Op::Toggle }];
+            for s in [&sled, &pg, &sled2] {
+                s.apply(&one, &ctx, false).unwrap();
+            }
+            same(&sled, &pg, "a change after the copy")?;
+            same(&sled, &sled2, "a change after the copy back")?;
+            // Copying again into a store that holds data of its own is refused.
+            let other = tempfile::tempdir().unwrap();
+            let other = Store::open(other.path(), &StoreOptions::default()).unwrap();
+            let set = Op::Set { consent: true, created_at: None, updated_at: None };
+            other.apply(&[Incoming { number, usage: Usage::Whatsapp, op: set }], &ctx, false).unwrap();
+            let refused = consentd::store::copy::copy(&sled, &other, |_, _| {}).unwrap_err();
+            prop_assert!(refused.to_string().contains("another store's data"), "{}", refused);
+        }
+    }
+
     /// Every read of both stores gives the same answer.
-    fn same(sled: &Store, pg: &PgStore, stage: &str) -> Result<(), TestCaseError> {
+    fn same(sled: &Store, pg: &Store, stage: &str) -> Result<(), TestCaseError> {
         for n in 0..4 {
             let number = PhoneNumber::from_u64(491510000000 + n).unwrap();
             for usage in [Usage::CallRecording, Usage::Whatsapp] {
@@ -494,4 +550,99 @@ fn two_daemons_take_writes_at_once_and_lose_none() {
         pg.psql("two", "SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM journal"),
         "400|400|1|400"
     );
+}
+
+/// `consentd store copy` as an operator runs it: sled to PostgreSQL and back, each copy verified; a
+/// re-run finds nothing left to do; a target holding another store's data and a malformed store name
+/// are refused with why.
+#[test]
+fn store_copy_moves_a_store_to_postgresql_and_back() {
+    let pg = Postgres::start();
+    let url = pg.create_database("copy_cli");
+    let (dir, back, other) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let consentd = |dir: &std::path::Path, args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .env("CONSENTD_DATABASE_URL", &url)
+            .env("CONSENTD_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let csv = common::fixture("generic.csv");
+    let (code, _, err) = consentd(dir.path(), &["import", "--mapping", "generic-csv", csv.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = consentd(dir.path(), &["delete", "+491510000000", "--usage", "call_recording"]);
+    assert_eq!(code, Some(0), "{err}");
+    let history_of = |dir: &std::path::Path, n: &str| consentd(dir, &["history", n, "--json"]).1;
+    let history = |dir: &std::path::Path| history_of(dir, "+491510000000");
+    let before = history(dir.path());
+    assert!(before.contains("generic.csv"), "{before}");
+
+    let from = format!("sled:{}", dir.path().display());
+    let (code, out, err) = consentd(other.path(), &["store", "copy", "--from", &from, "--to", "postgres:"]);
+    assert_eq!(code, Some(0), "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["status"], "ok", "{report}");
+    assert_eq!(report["consents"], 19, "{report}");
+    assert_eq!(report["changes_copied"], report["journal_entries"], "{report}");
+    assert_eq!(
+        pg.psql("copy_cli", "SELECT count(*) FROM consents WHERE deleted_ms IS NOT NULL"),
+        "1"
+    );
+    // Again: the copy is complete, nothing is written twice.
+    let (code, out, err) = consentd(other.path(), &["store", "copy", "--from", &from, "--to", "postgres:"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["changes_copied"], 0);
+    // A copy that stopped part way goes on from the target's last change.
+    let copied = report["last_change"].as_u64().unwrap();
+    let (code, _, err) = consentd(dir.path(), &["toggle", "+491710007919"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, err) = consentd(other.path(), &["store", "copy", "--from", &from, "--to", "postgres:"]);
+    assert_eq!(code, Some(0), "{err}");
+    let again: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (again["resumed_after"].as_u64(), again["changes_copied"].as_u64()),
+        (Some(copied), Some(1)),
+        "{again}"
+    );
+    // And back into a new sled store: the same history, proof included.
+    let to = format!("sled:{}", back.path().display());
+    let (code, _, err) = consentd(other.path(), &["store", "copy", "--from", "postgres:", "--to", &to]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(history(back.path()), before);
+
+    // Into a store with data of its own: refused, nothing written.
+    let (code, _, err) = consentd(other.path(), &["add", "+491519999999", "--usage", "whatsapp"]);
+    assert_eq!(code, Some(0), "{err}");
+    let mine = history_of(other.path(), "+491519999999");
+    assert!(mine.contains("whatsapp"), "{mine}");
+    let (code, _, err) = consentd(
+        back.path(),
+        &[
+            "store",
+            "copy",
+            "--from",
+            &from,
+            "--to",
+            &format!("sled:{}", other.path().display()),
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("another store's data"), "{err}");
+    assert_eq!(history_of(other.path(), "+491519999999"), mine);
+    assert_eq!(history(other.path()), "[]\n");
+    let (code, _, err) = consentd(other.path(), &["store", "copy", "--from", "mysql:x", "--to", &from]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--from") && err.contains("expected sled:DIR or postgres:URL"), "{err}");
 }

@@ -3,6 +3,7 @@
 //! one database). Everything above the store (domain, mappings, import/export, sync, API, page) goes
 //! through it.
 
+use super::copy::Kept;
 use super::dpo::{ErasureHasher, Event};
 use super::postgres::{PgError, PgStore};
 use super::searches::SavedSearch;
@@ -113,6 +114,13 @@ delegate! {
     fn sync_remove(&self, connector: &str, kind: &str, id: &[u8]) -> bool;
     /// The next id for a connector's entries of one kind.
     fn sync_next_id(&self, connector: &str, kind: &str) -> u64;
+    /// What the store keeps beside consents and the journal, for a copy ([`super::copy`]).
+    fn kept(&self) -> Vec<Kept>;
+    /// Replaces what the store keeps beside consents and the journal.
+    fn replace_kept(&self, kept: &[Kept]) -> ();
+    /// Writes another store's journal entries as they are, with the consents they leave; the last
+    /// change becomes at least `last`.
+    fn restore(&self, entries: &[AuditEntry], last: u64) -> ();
 }
 
 impl Store {

@@ -50,6 +50,7 @@
 
 mod batch;
 pub mod compact;
+pub mod copy;
 mod door;
 pub mod dpo;
 mod keys;
@@ -154,6 +155,10 @@ pub struct AuditEntry {
     /// answer's call.
     #[serde(skip_serializing_if = "Origin::is_empty")]
     pub origin: Origin,
+    /// A deletion's tombstone time (the journal keeps it; the audit trail shows the deletion by its
+    /// empty `after`). `store copy` carries it over.
+    #[serde(skip)]
+    pub deleted_at: Option<Timestamp>,
 }
 
 /// The proof of one change beyond its source and actor.
@@ -411,19 +416,24 @@ impl Gen {
     /// is also `audit_by_number` order, so those two maps take the changes as they are read; only
     /// `by_created` needs them sorted, in a compact list.
     fn apply_to_maps(&self, applied: u64) -> Result<Option<u64>> {
+        self.apply_changes(|| self.journal_after(applied))
+    }
+
+    /// [`Gen::apply_to_maps`] for the changes `read` gives (read three times, once per map); changes in
+    /// `by_number` key order are the fast case. Returns the highest sequence number applied.
+    fn apply_changes<I: Iterator<Item = Result<RawChange>>>(&self, read: impl Fn() -> I) -> Result<Option<u64>> {
         let mut failed = None;
         let (mut last, mut created_len) = (None, 0usize);
-        self.by_number
-            .apply(until_error(self.journal_after(applied), &mut failed).map(|c| {
-                last = Some(c.seq);
-                created_len += usize::from(c.before.is_some()) + usize::from(c.after.is_some());
-                (keys::number_key(c.number, c.usage), keys::after_value(&c))
-            }))?;
+        self.by_number.apply(until_error(read(), &mut failed).map(|c| {
+            last = last.max(Some(c.seq));
+            created_len += usize::from(c.before.is_some()) + usize::from(c.after.is_some());
+            (keys::number_key(c.number, c.usage), keys::after_value(&c))
+        }))?;
         if let Some(e) = failed {
             return Err(e);
         }
         let mut created = Vec::with_capacity(created_len);
-        for c in until_error(self.journal_after(applied), &mut failed) {
+        for c in until_error(read(), &mut failed) {
             if let Some(b) = &c.before {
                 created.push(CreatedChange::new(
                     keys::created_key(c.number, c.usage, b.consent, b.created),
@@ -443,9 +453,8 @@ impl Gen {
         self.by_created.apply(created.iter().map(CreatedChange::change))?;
         drop(created);
         let mut failed = None;
-        self.audit.apply(
-            until_error(self.journal_after(applied), &mut failed).map(|c| (keys::audit_key(c.number, c.seq), Some(Small::default()))),
-        )?;
+        self.audit
+            .apply(until_error(read(), &mut failed).map(|c| (keys::audit_key(c.number, c.seq), Some(Small::default()))))?;
         match failed {
             Some(e) => Err(e),
             None => Ok(last),
@@ -685,6 +694,18 @@ impl SledStore {
             writer.next_seq += 1;
             count_change(&mut counted, c);
         }
+        self.journal(changes)?;
+        self.g().db.flush()?;
+        if let Some(last) = self.g().apply_to_maps(applied)? {
+            self.g().meta.insert("applied", &last.to_be_bytes())?;
+            self.g().db.flush()?;
+        }
+        writer.count(&counted);
+        Ok(())
+    }
+
+    /// Writes numbered changes to the journal in blocks (not flushed).
+    fn journal(&self, changes: &[RawChange]) -> Result<()> {
         let (mut start, mut bytes) = (0, 0);
         for (i, c) in changes.iter().enumerate() {
             bytes += keys::encoded_len(c);
@@ -695,12 +716,6 @@ impl SledStore {
                 (start, bytes) = (i + 1, 0);
             }
         }
-        self.g().db.flush()?;
-        if let Some(last) = self.g().apply_to_maps(applied)? {
-            self.g().meta.insert("applied", &last.to_be_bytes())?;
-            self.g().db.flush()?;
-        }
-        writer.count(&counted);
         Ok(())
     }
 
@@ -858,6 +873,7 @@ impl SledStore {
                 record: c.place.filter(|p| p.by_record).map(|p| u64::from(p.at)),
                 call_id: c.call_id.as_deref().map(str::to_string),
             },
+            deleted_at: c.deleted_at.map(Timestamp::from_millis),
         }
     }
 

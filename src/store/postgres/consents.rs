@@ -18,7 +18,7 @@ use tokio_postgres::types::Type;
 
 /// What a key holds while a batch is decided.
 #[derive(Debug, Clone)]
-enum Slot {
+pub(super) enum Slot {
     Nothing,
     /// A consent and the name id of its source.
     Consent(Consent, i32),
@@ -39,17 +39,21 @@ impl Slot {
 /// record, whether it is a record).
 type Change = (usize, Incoming, Option<(String, u32, bool)>);
 
-/// One journal row, as decided.
-struct Row {
-    seq: i64,
-    number: i64,
-    usage: i16,
-    before: Option<(Consent, i32)>,
-    after: Option<(Consent, i32)>,
-    deleted_ms: Option<i64>,
-    file: Option<i32>,
-    line: Option<i64>,
-    record: Option<i64>,
+/// One journal row, as decided (or copied from another store).
+pub(super) struct Row {
+    pub seq: i64,
+    pub at: i64,
+    pub actor: i32,
+    pub source: i32,
+    pub number: i64,
+    pub usage: i16,
+    pub before: Option<(Consent, i32)>,
+    pub after: Option<(Consent, i32)>,
+    pub deleted_ms: Option<i64>,
+    pub file: Option<i32>,
+    pub line: Option<i64>,
+    pub record: Option<i64>,
+    pub call_id: Option<std::sync::Arc<str>>,
 }
 
 impl PgStore {
@@ -103,29 +107,40 @@ struct State {
 }
 
 /// Writes keys' states through a binary `COPY` of (number, usage, consent, created_ms, updated_ms,
-/// deleted_ms, source); a tombstone's source is the batch's.
-async fn write_states(
+/// deleted_ms, source): each key, its slot, and the source of a tombstone.
+pub(super) async fn write_states<'a>(
     sink: tokio_postgres::CopyInSink<bytes::Bytes>,
-    states: impl Iterator<Item = &State>,
-    source: i32,
+    states: impl Iterator<Item = ((i64, i16), &'a Slot, i32)>,
 ) -> Result<(), PgError> {
     let writer = BinaryCopyInWriter::new(
         sink,
         &[Type::INT8, Type::INT2, Type::BOOL, Type::INT8, Type::INT8, Type::INT8, Type::INT4],
     );
     pin_mut!(writer);
-    for s in states {
-        let (consent, created, updated, deleted, src): (Option<bool>, Option<i64>, Option<i64>, Option<i64>, i32) = match &s.slot {
+    for (key, slot, tomb_source) in states {
+        let (consent, created, updated, deleted, src): (Option<bool>, Option<i64>, Option<i64>, Option<i64>, i32) = match slot {
             Slot::Consent(c, id) => (Some(c.consent), Some(c.created_at.millis()), Some(c.updated_at.millis()), None, *id),
-            Slot::Deleted(at) => (None, None, None, Some(*at), source),
+            Slot::Deleted(at) => (None, None, None, Some(*at), tomb_source),
             Slot::Nothing => continue,
         };
         writer
             .as_mut()
-            .write(&[&s.key.0, &s.key.1, &consent, &created, &updated, &deleted, &src])
+            .write(&[&key.0, &key.1, &consent, &created, &updated, &deleted, &src])
             .await?;
     }
     writer.finish().await?;
+    Ok(())
+}
+
+/// Makes the staging table of changed consents' states (per session, emptied at commit).
+pub(super) async fn staging(tx: &tokio_postgres::Transaction<'_>) -> Result<(), PgError> {
+    tx.batch_execute(
+        "CREATE TEMP TABLE IF NOT EXISTS staged_consents (
+             number bigint, usage smallint, consent boolean, created_ms bigint, updated_ms bigint,
+             deleted_ms bigint, source integer
+         ) ON COMMIT DELETE ROWS",
+    )
+    .await?;
     Ok(())
 }
 
@@ -255,6 +270,9 @@ async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &Chang
         };
         journal.push(Row {
             seq,
+            at: ctx.now.millis(),
+            actor,
+            source,
             number: key.0,
             usage: key.1,
             before,
@@ -263,6 +281,7 @@ async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &Chang
             file: place.as_ref().map(|(f, _, _)| files[f]),
             line: place.as_ref().filter(|p| !p.2).map(|p| i64::from(p.1)),
             record: place.as_ref().filter(|p| p.2).map(|p| i64::from(p.1)),
+            call_id: ctx.call_id.clone(),
         });
         seq += 1;
         *slot = after;
@@ -275,17 +294,19 @@ async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &Chang
     let sink = tx
         .copy_in("COPY consents (number, usage, consent, created_ms, updated_ms, deleted_ms, source) FROM STDIN (FORMAT binary)")
         .await?;
-    write_states(sink, states.iter().filter(|s| s.changed && !s.exists), source).await?;
-    tx.batch_execute(
-        "CREATE TEMP TABLE IF NOT EXISTS staged_consents (
-             number bigint, usage smallint, consent boolean, created_ms bigint, updated_ms bigint,
-             deleted_ms bigint, source integer
-         ) ON COMMIT DELETE ROWS",
+    write_states(
+        sink,
+        states.iter().filter(|s| s.changed && !s.exists).map(|s| (s.key, &s.slot, source)),
     )
     .await?;
+    staging(&tx).await?;
     if states.iter().any(|s| s.changed && s.exists) {
         let sink = tx.copy_in("COPY staged_consents FROM STDIN (FORMAT binary)").await?;
-        write_states(sink, states.iter().filter(|s| s.changed && s.exists), source).await?;
+        write_states(
+            sink,
+            states.iter().filter(|s| s.changed && s.exists).map(|s| (s.key, &s.slot, source)),
+        )
+        .await?;
         tx.batch_execute(
             "UPDATE consents c SET consent = s.consent, created_ms = s.created_ms, updated_ms = s.updated_ms,
                  deleted_ms = s.deleted_ms, source = s.source
@@ -293,7 +314,15 @@ async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &Chang
         )
         .await?;
     }
-    // The journal.
+    write_journal(&tx, &journal).await?;
+    tx.execute("UPDATE meta SET value = int8send($1) WHERE key = 'next_seq'", &[&seq])
+        .await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Writes journal rows with a binary `COPY`.
+pub(super) async fn write_journal(tx: &tokio_postgres::Transaction<'_>, rows: &[Row]) -> Result<(), PgError> {
     let sink = tx
         .copy_in(
             "COPY journal (seq, at_ms, actor, source, number, usage, before_consent, before_created_ms, before_updated_ms,
@@ -326,9 +355,7 @@ async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &Chang
         ],
     );
     pin_mut!(writer);
-    let at = ctx.now.millis();
-    let call_id = ctx.call_id.as_deref();
-    for r in &journal {
+    for r in rows {
         let part = |c: &Option<(Consent, i32)>| {
             (
                 c.as_ref().map(|c| c.0.consent),
@@ -339,13 +366,14 @@ async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &Chang
         };
         let (bc, bcr, bup, bsrc) = part(&r.before);
         let (ac, acr, aup, asrc) = part(&r.after);
+        let call_id = r.call_id.as_deref();
         writer
             .as_mut()
             .write(&[
                 &r.seq,
-                &at,
-                &actor,
-                &source,
+                &r.at,
+                &r.actor,
+                &r.source,
                 &r.number,
                 &r.usage,
                 &bc,
@@ -365,8 +393,5 @@ async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &Chang
             .await?;
     }
     writer.finish().await?;
-    tx.execute("UPDATE meta SET value = int8send($1) WHERE key = 'next_seq'", &[&seq])
-        .await?;
-    tx.commit().await?;
-    Ok(outcomes)
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! The PostgreSQL store, for deployments where several daemons share one database: [`PgStore`], with
 //! the sled store's answers behind the one door ([`crate::store::Store`]). The versioned schema
 //! ([`schema`]) and its migrations; consents and the journal (`consents`); searches and the audit
-//! trail (`read`); sync state, saved searches, events and leases (`kept`); the DPO's work (`dpo`).
+//! trail (`read`); sync state, saved searches, events and leases (`kept`); the DPO's work (`dpo`);
+//! a whole store read and written for `consentd store copy` (`copy`).
 //!
 //! Crates: `tokio-postgres` (the protocol, `COPY` in and out, pipelining; no compile-time database
 //! needed, unlike sqlx's checked queries) and `deadpool-postgres` (a small async pool made for it).
@@ -14,6 +15,7 @@
 //! schema is newer than this consentd's is refused.
 
 mod consents;
+mod copy;
 mod dpo;
 mod kept;
 mod read;

@@ -26,7 +26,7 @@ fn consent(r: &Row) -> Result<Consent, PgError> {
 /// The journal's columns with the names of actor, sources and file, for [`audit_entry`].
 const ENTRY: &str = "j.seq, j.at_ms, a.name, s.name, j.number, j.usage,
     j.before_consent, j.before_created_ms, j.before_updated_ms, bs.name,
-    j.after_consent, j.after_created_ms, j.after_updated_ms, aft.name, f.name, j.line, j.record, j.call_id
+    j.after_consent, j.after_created_ms, j.after_updated_ms, aft.name, f.name, j.line, j.record, j.call_id, j.deleted_ms
     FROM journal j JOIN names a ON a.id = j.actor JOIN names s ON s.id = j.source
     LEFT JOIN names bs ON bs.id = j.before_source LEFT JOIN names aft ON aft.id = j.after_source
     LEFT JOIN names f ON f.id = j.file";
@@ -61,6 +61,7 @@ fn audit_entry(r: &Row) -> Result<AuditEntry, PgError> {
             record: r.get::<_, Option<i64>>(16).map(|l| l as u64),
             call_id: r.get(17),
         },
+        deleted_at: r.get::<_, Option<i64>>(18).map(Timestamp::from_millis),
     })
 }
 
