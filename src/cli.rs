@@ -218,7 +218,7 @@ impl StoreSpec {
     fn open(&self, config: &Config) -> anyhow::Result<Store> {
         Ok(match self {
             StoreSpec::Sled(dir) => Store::open(dir, &config.store_options())?,
-            StoreSpec::Postgres(url) => Store::open_postgres(url, 2)?,
+            StoreSpec::Postgres(url) => Store::open_postgres(url, &config.pg_options(2))?,
         })
     }
 }
@@ -572,7 +572,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Store {
             command: StoreCommand::Migrate { url },
         } => {
-            let pool = crate::store::postgres::pool(&url, 1)?;
+            let pool = crate::store::postgres::pool(&url, &config.pg_options(1))?;
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let done = rt.block_on(crate::store::postgres::migrate(&pool))?;
             serde_json::to_writer_pretty(&mut *stdout, &done)?;
@@ -582,7 +582,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             command: StoreCommand::Copy { from, to },
         } => {
             let (source, target) = (from.open(&config)?, to.open(&config)?);
-            let started = std::time::Instant::now();
             let mut shown = std::time::Instant::now();
             let report = crate::store::copy::copy(&source, &target, |done, last| {
                 if shown.elapsed().as_secs() >= 2 {
@@ -592,7 +591,6 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             })?;
             let mut out = serde_json::to_value(&report)?;
             out["status"] = "ok".into();
-            out["seconds"] = ((started.elapsed().as_secs_f64() * 10.0).round() / 10.0).into();
             serde_json::to_writer_pretty(&mut *stdout, &out)?;
             writeln!(stdout)?;
         }

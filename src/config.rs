@@ -130,6 +130,9 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// Connections to PostgreSQL each daemon keeps at most (1 to 1000).
     pub pool_size: usize,
+    /// With `sslmode=require` in `url`: the CA certificates (PEM) the database's certificate must
+    /// chain to; none: the public roots. Override: `CONSENTD_DATABASE_CA_FILE`.
+    pub tls_ca_file: Option<PathBuf>,
     /// sled's page cache, MiB: most of the store's memory (about 1.5 times this).
     pub cache_mb: u64,
     /// Largest page of a paged map, bytes (512 to 1048576). Above 7168, sled nodes of 17 pages pass
@@ -146,6 +149,10 @@ pub struct StoreConfig {
     pub compact_ratio: f64,
     /// Minutes between checks of the store's size against its live data (1 to 10080).
     pub compact_check_minutes: u64,
+    /// Seconds a connector's lease lasts unless renewed (3 to 3600; renewed every third of it while a
+    /// run goes on): with several daemons on PostgreSQL, a daemon killed mid-run lets another take the
+    /// connector's next tick this long after.
+    pub lease_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -155,12 +162,14 @@ impl Default for StoreConfig {
             backend: Backend::Sled,
             url: None,
             pool_size: 16,
+            tls_ca_file: None,
             cache_mb: d.cache_bytes >> 20,
             page_bytes: d.page_bytes,
             erase_within_hours: 24,
             compact_after_purge_secs: 60,
             compact_ratio: 1.5,
             compact_check_minutes: 60,
+            lease_secs: 30,
         }
     }
 }
@@ -240,6 +249,9 @@ impl Config {
         if let Some(v) = var("CONSENTD_DATABASE_URL") {
             self.store.url = Some(v);
         }
+        if let Some(v) = var("CONSENTD_DATABASE_CA_FILE") {
+            self.store.tls_ca_file = Some(PathBuf::from(v));
+        }
         if let Some(v) = var("CONSENTD_STORE_BACKEND") {
             self.store.backend = match v.as_str() {
                 "sled" => Backend::Sled,
@@ -299,6 +311,9 @@ impl Config {
                 "{name}: store.compact_check_minutes: {} is outside 1 to 10080",
                 self.store.compact_check_minutes
             ));
+        }
+        if !(3..=3600).contains(&self.store.lease_secs) {
+            problems.push(format!("{name}: store.lease_secs: {} is outside 3 to 3600", self.store.lease_secs));
         }
         if !(1..=1 << 30).contains(&self.import.chunk_records) {
             problems.push(format!(
@@ -406,8 +421,16 @@ impl Config {
                 let url = self.store.url.as_deref().ok_or(crate::store::StoreError::Unsupported(
                     "store.backend is postgres but no store.url (or CONSENTD_DATABASE_URL) is set",
                 ))?;
-                crate::store::Store::open_postgres(url, self.store.pool_size)
+                crate::store::Store::open_postgres(url, &self.pg_options(self.store.pool_size))
             }
+        }
+    }
+
+    /// How to connect to PostgreSQL, with at most `pool_size` connections.
+    pub fn pg_options(&self, pool_size: usize) -> crate::store::postgres::PgOptions {
+        crate::store::postgres::PgOptions {
+            pool_size,
+            tls_ca_file: self.store.tls_ca_file.clone(),
         }
     }
 

@@ -82,6 +82,7 @@ mod same_answers {
     use super::Postgres;
     use consentd::domain::{Criteria, Digits, Incoming, Op, PhoneNumber, Prefer, Source, Timestamp, Usage};
     use consentd::store::dpo::Event;
+    use consentd::store::postgres::PgOptions;
     use consentd::store::{AuditQuery, Batch, ChangeContext, Store, StoreOptions};
     use proptest::prelude::*;
     use proptest::test_runner::TestCaseError;
@@ -149,7 +150,7 @@ mod same_answers {
         ) {
             static CASE: AtomicUsize = AtomicUsize::new(0);
             let db = format!("same{}", CASE.fetch_add(1, Ordering::SeqCst));
-            let pg = Store::open_postgres(&cluster().create_database(&db), 2).unwrap();
+            let pg = Store::open_postgres(&cluster().create_database(&db), &PgOptions::pool(2)).unwrap();
             let dir = tempfile::tempdir().unwrap();
             let sled = Store::open(dir.path(), &StoreOptions::default()).unwrap();
             for (i, (changes, prefer, source)) in batches.iter().enumerate() {
@@ -199,7 +200,7 @@ mod same_answers {
             }
             sled.sync_put("crm", "state", b"", &serde_json::json!({"watermark": "2026-01-01T00:00:00Z"})).unwrap();
             sled.record_event("admin", "resend", "crm", serde_json::json!({"changes": 3})).unwrap();
-            let pg = Store::open_postgres(&cluster().create_database(&db), 2).unwrap();
+            let pg = Store::open_postgres(&cluster().create_database(&db), &PgOptions::pool(2)).unwrap();
             let report = consentd::store::copy::copy(&sled, &pg, |_, _| {}).unwrap();
             prop_assert_eq!(report.last_change, sled.last_change().unwrap());
             same(&sled, &pg, "copied to PostgreSQL")?;
@@ -309,7 +310,7 @@ fn sync_state_saved_searches_and_events_are_kept_as_the_sled_store_keeps_them() 
     use consentd::store::searches::SavedSearch;
     use consentd::store::{Store, StoreOptions};
     let pg_cluster = Postgres::start();
-    let pg = PgStore::open(&pg_cluster.create_database("kept"), 2).unwrap();
+    let pg = PgStore::open(&pg_cluster.create_database("kept"), &consentd::store::postgres::PgOptions::pool(2)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sled = Store::open(dir.path(), &StoreOptions::default()).unwrap();
 
@@ -645,4 +646,330 @@ fn store_copy_moves_a_store_to_postgresql_and_back() {
     let (code, _, err) = consentd(other.path(), &["store", "copy", "--from", "mysql:x", "--to", &from]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--from") && err.contains("expected sled:DIR or postgres:URL"), "{err}");
+}
+
+/// A remote consent system for the lease trials: consents served by offset and limit (newest-first
+/// nothing: in the order held), each page after a delay; pushed batches kept by idempotency key.
+#[derive(Default)]
+struct TrialRemote {
+    consents: Vec<Value>,
+    page_delay_ms: u64,
+    push_delay_ms: u64,
+    /// (idempotency key, numbers in the batch) of every push received, repeats included.
+    pushes: Vec<(String, Vec<String>)>,
+}
+
+fn trial_remote(state: std::sync::Arc<std::sync::Mutex<TrialRemote>>) -> String {
+    use axum::extract::{Query, State};
+    type S = std::sync::Arc<std::sync::Mutex<TrialRemote>>;
+    async fn pull(State(s): State<S>, Query(q): Query<std::collections::HashMap<String, String>>) -> axum::Json<Value> {
+        let delay = s.lock().unwrap().page_delay_ms;
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        let (offset, limit) = (q["offset"].parse::<usize>().unwrap(), q["limit"].parse::<usize>().unwrap());
+        let r = s.lock().unwrap();
+        let page: Vec<Value> = r.consents.iter().skip(offset).take(limit).cloned().collect();
+        axum::Json(Value::Array(page))
+    }
+    async fn push(State(s): State<S>, headers: axum::http::HeaderMap, body: String) -> axum::http::StatusCode {
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let numbers = body.as_array().map_or(vec![], |a| {
+            a.iter()
+                .map(|c| format!("{}/{}", c["phone"].as_str().unwrap_or("?"), c["channel"].as_str().unwrap_or("?")))
+                .collect()
+        });
+        let delay = s.lock().unwrap().push_delay_ms;
+        s.lock().unwrap().pushes.push((key, numbers));
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        axum::http::StatusCode::NO_CONTENT
+    }
+    common::serve(
+        axum::Router::new()
+            .route("/consents", axum::routing::get(pull).post(push))
+            .with_state(state),
+    )
+}
+
+/// `kill -9` of the daemon running a connector (holding its lease) during a pull and during a push,
+/// with a second daemon on the same database: once the lease expires, the other takes a tick and
+/// finishes the work; nothing is lost, nothing applied twice. CONSENTD_LEASE_TRIALS trials of each
+/// (default 1; `benches/lease_kill.sh` runs more and prints the figures).
+#[test]
+fn a_lease_holder_killed_mid_run_leaves_the_work_to_another_daemon() {
+    use common::Daemon;
+    use std::time::{Duration, Instant};
+    let trials: usize = std::env::var("CONSENTD_LEASE_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    let pg = Postgres::start();
+    let n = 2000;
+    let consent = |i: usize| {
+        json!({"phone": format!("+4915{}", 200_000_000 + i * 7), "channel": if i.is_multiple_of(3) { "whatsapp" } else { "call_recording" },
+               "consent": !i.is_multiple_of(4), "created_at": "2024-01-01T00:00:00Z", "updated_at": format!("2024-02-01T00:{:02}:{:02}Z", i / 60 % 60, i % 60)})
+    };
+    for (kind, t) in (0..trials).flat_map(|t| [("pull", t), ("push", t)]) {
+        let db = format!("lease_{kind}_{t}");
+        let url = pg.create_database(&db);
+        let state = std::sync::Arc::new(std::sync::Mutex::new(TrialRemote {
+            page_delay_ms: 40,
+            push_delay_ms: 40,
+            ..Default::default()
+        }));
+        if kind == "pull" {
+            state.lock().unwrap().consents = (0..n).map(consent).collect();
+        } else {
+            // Our consents, imported before the daemons start, for the push to send.
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), Value::Array((0..n).map(consent).collect()).to_string()).unwrap();
+            let out = Command::new(BIN)
+                .args(["--data-dir", "/nonexistent-consentd-store", "import", "--mapping", "generic-json"])
+                .arg(file.path())
+                .env("CONSENTD_STORE_BACKEND", "postgres")
+                .env("CONSENTD_DATABASE_URL", &url)
+                .env("CONSENTD_LOG", "warn")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        let remote = trial_remote(state.clone());
+        let config = format!(
+            "[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 4\nlease_secs = 3\n[import]\nchunk_records = 100\n\n\
+             [[connectors]]\nname = \"crm\"\ntransport = \"http\"\ndirection = \"{kind}\"\nmapping = \"generic-json\"\n\
+             schedule = \"*/2 * * * * *\"\ncatch_up = false\nbatch_size = 50\n[connectors.http]\nurl = \"{remote}/consents\"\n\
+             since_param = \"since\"\npagination = {{ style = \"offset\", offset_param = \"offset\", limit_param = \"limit\", size = 100 }}\n"
+        );
+        let mut daemons = [Daemon::start_with(&config), Daemon::start_with(&config)];
+        let running = |d: &Daemon| d.child.is_some() && d.ok(d.get("importer", "/v1/sync"))["items"][0]["running"] == true;
+        let stored = || {
+            pg.psql(
+                &db,
+                "SELECT count(*) FROM journal WHERE actor = (SELECT id FROM names WHERE name = 'sync:crm')",
+            )
+        };
+        let sent = || {
+            let r = state.lock().unwrap();
+            r.pushes.len()
+        };
+        // Kill the daemon running the connector once part of the work is done.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let killed = loop {
+            assert!(Instant::now() < deadline, "no run got under way ({kind} trial {t})");
+            let progress = if kind == "pull" {
+                stored().parse::<usize>().unwrap()
+            } else {
+                sent() * 50
+            };
+            if (n / 5..n * 4 / 5).contains(&progress) {
+                if let Some(i) = (0..2).find(|&i| running(&daemons[i])) {
+                    let d = &mut daemons[i];
+                    Command::new("kill")
+                        .args(["-KILL", &d.child.as_ref().unwrap().id().to_string()])
+                        .status()
+                        .unwrap();
+                    let _ = d.child.take().unwrap().wait();
+                    break (i, progress);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let at = Instant::now();
+        // The other daemon finishes the work.
+        let other = &daemons[1 - killed.0];
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let runs = other.ok(other.get("importer", "/v1/sync"))["items"][0]["runs"].clone();
+            let finished = runs.as_array().unwrap().iter().any(|r| r["outcome"] == "ok");
+            let interrupted = runs.as_array().unwrap().iter().any(|r| r["outcome"] == "interrupted");
+            if finished && interrupted {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the other daemon did not finish the {kind} ({t}): {runs}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let took = at.elapsed().as_secs_f64();
+        if kind == "pull" {
+            // Every remote consent held, each inserted once (one journal entry each).
+            assert_eq!(
+                pg.psql(&db, "SELECT count(*) FROM consents WHERE deleted_ms IS NULL"),
+                n.to_string()
+            );
+            assert_eq!(stored(), n.to_string(), "no consent applied twice");
+            eprintln!(
+                "pull trial {t}: killed after {} of {n} stored; the other daemon finished {took:.1} s later",
+                killed.1
+            );
+        } else {
+            // Every change reached the remote, each in one batch (a batch sent again carries its key).
+            let pushes = state.lock().unwrap().pushes.clone();
+            let mut batches = std::collections::BTreeMap::new();
+            for (key, numbers) in &pushes {
+                assert_eq!(
+                    batches.entry(key.clone()).or_insert_with(|| numbers.clone()),
+                    numbers,
+                    "a key names one batch"
+                );
+            }
+            let mut changes: Vec<&String> = batches.values().flatten().collect();
+            let total = changes.len();
+            changes.sort();
+            changes.dedup();
+            assert_eq!((changes.len(), total), (n, n), "every change sent, none in two batches");
+            eprintln!(
+                "push trial {t}: killed after {} of {} batches; {} sent again under their key; the other daemon finished {took:.1} s later",
+                killed.1 / 50,
+                batches.len(),
+                pushes.len() - batches.len()
+            );
+        }
+    }
+}
+
+/// A background import started on one daemon is followed from another (its progress, then its
+/// report); one whose daemon is killed is shown failed by the others once its progress stops; a
+/// purge clears the refused records shown in kept reports.
+#[test]
+fn background_imports_are_seen_from_every_daemon() {
+    use common::Daemon;
+    let pg = Postgres::start();
+    let url = pg.create_database("jobs");
+    let config = format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\npool_size = 4\n");
+    let (mut a, b) = (Daemon::start_with(&config), Daemon::start_with(&config));
+    let file = |rows: u32, prefix: &str| {
+        let mut text = String::from("phone,channel,consent,created_at,updated_at\n");
+        for i in 0..rows {
+            text.push_str(&format!(
+                "+49{prefix}{i:07},whatsapp,true,2024-01-01T00:00:00Z,2024-01-02T00:00:00Z\n"
+            ));
+        }
+        text.push_str("+49 151 NOPE,whatsapp,true,2024-01-01T00:00:00Z,2024-01-01T00:00:00Z\n");
+        text
+    };
+    let start = |d: &Daemon, text: String| -> String {
+        let r = d
+            .as_(
+                "importer",
+                reqwest::Method::POST,
+                "/v1/imports?mapping=generic-csv&background=true&name=big.csv",
+            )
+            .body(text)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        r.json::<Value>().unwrap()["status"].as_str().unwrap().to_string()
+    };
+    let path = start(&a, file(200_000, "1510"));
+    let mut states = Vec::new();
+    let done = loop {
+        let s = b.ok(b.get("importer", &path));
+        states.push((s["state"].as_str().unwrap().to_string(), s["bytes_read"].as_u64().unwrap()));
+        if s["state"] != "running" {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        states.iter().any(|(s, read)| s == "running" && *read > 0),
+        "progress seen from the other daemon: {states:?}"
+    );
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(
+        (done["report"]["inserted"].as_u64(), done["report"]["rejected"].as_u64()),
+        (Some(200_000), Some(1))
+    );
+    assert_eq!(done["report"]["rejects"][0]["line"], 200_002);
+    common::refused(b.get("admin", &path), reqwest::StatusCode::NOT_FOUND, None);
+    // A purge (through the other daemon) clears the refused records shown; the counts stay.
+    b.ok(b.post("dpo-office", "/v1/dpo/purge", json!({"number": "+4915100000007"})));
+    let after = a.ok(a.get("importer", &path));
+    assert_eq!(
+        (after["report"]["rejects"].clone(), after["report"]["rejected"].clone()),
+        (json!([]), json!(1)),
+        "{after}"
+    );
+    // The daemon running an import is killed: the other shows it failed once its progress stops.
+    let path = start(&a, file(600_000, "1520"));
+    loop {
+        let s = b.ok(b.get("importer", &path));
+        if s["state"] == "running" && s["bytes_read"].as_u64().unwrap() > 0 {
+            break;
+        }
+        assert_eq!(s["state"], "running", "killed before it ended: {s}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Command::new("kill")
+        .args(["-KILL", &a.child.as_ref().unwrap().id().to_string()])
+        .status()
+        .unwrap();
+    let _ = a.child.take().unwrap().wait();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let failed = loop {
+        let s = b.ok(b.get("importer", &path));
+        if s["state"] != "running" {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 20 s after its daemon died: {s}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(
+        (failed["state"].as_str(), failed["error"]["error"].as_str()),
+        (Some("failed"), Some("interrupted")),
+        "{failed}"
+    );
+}
+
+/// TLS to the database (`sslmode=require`): the server's certificate is verified against
+/// `store.tls_ca_file` (here CONSENTD_DATABASE_CA_FILE); a server whose certificate chains to no
+/// trusted root is refused, and a server that takes TLS only refuses a client without it.
+#[test]
+fn tls_to_the_database_verifies_the_servers_certificate() {
+    let pg = Postgres::start_tls();
+    pg.psql("postgres", "CREATE DATABASE tls");
+    let migrate_with = |url: &str, ca: Option<&std::path::Path>| {
+        let mut c = Command::new(BIN);
+        c.args(["--data-dir", "/nonexistent-consentd-store", "store", "migrate"])
+            .env("CONSENTD_DATABASE_URL", url)
+            .env("CONSENTD_LOG", "warn");
+        if let Some(ca) = ca {
+            c.env("CONSENTD_DATABASE_CA_FILE", ca);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = migrate_with(&pg.tcp_url("tls", "require"), Some(&pg.ca_file()));
+    assert!(ok, "{out}");
+    assert!(out.contains("\"to\": 1"), "{out}");
+    // The server's sessions are encrypted: pg_stat_ssl says so for a daemon's connections.
+    let d = common::Daemon::start_with(&format!(
+        "[store]\nbackend = \"postgres\"\nurl = \"{}\"\ntls_ca_file = \"{}\"\npool_size = 2\n",
+        pg.tcp_url("tls", "require"),
+        pg.ca_file().display()
+    ));
+    d.ok(d.post("admin", "/v1/consents", json!({"number": "+491512345678", "usage": "whatsapp"})));
+    assert_eq!(
+        pg.psql("tls", "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = 'tls' AND a.pid <> pg_backend_pid()"),
+        "t"
+    );
+    drop(d);
+    // The public roots do not vouch for the test CA: refused, naming the certificate.
+    let (ok, out) = migrate_with(&pg.tcp_url("tls", "require"), None);
+    assert!(!ok);
+    assert!(out.to_lowercase().contains("certificate"), "{out}");
+    // Without TLS the server (hostssl only) does not let us in.
+    let (ok, out) = migrate_with(&pg.tcp_url("tls", "disable"), Some(&pg.ca_file()));
+    assert!(!ok);
+    assert!(out.contains("pg_hba") || out.contains("no encryption"), "{out}");
 }

@@ -111,7 +111,7 @@ struct RecordingAnswer {
 async fn recording(State(state): State<AppState>, caller: Caller, Path(n): Path<String>) -> Result<Json<RecordingAnswer>, ApiError> {
     caller.require(Right::View)?;
     let n = number(&state, "number", &n)?;
-    let held = state.store.get(n, Usage::CallRecording)?;
+    let held = state.store.get_async(n, Usage::CallRecording).await?;
     Ok(Json(RecordingAnswer {
         decision: checks::recording(held.as_ref()),
     }))
@@ -143,7 +143,7 @@ async fn whatsapp(
     };
     let last = time("last_customer_message_at", &p.last_customer_message_at)?;
     let now = time("at", &p.at)?.unwrap_or_else(Timestamp::now);
-    let held = state.store.get(n, Usage::Whatsapp)?;
+    let held = state.store.get_async(n, Usage::Whatsapp).await?;
     Ok(Json(checks::whatsapp(held.as_ref(), last, now)))
 }
 

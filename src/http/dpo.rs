@@ -143,6 +143,7 @@ async fn purge(State(state): State<AppState>, caller: Caller, Body(b): Body<Purg
     let n = number(&state, "number", &b.number)?;
     let store = state.store.clone();
     let sync = state.sync.clone();
+    let imports = state.imports.clone();
     let actor = caller.name.to_string();
     let event = blocking(move || {
         // Push connectors are told to delete the number; the number is kept only until they are.
@@ -165,6 +166,7 @@ async fn purge(State(state): State<AppState>, caller: Caller, Body(b): Body<Purg
         sync.release_seal(&store.erasure_hash(n)?)?;
         // Files the daemon keeps: rewritten without the number, and the purge says which.
         let files = sync.purge_files(n)?;
+        imports.forget_samples();
         Ok(store.annotate_event(event.seq, serde_json::json!({ "files": files }))?)
     })
     .await?;

@@ -48,11 +48,11 @@ impl AppState {
         Self {
             upkeep,
             tokens: Arc::new(Tokens::from_config(&config)),
+            imports: Arc::new(jobs::ImportJobs::new(&store)),
             store,
             config,
             metrics: Arc::new(metrics::Metrics::default()),
             sync,
-            imports: Arc::default(),
         }
     }
 }

@@ -52,7 +52,7 @@ macro_rules! delegate {
 delegate! {
     /// The sequence number of the last change made (0: none yet).
     fn last_change(&self) -> u64;
-    /// The consent held for a number and usage.
+    /// The consent held for a number and usage (in async code: [`Store::get_async`]).
     fn get(&self, number: PhoneNumber, usage: Usage) -> Option<Consent>;
     /// When the consent of a number and usage was deleted, if a tombstone says so.
     fn deleted_at(&self, number: PhoneNumber, usage: Usage) -> Option<Timestamp>;
@@ -132,10 +132,19 @@ impl Store {
     }
 
     /// The PostgreSQL store at `url`, migrated.
-    pub fn open_postgres(url: &str, pool_size: usize) -> Result<Self> {
+    pub fn open_postgres(url: &str, opts: &super::postgres::PgOptions) -> Result<Self> {
         Ok(Store {
-            backend: Backend::Postgres(PgStore::open(url, pool_size)?),
+            backend: Backend::Postgres(PgStore::open(url, opts)?),
         })
+    }
+
+    /// [`Store::get`] for async code: on PostgreSQL the query is awaited where it is asked (sled
+    /// answers from memory or its cache at once).
+    pub async fn get_async(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Consent>> {
+        match &self.backend {
+            Backend::Sled(s) => s.get(number, usage),
+            Backend::Postgres(p) => Ok(p.get_async(number, usage).await?),
+        }
     }
 
     /// The sled store, when it is the backend: what only it has (its directory, compaction).
@@ -158,7 +167,7 @@ impl Store {
     pub fn scan_by_number(&self, criteria: &Criteria) -> Result<Box<dyn Iterator<Item = Result<Consent>> + '_>> {
         match &self.backend {
             Backend::Sled(s) => Ok(Box::new(s.scan_by_number(criteria)?)),
-            Backend::Postgres(p) => Ok(Box::new(p.scan_by_number(criteria)?.into_iter().map(Ok))),
+            Backend::Postgres(p) => Ok(Box::new(p.scan_by_number(criteria).map(|r| r.map_err(StoreError::from)))),
         }
     }
 
@@ -228,6 +237,14 @@ impl Store {
         match &self.backend {
             Backend::Sled(_) => Ok(true),
             Backend::Postgres(p) => Ok(p.renew_lease(name, holder, ttl_ms)?),
+        }
+    }
+
+    /// Who holds a lease and until when (UTC ms), if it was ever taken (sled: never).
+    pub fn lease(&self, name: &str) -> Result<Option<(String, i64)>> {
+        match &self.backend {
+            Backend::Sled(_) => Ok(None),
+            Backend::Postgres(p) => Ok(p.lease(name)?),
         }
     }
 

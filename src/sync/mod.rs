@@ -289,9 +289,21 @@ fn lease_holder(data_dir: &std::path::Path) -> String {
     hex::encode(&hash[..8])
 }
 
-/// How long a connector's lease lasts unless renewed (every third of it while the run goes on): a
-/// daemon killed mid-run lets another take the connector's next tick after this.
-pub const LEASE_MS: i64 = 30_000;
+/// Runs shown `running` where none goes on (at the sled daemon's start; when a run starts under the
+/// connector's lease) were cut off by a crash or a kill: they are `interrupted`, and the next run goes
+/// on from where they stood. Whether any was.
+fn mark_interrupted(name: &str, state: &mut ConnectorState) -> bool {
+    let mut changed = false;
+    for r in state.runs.iter_mut().filter(|r| r.outcome == "running") {
+        r.outcome = "interrupted".into();
+        r.error = Some("the daemon stopped during this run (a crash or a kill); the next run goes on from where it stood".into());
+        changed = true;
+    }
+    if changed {
+        tracing::warn!(connector = %name, "A sync run was interrupted by a crash; the next run goes on from where it stood.");
+    }
+    changed
+}
 
 impl Sync {
     /// Loads every connector of the (checked) config.
@@ -331,28 +343,22 @@ impl Sync {
             running: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         };
-        sync.mark_interrupted().map_err(|e| e.to_string())?;
-        Ok(sync)
-    }
-
-    /// Runs the store shows `running` were cut off by a crash (no run goes on before this): they are
-    /// `interrupted`. The next run goes on from where they stood.
-    fn mark_interrupted(&self) -> Result<(), SyncError> {
-        for c in &self.connectors {
+        // A run shown `running` was cut off by a crash, unless another daemon on the same store
+        // holds the connector's lease now (then it is that daemon's run; a lease this daemon held
+        // before it was killed is its own).
+        for c in &sync.connectors {
             let name = &c.cfg.name;
-            let mut state = self.state(name)?;
-            let mut changed = false;
-            for r in state.runs.iter_mut().filter(|r| r.outcome == "running") {
-                r.outcome = "interrupted".into();
-                r.error = Some("the daemon stopped during this run (a crash or a kill); the next run goes on from where it stood".into());
-                changed = true;
+            let now = Timestamp::now().millis();
+            let lease = sync.store.lease(&format!("sync:{name}")).map_err(|e| e.to_string())?;
+            if lease.is_some_and(|(holder, expires)| holder != sync.holder && expires > now) {
+                continue;
             }
-            if changed {
-                tracing::warn!(connector = %name, "A sync run was interrupted by a crash; the next run goes on from where it stood.");
-                self.save_state(name, &state).map_err(|e| SyncError::Failed(e.to_string()))?;
+            let mut state = sync.state(name).map_err(|e| e.to_string())?;
+            if mark_interrupted(name, &mut state) {
+                sync.save_state(name, &state).map_err(|e| e.to_string())?;
             }
         }
-        Ok(())
+        Ok(sync)
     }
 
     pub fn connector(&self, name: &str) -> Result<Arc<Connector>, SyncError> {
@@ -395,22 +401,41 @@ impl Sync {
 
     /// Holds the connector for a run (or a re-send by hand) until the guard is dropped; `Busy` if a
     /// run of it is going.
+    /// Holds a connector for a run or a change by hand: `Busy` if this daemon has it in hand already,
+    /// `Elsewhere` if another daemon on the same store holds its lease (or ran this `tick`). The
+    /// lease is renewed while it is held and let go when the holding is dropped.
     fn hold(&self, name: &str, trigger: &str) -> Result<Holding<'_>, SyncError> {
-        let mut running = self.running.lock().expect("running");
-        if running.contains_key(name) {
-            return Err(SyncError::Busy(name.to_string()));
-        }
-        let starting = RunReport {
-            trigger: trigger.to_string(),
-            started: Timestamp::now().to_rfc3339(),
-            outcome: "running".into(),
-            ..Default::default()
+        self.hold_tick(name, trigger, Timestamp::now())
+    }
+
+    fn hold_tick(&self, name: &str, trigger: &str, tick: Timestamp) -> Result<Holding<'_>, SyncError> {
+        let mut held = {
+            let mut running = self.running.lock().expect("running");
+            if running.contains_key(name) {
+                return Err(SyncError::Busy(name.to_string()));
+            }
+            let starting = RunReport {
+                trigger: trigger.to_string(),
+                started: Timestamp::now().to_rfc3339(),
+                outcome: "running".into(),
+                ..Default::default()
+            };
+            running.insert(name.to_string(), starting);
+            Holding {
+                sync: self,
+                name: name.to_string(),
+                lease: None,
+            }
         };
-        running.insert(name.to_string(), starting);
-        Ok(Holding {
-            sync: self,
-            name: name.to_string(),
-        })
+        // With the sled store this is the one daemon: no lease to take.
+        if self.store.sled().is_none() {
+            let ttl_ms = self.config.store.lease_secs as i64 * 1000;
+            match Lease::take(&self.store, format!("sync:{name}"), &self.holder, tick, ttl_ms)? {
+                Some(lease) => held.lease = Some(lease),
+                None => return Err(SyncError::Elsewhere(name.to_string())),
+            }
+        }
+        Ok(held)
     }
 
     /// One pull and/or push of a connector (blocking). `Busy` if a run of it is going.
@@ -423,38 +448,14 @@ impl Sync {
     /// run goes on and let go after it.
     pub fn run_tick(&self, name: &str, trigger: &str, tick: Timestamp) -> Result<RunReport, SyncError> {
         let c = self.connector(name)?;
-        let _held = self.hold(name, trigger)?;
-        let lease = format!("sync:{name}");
-        if !self.store.take_lease(&lease, &self.holder, tick, LEASE_MS)? {
-            return Err(SyncError::Elsewhere(name.to_string()));
-        }
-        let (done, wait) = std::sync::mpsc::channel::<()>();
-        let result = std::thread::scope(|scope| {
-            let lease = &lease;
-            scope.spawn(move || {
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    wait.recv_timeout(std::time::Duration::from_millis(LEASE_MS as u64 / 3))
-                {
-                    match self.store.renew_lease(lease, &self.holder, LEASE_MS) {
-                        Ok(true) => {}
-                        Ok(false) => tracing::warn!(connector = %name, "The connector's lease was lost during the run."),
-                        Err(e) => tracing::warn!(connector = %name, error = %e, "The connector's lease could not be renewed."),
-                    }
-                }
-            });
-            let result = self.run_locked(&c, trigger);
-            drop(done);
-            result
-        });
-        if let Err(e) = self.store.release_lease(&lease, &self.holder) {
-            tracing::warn!(connector = %name, error = %e, "The connector's lease could not be let go; it expires by itself.");
-        }
-        result
+        let _held = self.hold_tick(name, trigger, tick)?;
+        self.run_locked(&c, trigger)
     }
 
     fn run_locked(&self, c: &Connector, trigger: &str) -> Result<RunReport, SyncError> {
         let name = &c.cfg.name;
         let mut state = self.state(name)?;
+        mark_interrupted(name, &mut state);
         let mut run = RunReport {
             trigger: trigger.to_string(),
             started: Timestamp::now().to_rfc3339(),
@@ -628,6 +629,59 @@ impl Sync {
 struct Holding<'a> {
     sync: &'a Sync,
     name: String,
+    /// Its lease, on a store several daemons share.
+    lease: Option<Lease>,
+}
+
+/// A connector's lease on a shared store, renewed every third of its time by a thread of its own
+/// until dropped, then let go (a daemon killed meanwhile leaves it to expire).
+struct Lease {
+    store: Arc<Store>,
+    name: String,
+    holder: String,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    renewer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Lease {
+    /// The lease `name` for the scheduled `tick`, if no other daemon holds it or ran that tick.
+    fn take(store: &Arc<Store>, name: String, holder: &str, tick: Timestamp, ttl_ms: i64) -> Result<Option<Lease>, SyncError> {
+        if !store.take_lease(&name, holder, tick, ttl_ms)? {
+            return Ok(None);
+        }
+        let (stop, wait) = std::sync::mpsc::channel::<()>();
+        let (s, n, h) = (store.clone(), name.clone(), holder.to_string());
+        let renewer = std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                wait.recv_timeout(std::time::Duration::from_millis(ttl_ms as u64 / 3))
+            {
+                match s.renew_lease(&n, &h, ttl_ms) {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(lease = %n, "A connector's lease was lost while it was held."),
+                    Err(e) => tracing::warn!(lease = %n, error = %e, "A connector's lease could not be renewed."),
+                }
+            }
+        });
+        Ok(Some(Lease {
+            store: store.clone(),
+            name,
+            holder: holder.to_string(),
+            stop: Some(stop),
+            renewer: Some(renewer),
+        }))
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(r) = self.renewer.take() {
+            let _ = r.join();
+        }
+        if let Err(e) = self.store.release_lease(&self.name, &self.holder) {
+            tracing::warn!(lease = %self.name, error = %e, "A connector's lease could not be let go; it expires by itself.");
+        }
+    }
 }
 
 impl Drop for Holding<'_> {

@@ -10,7 +10,7 @@ pub struct Postgres {
     /// The cluster's data and socket, owned by the server's user.
     dir: tempfile::TempDir,
     bin: PathBuf,
-    /// Port number in the socket's name (`.s.PGSQL.<port>`); nothing listens on TCP.
+    /// Port number in the socket's name (`.s.PGSQL.<port>`); TCP on it only for [`Postgres::start_tls`].
     pub port: u16,
 }
 
@@ -46,6 +46,28 @@ fn is_root() -> bool {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Self::start_on(false)
+    }
+
+    /// A server that also listens on 127.0.0.1 (a free port), taking TCP connections over TLS only
+    /// (`hostssl`), with a certificate for `localhost` signed by a CA of its own: the CA's PEM file is
+    /// [`Postgres::ca_file`]. Made with the `openssl` command.
+    pub fn start_tls() -> Postgres {
+        Self::start_on(true)
+    }
+
+    /// The CA that signed a [`Postgres::start_tls`] server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// A URL for database `db` over TCP to 127.0.0.1 as `localhost` (the certificate's name), with
+    /// `sslmode`.
+    pub fn tcp_url(&self, db: &str, sslmode: &str) -> String {
+        format!("postgresql://consentd@localhost:{}/{db}?sslmode={sslmode}", self.port)
+    }
+
+    fn start_on(tls: bool) -> Postgres {
         let bin = bin_dir();
         let dir = tempfile::Builder::new().prefix("consentd-pg").tempdir().unwrap();
         let root = is_root();
@@ -58,7 +80,12 @@ impl Postgres {
             assert!(ok.success(), "chown the cluster's dir to postgres");
         }
         // The port only names the socket, which is in the cluster's own dir: clusters cannot collide.
-        let port = 5432;
+        // Listening on TCP too, a free one.
+        let port = if tls {
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        } else {
+            5432
+        };
         let pg = Postgres { dir, bin, port };
         let data = pg.data();
         pg.run(
@@ -75,11 +102,22 @@ impl Postgres {
                 "--no-sync",
             ],
         );
-        let opts = format!(
-            "-c listen_addresses='' -c unix_socket_directories='{}' -p {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+        let mut opts = format!(
+            "-c unix_socket_directories='{}' -p {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             pg.dir.path().display(),
             pg.port
         );
+        if tls {
+            pg.make_certificates();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            opts.push_str(" -c listen_addresses='127.0.0.1' -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        } else {
+            opts.push_str(" -c listen_addresses=''");
+        }
         let log = pg.dir.path().join("server.log");
         pg.run(
             "pg_ctl",
@@ -123,6 +161,85 @@ impl Postgres {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+    }
+
+    /// A CA (in the cluster's dir) and a certificate for localhost it signed (in the data dir, owned
+    /// by the server's user).
+    fn make_certificates(&self) {
+        let (dir, data) = (self.dir.path(), self.data());
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let days = ["-days", "2"];
+        openssl(
+            &[
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-subj",
+                    "/CN=consentd test CA",
+                ][..],
+                &days,
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+        openssl(
+            &[
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    "server.crt",
+                    "-extfile",
+                    "san.ext",
+                ][..],
+                &days,
+            ]
+            .concat(),
+        );
+        for f in ["server.crt", "server.key"] {
+            std::fs::copy(dir.join(f), data.join(f)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(data.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(dir.join("ca.crt"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(data.join("server.crt"))
+                .arg(data.join("server.key"))
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
     }
 
     fn data(&self) -> PathBuf {

@@ -59,19 +59,14 @@ pub(super) struct Row {
 impl PgStore {
     /// The consent held for a number and usage.
     pub fn get(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Consent>, PgError> {
-        let rows = self.query(
-            "SELECT c.consent, c.created_ms, c.updated_ms, n.name FROM consents c JOIN names n ON n.id = c.source
-             WHERE c.number = $1 AND c.usage = $2 AND c.deleted_ms IS NULL",
-            vec![Box::new(number.as_u64() as i64), Box::new(i16::from(usage.code()))],
-        )?;
-        Ok(rows.first().map(|r| Consent {
-            number,
-            usage,
-            consent: r.get(0),
-            created_at: Timestamp::from_millis(r.get(1)),
-            updated_at: Timestamp::from_millis(r.get(2)),
-            source: source_of(r.get(3)),
-        }))
+        let pool = self.pool.clone();
+        self.run(async move { get(&pool, number, usage).await })
+    }
+
+    /// [`PgStore::get`], awaited on the caller's runtime (the checks: no hop to the store's runtime
+    /// and no blocked worker in their path).
+    pub async fn get_async(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Consent>, PgError> {
+        get(&self.pool, number, usage).await
     }
 
     /// [`PgStore::apply_batch`] for a slice of changes.
@@ -108,16 +103,13 @@ struct State {
 
 /// Writes keys' states through a binary `COPY` of (number, usage, consent, created_ms, updated_ms,
 /// deleted_ms, source): each key, its slot, and the source of a tombstone.
-pub(super) async fn write_states<'a>(
-    sink: tokio_postgres::CopyInSink<bytes::Bytes>,
-    states: impl Iterator<Item = ((i64, i16), &'a Slot, i32)>,
-) -> Result<(), PgError> {
+async fn write_states(sink: tokio_postgres::CopyInSink<bytes::Bytes>, states: &[((i64, i16), &Slot, i32)]) -> Result<(), PgError> {
     let writer = BinaryCopyInWriter::new(
         sink,
         &[Type::INT8, Type::INT2, Type::BOOL, Type::INT8, Type::INT8, Type::INT8, Type::INT4],
     );
     pin_mut!(writer);
-    for (key, slot, tomb_source) in states {
+    for &(key, slot, tomb_source) in states {
         let (consent, created, updated, deleted, src): (Option<bool>, Option<i64>, Option<i64>, Option<i64>, i32) = match slot {
             Slot::Consent(c, id) => (Some(c.consent), Some(c.created_at.millis()), Some(c.updated_at.millis()), None, *id),
             Slot::Deleted(at) => (None, None, None, Some(*at), tomb_source),
@@ -132,8 +124,21 @@ pub(super) async fn write_states<'a>(
     Ok(())
 }
 
-/// Makes the staging table of changed consents' states (per session, emptied at commit).
-pub(super) async fn staging(tx: &tokio_postgres::Transaction<'_>) -> Result<(), PgError> {
+/// Writes keys' states (each key, its slot, the source of a tombstone): rows `new` to the table
+/// straight by `COPY`, rows `changed` (held already) through a staging table (per session, emptied at
+/// commit) and one `UPDATE`.
+pub(super) async fn write_consents(
+    tx: &tokio_postgres::Transaction<'_>,
+    new: &[((i64, i16), &Slot, i32)],
+    changed: &[((i64, i16), &Slot, i32)],
+) -> Result<(), PgError> {
+    let sink = tx
+        .copy_in("COPY consents (number, usage, consent, created_ms, updated_ms, deleted_ms, source) FROM STDIN (FORMAT binary)")
+        .await?;
+    write_states(sink, new).await?;
+    if changed.is_empty() {
+        return Ok(());
+    }
     tx.batch_execute(
         "CREATE TEMP TABLE IF NOT EXISTS staged_consents (
              number bigint, usage smallint, consent boolean, created_ms bigint, updated_ms bigint,
@@ -141,7 +146,36 @@ pub(super) async fn staging(tx: &tokio_postgres::Transaction<'_>) -> Result<(), 
          ) ON COMMIT DELETE ROWS",
     )
     .await?;
+    let sink = tx.copy_in("COPY staged_consents FROM STDIN (FORMAT binary)").await?;
+    write_states(sink, changed).await?;
+    tx.batch_execute(
+        "UPDATE consents c SET consent = s.consent, created_ms = s.created_ms, updated_ms = s.updated_ms,
+             deleted_ms = s.deleted_ms, source = s.source
+         FROM staged_consents s WHERE c.number = s.number AND c.usage = s.usage",
+    )
+    .await?;
     Ok(())
+}
+
+async fn get(pool: &deadpool_postgres::Pool, number: PhoneNumber, usage: Usage) -> Result<Option<Consent>, PgError> {
+    let client = client(pool).await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT c.consent, c.created_ms, c.updated_ms, n.name FROM consents c JOIN names n ON n.id = c.source
+             WHERE c.number = $1 AND c.usage = $2 AND c.deleted_ms IS NULL",
+        )
+        .await?;
+    let rows = client
+        .query(&statement, &[&(number.as_u64() as i64), &i16::from(usage.code())])
+        .await?;
+    Ok(rows.first().map(|r| Consent {
+        number,
+        usage,
+        consent: r.get(0),
+        created_at: Timestamp::from_millis(r.get(1)),
+        updated_at: Timestamp::from_millis(r.get(2)),
+        source: source_of(r.get(3)),
+    }))
 }
 
 /// A name's source, as the sled store reads it.
@@ -291,29 +325,14 @@ async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &Chang
         return Ok(outcomes);
     }
     // The keys' new states: new rows straight into the table, changed ones through a staging table.
-    let sink = tx
-        .copy_in("COPY consents (number, usage, consent, created_ms, updated_ms, deleted_ms, source) FROM STDIN (FORMAT binary)")
-        .await?;
-    write_states(
-        sink,
-        states.iter().filter(|s| s.changed && !s.exists).map(|s| (s.key, &s.slot, source)),
-    )
-    .await?;
-    staging(&tx).await?;
-    if states.iter().any(|s| s.changed && s.exists) {
-        let sink = tx.copy_in("COPY staged_consents FROM STDIN (FORMAT binary)").await?;
-        write_states(
-            sink,
-            states.iter().filter(|s| s.changed && s.exists).map(|s| (s.key, &s.slot, source)),
-        )
-        .await?;
-        tx.batch_execute(
-            "UPDATE consents c SET consent = s.consent, created_ms = s.created_ms, updated_ms = s.updated_ms,
-                 deleted_ms = s.deleted_ms, source = s.source
-             FROM staged_consents s WHERE c.number = s.number AND c.usage = s.usage",
-        )
-        .await?;
-    }
+    let rows = |exists: bool| -> Vec<((i64, i16), &Slot, i32)> {
+        states
+            .iter()
+            .filter(|s| s.changed && s.exists == exists)
+            .map(|s| (s.key, &s.slot, source))
+            .collect()
+    };
+    write_consents(&tx, &rows(false), &rows(true)).await?;
     write_journal(&tx, &journal).await?;
     tx.execute("UPDATE meta SET value = int8send($1) WHERE key = 'next_seq'", &[&seq])
         .await?;

@@ -2,7 +2,7 @@
 //! consents and the journal, read and replaced whole, and journal entries of another store written as
 //! they are, with the consents and tombstones they leave.
 
-use super::consents::{lock_writer, name_id, staging, write_journal, write_states, Row, Slot};
+use super::consents::{lock_writer, name_id, write_consents, write_journal, Row, Slot};
 use super::{client, PgError, PgStore};
 use crate::store::copy::Kept;
 use crate::store::AuditEntry;
@@ -144,20 +144,31 @@ async fn restore(pool: &deadpool_postgres::Pool, entries: Vec<AuditEntry>, last:
     }
     if !rows.is_empty() {
         write_journal(&tx, &rows).await?;
-        staging(&tx).await?;
-        let sink = tx.copy_in("COPY staged_consents FROM STDIN (FORMAT binary)").await?;
-        write_states(sink, states.iter().map(|(k, (slot, src))| (*k, slot, *src))).await?;
-        tx.batch_execute(
-            "INSERT INTO consents (number, usage, consent, created_ms, updated_ms, deleted_ms, source)
-                 SELECT number, usage, consent, created_ms, updated_ms, deleted_ms, source FROM staged_consents
-             ON CONFLICT (number, usage) DO UPDATE SET consent = EXCLUDED.consent, created_ms = EXCLUDED.created_ms,
-                 updated_ms = EXCLUDED.updated_ms, deleted_ms = EXCLUDED.deleted_ms, source = EXCLUDED.source",
-        )
-        .await?;
+        // Keys held already (from an earlier chunk) are updated through the staging table; new
+        // ones are copied in.
+        let (numbers, usages): (Vec<i64>, Vec<i16>) = states.keys().copied().unzip();
+        let held: std::collections::HashSet<(i64, i16)> = tx
+            .query(
+                "SELECT c.number, c.usage FROM consents c
+                 JOIN unnest($1::int8[], $2::int2[]) AS k(number, usage) ON c.number = k.number AND c.usage = k.usage",
+                &[&numbers, &usages],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let rows = |were: bool| -> Vec<((i64, i16), &Slot, i32)> {
+            states
+                .iter()
+                .filter(|(k, _)| held.contains(k) == were)
+                .map(|(k, (slot, src))| (*k, slot, *src))
+                .collect()
+        };
+        write_consents(&tx, &rows(false), &rows(true)).await?;
         // Deletions of journals older than tombstones left nothing.
         let (gone_n, gone_u): (Vec<i64>, Vec<i16>) = states
             .iter()
-            .filter(|(_, (s, _))| matches!(s, Slot::Nothing))
+            .filter(|(k, (s, _))| matches!(s, Slot::Nothing) && held.contains(k))
             .map(|(k, _)| *k)
             .unzip();
         if !gone_n.is_empty() {

@@ -219,6 +219,12 @@ impl PgStore {
         Ok(!rows.is_empty())
     }
 
+    /// Who holds the lease `name` and until when (UTC ms; 0 when let go), if it was ever taken.
+    pub fn lease(&self, name: &str) -> Result<Option<(String, i64)>, PgError> {
+        let rows = self.query("SELECT holder, expires_ms FROM leases WHERE name = $1", vec![Box::new(name.to_string())])?;
+        Ok(rows.first().map(|r| (r.get(0), r.get(1))))
+    }
+
     /// Lets a lease go (its tick stays taken).
     pub fn release_lease(&self, name: &str, holder: &str) -> Result<(), PgError> {
         self.query(

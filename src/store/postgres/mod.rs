@@ -22,6 +22,8 @@ mod read;
 pub mod schema;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::path::PathBuf;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
@@ -31,6 +33,8 @@ pub enum PgError {
     Url(String),
     #[error("cannot connect to the database: {0}")]
     Connect(String),
+    #[error("TLS to the database: {0}")]
+    Tls(String),
     #[error("the database's schema is version {found}, newer than this consentd's ({known}): run a newer consentd")]
     Newer { found: i32, known: i32 },
     #[error("the database's schema is version {found}, older than this consentd's ({known}): run `consentd store migrate`")]
@@ -57,9 +61,29 @@ pub struct PgStore {
     rt: Option<tokio::runtime::Runtime>,
 }
 
+/// How to connect to the database beside its URL.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connections kept at most.
+    pub pool_size: usize,
+    /// With `sslmode=require` in the URL: the CA certificates (PEM) the server's certificate must
+    /// chain to (none: the public roots of webpki-roots).
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl PgOptions {
+    /// At most `size` connections; public roots for TLS.
+    pub fn pool(size: usize) -> Self {
+        Self {
+            pool_size: size,
+            tls_ca_file: None,
+        }
+    }
+}
+
 impl PgStore {
-    /// Connects to the database at `url` with at most `pool_size` connections, and migrates it.
-    pub fn open(url: &str, pool_size: usize) -> Result<Self, PgError> {
+    /// Connects to the database at `url` and migrates it.
+    pub fn open(url: &str, opts: &PgOptions) -> Result<Self, PgError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("consentd-pg")
@@ -67,7 +91,7 @@ impl PgStore {
             .build()
             .map_err(|e| PgError::Connect(e.to_string()))?;
         let store = PgStore {
-            pool: pool(url, pool_size)?,
+            pool: pool(url, opts)?,
             rt: Some(rt),
         };
         let pool = store.pool.clone();
@@ -80,17 +104,26 @@ impl PgStore {
         let (pool, sql) = (self.pool.clone(), sql.into());
         self.run(async move {
             let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
-            Ok(client(&pool).await?.query(&sql, &refs).await?)
+            let client = client(&pool).await?;
+            // Prepared once per connection: a statement is then one round trip.
+            let statement = client.prepare_cached(&sql).await?;
+            Ok(client.query(&statement, &refs).await?)
         })
     }
 
-    /// Runs `f` on the store's runtime and waits for its answer.
+    /// Runs `f` on the store's runtime and waits for its answer. Called from a worker of a
+    /// multi-threaded runtime (the daemon's handlers), the wait tells tokio the worker blocks, so its
+    /// other tasks move to another thread rather than wait behind a round trip to the database.
     fn run<T: Send + 'static>(&self, f: impl std::future::Future<Output = Result<T, PgError>> + Send + 'static) -> Result<T, PgError> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.rt.as_ref().expect("open until dropped").spawn(async move {
             let _ = tx.send(f.await);
         });
-        rx.recv().map_err(|_| PgError::Connect("the database task stopped".into()))?
+        let wait = || rx.recv().map_err(|_| PgError::Connect("the database task stopped".into()))?;
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
     }
 }
 
@@ -102,28 +135,73 @@ impl Drop for PgStore {
     }
 }
 
-/// A pool of at most `size` connections to the database at `url` (a `postgresql://` URL or
-/// `key=value` pairs, as libpq takes them; `host` may be a Unix socket directory).
-pub fn pool(url: &str, size: usize) -> Result<Pool, PgError> {
+/// A pool of connections to the database at `url` (a `postgresql://` URL or `key=value` pairs, as
+/// libpq takes them; `host` may be a Unix socket directory). With `sslmode=require` every connection
+/// is TLS (rustls), the server's certificate verified against `opts.tls_ca_file` or the public roots
+/// and its name against the host's; with `prefer` (the default) or `disable`, none is (as a client
+/// without TLS: `prefer` falls back to plain).
+pub fn pool(url: &str, opts: &PgOptions) -> Result<Pool, PgError> {
     let config: tokio_postgres::Config = url.parse().map_err(|e: tokio_postgres::Error| PgError::Url(e.to_string()))?;
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let mc = || ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match config.get_ssl_mode() {
+        SslMode::Require => Manager::from_config(config, tls(opts)?, mc()),
+        _ => Manager::from_config(config, NoTls, mc()),
+    };
     Pool::builder(manager)
-        .max_size(size)
+        .max_size(opts.pool_size)
         .build()
         .map_err(|e| PgError::Connect(e.to_string()))
 }
 
+/// The TLS connector: rustls (ring), trusting the CA file's certificates or the public roots.
+fn tls(opts: &PgOptions) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match &opts.tls_ca_file {
+        Some(file) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
+                .and_then(|certs| certs.collect())
+                .map_err(|e| PgError::Tls(format!("store.tls_ca_file {}: {e}", file.display())))?;
+            if certs.is_empty() {
+                return Err(PgError::Tls(format!("store.tls_ca_file {}: no certificate in it", file.display())));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| PgError::Tls(format!("store.tls_ca_file {}: {e}", file.display())))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PgError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 async fn client(pool: &Pool) -> Result<deadpool_postgres::Client, PgError> {
     pool.get().await.map_err(|e| match e {
-        deadpool_postgres::PoolError::Backend(e) => PgError::Connect(e.to_string()),
+        deadpool_postgres::PoolError::Backend(e) => PgError::Connect(with_causes(&e)),
         e => PgError::Connect(e.to_string()),
     })
+}
+
+/// An error with what caused it ("error performing TLS handshake: invalid peer certificate: …").
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// What [`migrate`] found and did.

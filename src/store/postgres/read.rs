@@ -7,6 +7,9 @@ use crate::store::{decode_cursor, AuditEntry, AuditPage, AuditQuery, Origin, Sea
 
 use tokio_postgres::Row;
 
+/// Rows fetched at a time by [`PgStore::stream`].
+const STREAM_ROWS: i32 = 10_000;
+
 /// The columns of a consent with its source's name, for [`consent`].
 const CONSENT: &str = "c.number, c.usage, c.consent, c.created_ms, c.updated_ms, n.name FROM consents c JOIN names n ON n.id = c.source";
 
@@ -124,39 +127,66 @@ fn criteria_filter(criteria: &Criteria) -> Filter {
 }
 
 impl PgStore {
-    /// Every consent matching the criteria (none: all), in creation-time order, read a page at a time
-    /// (10,000, by keyset after the last one read), so memory does not grow with the store.
-    pub fn scan<'a>(&'a self, criteria: &Criteria) -> impl Iterator<Item = Result<Consent, PgError>> + 'a {
-        let criteria = criteria.clone();
-        let mut page: std::vec::IntoIter<Consent> = Vec::new().into_iter();
-        let (mut cursor, mut done) = (None::<String>, false);
-        std::iter::from_fn(move || loop {
-            if let Some(c) = page.next() {
-                return Some(Ok(c));
-            }
-            if done {
-                return None;
-            }
-            match self.search(&criteria, cursor.as_deref(), 10_000) {
-                Ok(p) => {
-                    done = p.next_cursor.is_none();
-                    cursor = p.next_cursor;
-                    page = p.items.into_iter();
-                }
-                Err(e) => {
-                    done = true;
-                    return Some(Err(e));
-                }
-            }
-        })
+    /// Every consent matching the criteria (none: all), in creation-time order, streamed (see
+    /// [`PgStore::stream`]).
+    pub fn scan(&self, criteria: &Criteria) -> impl Iterator<Item = Result<Consent, PgError>> {
+        let f = criteria_filter(criteria);
+        let sql = format!("SELECT {CONSENT} {} ORDER BY c.created_ms, c.number, c.usage", f.clause());
+        self.stream(sql, f.params, consent)
     }
 
     /// Every consent matching the criteria in the sled store's number order (reversed digits, then
-    /// usage): for lookups by number or trailing digits, which match few.
-    pub fn scan_by_number(&self, criteria: &Criteria) -> Result<Vec<Consent>, PgError> {
+    /// usage), streamed: exports grouped by number, lookups by number or trailing digits.
+    pub fn scan_by_number(&self, criteria: &Criteria) -> impl Iterator<Item = Result<Consent, PgError>> {
         let f = criteria_filter(criteria);
         let sql = format!("SELECT {CONSENT} {} ORDER BY c.rev_digits, c.usage", f.clause());
-        self.query(sql, f.params)?.iter().map(consent).collect()
+        self.stream(sql, f.params, consent)
+    }
+
+    /// The rows of a query through a server-side cursor (a portal of the extended protocol), fetched
+    /// [`STREAM_ROWS`] at a time in a read-only repeatable-read transaction, so a whole export is one
+    /// snapshot and memory does not grow with the store: a batch or two is in hand at any time. The
+    /// transaction (and the connection it holds) ends when the rows are read or the iterator dropped.
+    fn stream<T: Send + 'static>(
+        &self,
+        sql: String,
+        params: Vec<Param>,
+        convert: fn(&Row) -> Result<T, PgError>,
+    ) -> impl Iterator<Item = Result<T, PgError>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<T>, PgError>>(1);
+        let pool = self.pool.clone();
+        self.rt.as_ref().expect("open until dropped").spawn(async move {
+            let read = async {
+                let mut client = client(&pool).await?;
+                let t = client
+                    .build_transaction()
+                    .read_only(true)
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .start()
+                    .await?;
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
+                let portal = t.bind(sql.as_str(), &refs).await?;
+                loop {
+                    let rows = t.query_portal(&portal, STREAM_ROWS).await?;
+                    let last = rows.len() < STREAM_ROWS as usize;
+                    let batch = rows.iter().map(convert).collect::<Result<Vec<T>, _>>()?;
+                    // The reader takes its time: wait for it off the runtime's workers.
+                    if tokio::task::block_in_place(|| tx.send(Ok(batch))).is_err() || last {
+                        return Ok(());
+                    }
+                }
+            };
+            if let Err(e) = read.await {
+                let _ = tokio::task::block_in_place(|| tx.send(Err(e)));
+            }
+        });
+        rx.into_iter()
+            .flat_map(|batch: Result<Vec<T>, PgError>| -> Box<dyn Iterator<Item = Result<T, PgError>>> {
+                match batch {
+                    Ok(rows) => Box::new(rows.into_iter().map(Ok)),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                }
+            })
     }
 
     /// Whether the database answers (within 2 seconds).
