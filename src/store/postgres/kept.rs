@@ -221,7 +221,10 @@ impl PgStore {
 
     /// Who holds the lease `name` and until when (UTC ms; 0 when let go), if it was ever taken.
     pub fn lease(&self, name: &str) -> Result<Option<(String, i64)>, PgError> {
-        let rows = self.query("SELECT holder, expires_ms FROM leases WHERE name = $1", vec![Box::new(name.to_string())])?;
+        let rows = self.query(
+            "SELECT holder, expires_ms FROM leases WHERE name = $1",
+            vec![Box::new(name.to_string())],
+        )?;
         Ok(rows.first().map(|r| (r.get(0), r.get(1))))
     }
 
