@@ -100,6 +100,15 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::BadCursor => Self::field("cursor", e),
+            // Another replica may answer: 503, as /readyz says, not a failure of this request.
+            crate::store::StoreError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "The store did not answer a request.");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the consent store does not answer now; try again (the cause is in the daemon's log)",
+                )
+            }
             e => Self::internal(e),
         }
     }

@@ -123,14 +123,15 @@ impl ImportJobs {
         let kept = job.kept.clone();
         self.jobs.lock().expect("jobs").insert(id, job);
         if self.shared.is_some() {
-            // Progress written every second until the outcome is.
+            // In the store before its id is given out (the next question may go to another daemon),
+            // then its progress every second until the outcome is written.
+            self.keep(id, &kept);
             let jobs = self.clone();
             std::thread::spawn(move || loop {
-                let ended = *kept.lock().expect("job");
-                if ended || !jobs.keep(id, &kept) {
+                std::thread::sleep(std::time::Duration::from_millis(PROGRESS_EVERY_MS));
+                if !jobs.keep(id, &kept) {
                     return;
                 }
-                std::thread::sleep(std::time::Duration::from_millis(PROGRESS_EVERY_MS));
             });
         }
         (id, read)

@@ -27,6 +27,11 @@ impl From<PgError> for StoreError {
         match e {
             PgError::BadCursor => StoreError::BadCursor,
             PgError::Corrupt(what) => StoreError::Corrupt(crate::domain::mask_numbers(&what)),
+            e @ PgError::Connect(_) => StoreError::Unavailable(e.to_string()),
+            // The connection went, or the server is shutting down or starting: it does not answer.
+            PgError::Sql(e) if e.is_closed() || e.code().is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57P")) => {
+                StoreError::Unavailable(PgError::Sql(e).to_string())
+            }
             e => StoreError::Postgres(e.to_string()),
         }
     }

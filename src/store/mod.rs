@@ -92,6 +92,9 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("the PostgreSQL store failed: {0}")]
     Postgres(String),
+    /// The database does not answer (down, unreachable, refusing connections): nothing was done.
+    #[error("the PostgreSQL store is unavailable: {0}")]
+    Unavailable(String),
     #[error("{0}")]
     Unsupported(&'static str),
 }

@@ -63,8 +63,7 @@ impl PgStore {
         self.run(async move { get(&pool, number, usage).await })
     }
 
-    /// [`PgStore::get`], awaited on the caller's runtime (the checks: no hop to the store's runtime
-    /// and no blocked worker in their path).
+    /// [`PgStore::get`], awaited on the caller's runtime.
     pub async fn get_async(&self, number: PhoneNumber, usage: Usage) -> Result<Option<Consent>, PgError> {
         get(&self.pool, number, usage).await
     }
@@ -337,7 +336,32 @@ async fn apply(pool: &deadpool_postgres::Pool, changes: Vec<Change>, ctx: &Chang
     tx.execute("UPDATE meta SET value = int8send($1) WHERE key = 'next_seq'", &[&seq])
         .await?;
     tx.commit().await?;
+    analyze_after(&client, journal.len()).await;
     Ok(outcomes)
+}
+
+/// After a large write, the planner's statistics are brought up to date at once, where autovacuum
+/// would a minute or more later: a table bulk-loaded before it was ever analyzed is planned as if
+/// nearly empty, and the checks' point lookups then scanned it (a tenth of their throughput,
+/// measured with benches/pg.sh). Done when the write is more than a tenth of the table, autovacuum's
+/// own rule. The write is committed already: a failure is logged, not returned.
+pub(super) async fn analyze_after(client: &tokio_postgres::Client, written: usize) {
+    if written < 1000 {
+        return;
+    }
+    let analyze = async {
+        let tuples: f32 = client
+            .query_one("SELECT reltuples FROM pg_class WHERE oid = 'consents'::regclass", &[])
+            .await?
+            .get(0);
+        if tuples < 0.0 || written as f32 * 10.0 > tuples {
+            client.batch_execute("ANALYZE consents, journal").await?;
+        }
+        Ok::<(), tokio_postgres::Error>(())
+    };
+    if let Err(e) = analyze.await {
+        tracing::warn!(error = %PgError::from(e), "The database's statistics could not be brought up to date after a large write.");
+    }
 }
 
 /// Writes journal rows with a binary `COPY`.

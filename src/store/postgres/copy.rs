@@ -2,7 +2,7 @@
 //! consents and the journal, read and replaced whole, and journal entries of another store written as
 //! they are, with the consents and tombstones they leave.
 
-use super::consents::{lock_writer, name_id, write_consents, write_journal, Row, Slot};
+use super::consents::{analyze_after, lock_writer, name_id, write_consents, write_journal, Row, Slot};
 use super::{client, PgError, PgStore};
 use crate::store::copy::Kept;
 use crate::store::AuditEntry;
@@ -184,5 +184,6 @@ async fn restore(pool: &deadpool_postgres::Pool, entries: Vec<AuditEntry>, last:
     tx.execute("UPDATE meta SET value = int8send($1) WHERE key = 'next_seq'", &[&next_seq])
         .await?;
     tx.commit().await?;
+    analyze_after(&client, rows.len()).await;
     Ok(())
 }
