@@ -15,7 +15,7 @@ N=${1:-1000000}
 W=${2:-20000}
 GEN=${GEN:-../shared/bench/gen_consents.py}
 WORK=$(mktemp -d)
-trap 'kill $(cat "$WORK/pid" 2>/dev/null) 2>/dev/null; rm -rf "$WORK"' EXIT
+trap 'kill $(cat "$WORK/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 cargo build --release --quiet
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/consentd
 python3 "$GEN" "$N" csv | sed -e 's/+1212/+121/g; s/+1415/+141/g; s/+3312/+331/g; s/+3461/+346/g' > "$WORK/in.csv"
