@@ -166,7 +166,7 @@ async fn purge(State(state): State<AppState>, caller: Caller, Body(b): Body<Purg
         sync.release_seal(&store.erasure_hash(n)?)?;
         // Files the daemon keeps: rewritten without the number, and the purge says which.
         let files = sync.purge_files(n)?;
-        imports.forget_samples();
+        imports.forget_samples()?;
         Ok(store.annotate_event(event.seq, serde_json::json!({ "files": files }))?)
     })
     .await?;

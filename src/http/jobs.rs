@@ -67,7 +67,7 @@ struct Job {
     outcome: Option<Result<ImportReport, Value>>,
     /// Held while the job's record is written to a shared store; true once the outcome is written,
     /// so progress written late never covers it.
-    kept: Arc<Mutex<bool>>,
+    outcome_written: Arc<Mutex<bool>>,
 }
 
 impl Job {
@@ -118,18 +118,18 @@ impl ImportJobs {
             total,
             read: read.clone(),
             outcome: None,
-            kept: Arc::default(),
+            outcome_written: Arc::default(),
         };
-        let kept = job.kept.clone();
+        let written = job.outcome_written.clone();
         self.jobs.lock().expect("jobs").insert(id, job);
         if self.shared.is_some() {
             // In the store before its id is given out (the next question may go to another daemon),
             // then its progress every second until the outcome is written.
-            self.keep(id, &kept);
+            self.keep(id, &written);
             let jobs = self.clone();
             std::thread::spawn(move || loop {
                 std::thread::sleep(std::time::Duration::from_millis(PROGRESS_EVERY_MS));
-                if !jobs.keep(id, &kept) {
+                if !jobs.keep(id, &written) {
                     return;
                 }
             });
@@ -139,9 +139,9 @@ impl ImportJobs {
 
     /// Writes a job's record to the shared store (unless its outcome is written already); whether
     /// the job is still running.
-    fn keep(&self, id: u64, kept: &Mutex<bool>) -> bool {
+    fn keep(&self, id: u64, outcome_written: &Mutex<bool>) -> bool {
         let Some(store) = &self.shared else { return false };
-        let mut ended = kept.lock().expect("job");
+        let mut ended = outcome_written.lock().expect("job");
         if *ended {
             return false;
         }
@@ -157,15 +157,15 @@ impl ImportJobs {
     }
 
     pub fn finish(&self, id: u64, outcome: Result<ImportReport, ApiError>) {
-        let kept = {
+        let written = {
             let mut jobs = self.jobs.lock().expect("jobs");
             let Some(job) = jobs.get_mut(&id) else { return };
             job.outcome =
                 Some(outcome.map_err(|e| json!({"status": e.status.as_u16(), "error": e.code, "message": e.message, "field": e.field})));
-            job.kept.clone()
+            job.outcome_written.clone()
         };
         if self.shared.is_some() {
-            self.keep(id, &kept);
+            self.keep(id, &written);
             self.prune_kept(id);
         }
         let mut jobs = self.jobs.lock().expect("jobs");
@@ -190,19 +190,17 @@ impl ImportJobs {
     /// For a DPO purge: the refused and skipped records shown in finished jobs' reports may hold the
     /// number, in whatever form it was written; they are cleared (the counts stay), here and in a
     /// shared store.
-    pub fn forget_samples(&self) {
+    /// Fails when the shared store could not be read or written (the purge then fails, and doing it
+    /// again clears them).
+    pub fn forget_samples(&self) -> Result<(), crate::store::StoreError> {
         for job in self.jobs.lock().expect("jobs").values_mut() {
             if let Some(Ok(report)) = &mut job.outcome {
                 report.rejects.clear();
                 report.skips.clear();
             }
         }
-        let Some(store) = &self.shared else { return };
-        let kept = match store.sync_list::<KeptJob>(KEPT_CONNECTOR, KEPT_KIND) {
-            Ok(kept) => kept,
-            Err(e) => return tracing::error!(error = %e, "Import reports kept in the store could not be read to clear them after a purge."),
-        };
-        for (key, mut job) in kept {
+        let Some(store) = &self.shared else { return Ok(()) };
+        for (key, mut job) in store.sync_list::<KeptJob>(KEPT_CONNECTOR, KEPT_KIND)? {
             let Some(report) = job.report.as_mut() else { continue };
             let mut cleared = false;
             for list in ["rejects", "skips"] {
@@ -212,11 +210,10 @@ impl ImportJobs {
                 }
             }
             if cleared {
-                if let Err(e) = store.sync_put(KEPT_CONNECTOR, KEPT_KIND, &key, &job) {
-                    tracing::error!(error = %e, "An import report kept in the store could not be cleared after a purge.");
-                }
+                store.sync_put(KEPT_CONNECTOR, KEPT_KIND, &key, &job)?;
             }
         }
+        Ok(())
     }
 
     /// A shared store keeps the newest finished jobs of the owner of job `id`, as memory does.

@@ -12,17 +12,13 @@ const EVENT_FORMAT: u8 = 1;
 
 /// An event as both stores keep it: format byte, JSON.
 pub(super) fn encode_event(e: &Event) -> Vec<u8> {
-    let mut v = vec![EVENT_FORMAT];
-    serde_json::to_writer(&mut v, e).expect("serialisable");
-    v
+    super::encode_json(EVENT_FORMAT, e)
 }
 
 pub(super) fn decode_event(v: &[u8]) -> Result<Event> {
-    match v.split_first() {
-        Some((&EVENT_FORMAT, json)) => serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("event".into())),
-        _ => Err(StoreError::Corrupt("event format".into())),
-    }
+    super::decode_json(EVENT_FORMAT, v, "event")
 }
+
 /// Consents a reset deletes per batch.
 const RESET_CHUNK: usize = 65_536;
 

@@ -101,6 +101,24 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// A value kept beside consents (a saved search, an event, a sync entry) as both stores keep it: its
+/// format byte, then JSON.
+fn encode_json<T: serde::Serialize>(format: u8, value: &T) -> Vec<u8> {
+    let mut v = vec![format];
+    serde_json::to_writer(&mut v, value).expect("serialisable");
+    v
+}
+
+/// [`encode_json`] read back; `what` names the value in the error (whose parser's message may quote a
+/// value: numbers in it are hidden, as it reaches the log).
+fn decode_json<T: serde::de::DeserializeOwned>(format: u8, v: &[u8], what: &str) -> Result<T> {
+    match v.split_first() {
+        Some((&f, json)) if f == format => serde_json::from_slice(json)
+            .map_err(|e| StoreError::Corrupt(format!("{what}: {}", crate::domain::mask_numbers(&e.to_string())))),
+        _ => Err(StoreError::Corrupt(format!("{what} format"))),
+    }
+}
+
 /// Settings of the store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {

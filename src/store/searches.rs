@@ -2,7 +2,7 @@
 //! A search may name a number or its trailing digits, so the DPO report lists them and a purge
 //! removes them.
 
-use super::{Result, SledStore, StoreError};
+use super::{Result, SledStore};
 use crate::domain::{CriteriaText, PhoneNumber, PhoneParser};
 use serde::{Deserialize, Serialize};
 
@@ -32,16 +32,11 @@ impl SavedSearch {
 
 /// A saved search as both stores keep it: format byte, JSON.
 pub(super) fn encode(s: &SavedSearch) -> Vec<u8> {
-    let mut v = vec![SEARCH_FORMAT];
-    serde_json::to_writer(&mut v, s).expect("serialisable");
-    v
+    super::encode_json(SEARCH_FORMAT, s)
 }
 
 pub(super) fn decode(v: &[u8]) -> Result<SavedSearch> {
-    match v.split_first() {
-        Some((&SEARCH_FORMAT, json)) => serde_json::from_slice(json).map_err(|_| StoreError::Corrupt("saved search".into())),
-        _ => Err(StoreError::Corrupt("saved search format".into())),
-    }
+    super::decode_json(SEARCH_FORMAT, v, "saved search")
 }
 
 impl SledStore {

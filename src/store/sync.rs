@@ -14,16 +14,11 @@ fn key(connector: &str, kind: &str, id: &[u8]) -> Vec<u8> {
 
 /// A sync entry as both stores keep it: format byte, JSON.
 pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut v = vec![SYNC_FORMAT];
-    serde_json::to_writer(&mut v, value).expect("serialisable");
-    v
+    super::encode_json(SYNC_FORMAT, value)
 }
 
 pub(super) fn decode<T: DeserializeOwned>(v: &[u8]) -> Result<T> {
-    match v.split_first() {
-        Some((&SYNC_FORMAT, json)) => serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(format!("sync entry: {e}"))),
-        _ => Err(StoreError::Corrupt("sync entry format".into())),
-    }
+    super::decode_json(SYNC_FORMAT, v, "sync entry")
 }
 
 impl SledStore {

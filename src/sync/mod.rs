@@ -289,6 +289,11 @@ fn lease_holder(data_dir: &std::path::Path) -> String {
     hex::encode(&hash[..8])
 }
 
+/// The lease of a connector's runs on a store several daemons share.
+fn lease_name(connector: &str) -> String {
+    format!("sync:{connector}")
+}
+
 /// Runs shown `running` where none goes on (at the sled daemon's start; when a run starts under the
 /// connector's lease) were cut off by a crash or a kill: they are `interrupted`, and the next run goes
 /// on from where they stood. Whether any was.
@@ -349,7 +354,7 @@ impl Sync {
         for c in &sync.connectors {
             let name = &c.cfg.name;
             let now = Timestamp::now().millis();
-            let lease = sync.store.lease(&format!("sync:{name}")).map_err(|e| e.to_string())?;
+            let lease = sync.store.lease(&lease_name(name)).map_err(|e| e.to_string())?;
             if lease.is_some_and(|(holder, expires)| holder != sync.holder && expires > now) {
                 continue;
             }
@@ -399,8 +404,6 @@ impl Sync {
         Ok(())
     }
 
-    /// Holds the connector for a run (or a re-send by hand) until the guard is dropped; `Busy` if a
-    /// run of it is going.
     /// Holds a connector for a run or a change by hand: `Busy` if this daemon has it in hand already,
     /// `Elsewhere` if another daemon on the same store holds its lease (or ran this `tick`). The
     /// lease is renewed while it is held and let go when the holding is dropped.
@@ -430,7 +433,7 @@ impl Sync {
         // With the sled store this is the one daemon: no lease to take.
         if self.store.sled().is_none() {
             let ttl_ms = self.config.store.lease_secs as i64 * 1000;
-            match Lease::take(&self.store, format!("sync:{name}"), &self.holder, tick, ttl_ms)? {
+            match Lease::take(&self.store, lease_name(name), &self.holder, tick, ttl_ms)? {
                 Some(lease) => held.lease = Some(lease),
                 None => return Err(SyncError::Elsewhere(name.to_string())),
             }

@@ -87,6 +87,13 @@ impl Filter {
         self.sql.push(sql);
     }
 
+    /// A `LIMIT` of one more than `limit` (to tell whether there are more), as a parameter: the SQL
+    /// text stays the same whatever the page size, so a statement prepared once serves every page.
+    fn limit_one_more(&mut self, limit: usize) -> String {
+        self.params.push(Box::new(limit.saturating_add(1).min(i64::MAX as usize) as i64));
+        format!("LIMIT ${}", self.params.len())
+    }
+
     fn clause(&self) -> String {
         if self.sql.is_empty() {
             String::new()
@@ -219,10 +226,10 @@ impl PgStore {
                 vec![Box::new(t), Box::new(n as i64), Box::new(i16::from(u))],
             );
         }
+        let limit_sql = f.limit_one_more(limit);
         let sql = format!(
-            "SELECT {CONSENT} {} ORDER BY c.created_ms, c.number, c.usage LIMIT {}",
-            f.clause(),
-            limit.saturating_add(1).min(i64::MAX as usize)
+            "SELECT {CONSENT} {} ORDER BY c.created_ms, c.number, c.usage {limit_sql}",
+            f.clause()
         );
         let items = self.query(sql, f.params)?.iter().map(consent).collect::<Result<Vec<_>, _>>()?;
         Ok(SearchPage::of(items, limit))
@@ -296,11 +303,8 @@ impl PgStore {
         if let Some(a) = &q.actor {
             f.add("a.name = ?", vec![Box::new(a.clone())]);
         }
-        let sql = format!(
-            "{} ORDER BY j.seq LIMIT {}",
-            f.clause(),
-            limit.saturating_add(1).min(i64::MAX as usize)
-        );
+        let limit_sql = f.limit_one_more(limit);
+        let sql = format!("{} ORDER BY j.seq {limit_sql}", f.clause());
         let mut items = self.entries(&sql, f.params)?;
         let next = if items.len() > limit {
             items.truncate(limit);
